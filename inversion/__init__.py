@@ -1,0 +1,1 @@
+"""pSp-style w/q encoders, encoder training and PTI inversion."""

@@ -1,0 +1,27 @@
+"""Package metadata for the QC-StyleGAN codebase (editable install: ``pip install -e .``)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="qc-stylegan",
+    version="0.1.0",
+    description="Quality Controllable StyleGAN (NeurIPS 2022): generation, training, inversion, restoration",
+    packages=find_packages(include=["dnnlib*", "torch_utils*", "training*", "degradations*",
+                                    "inversion*", "metrics*"]),
+    package_data={"torch_utils": ["ops/*.cu", "ops/*.cpp", "ops/*.h"], "metrics": ["data/*"],
+                  "": ["*.json"]},
+    py_modules=["train", "generate", "invert", "restore", "edit", "degrade", "calc_metrics",
+                "dataset_tool"],
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.0,<3",
+        "numpy>=1.22",
+        "click>=8.0",
+        "pillow>=9.0",
+        "scipy>=1.8",
+        "ninja>=1.10",
+        "tqdm>=4.60",
+        "lpips>=0.1.4",
+        "opencv-python-headless>=4.5",
+    ],
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.19"]},
+)

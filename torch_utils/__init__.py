@@ -1,0 +1,2 @@
+"""Ops, checkpoint plumbing (restricted unpickler) and small torch helpers. Imports nothing of the
+project above it."""

@@ -1,0 +1,1 @@
+"""QC-StyleGAN networks, checkpoints, losses, datasets and the training loop."""
