@@ -1,0 +1,76 @@
+"""Modulated convolution with weight demodulation (StyleGAN2, Karras et al. 2020, Sec. 2.2).
+
+Eq. 1: w'_ijk = s_i * w_ijk  (style s modulates input channel i)
+Eq. 3: w''_ijk = w'_ijk / sqrt(sum_{i,k} w'_ijk^2 + eps)  (demodulation, per output channel j)
+
+Two equivalent forms: *fused* folds the per-sample weights into one grouped convolution (groups =
+batch); *non-fused* scales the activations before and after a shared convolution (cheaper for big
+batches and when training, and the form that works with mixed precision).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..misc import assert_shape
+from .conv2d_resample import conv2d_resample
+from .fma import fma
+
+DEMOD_EPS = 1e-8
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
+                     noise: Optional[torch.Tensor] = None, up: int = 1, down: int = 1, padding=0,
+                     resample_filter: Optional[torch.Tensor] = None, demodulate: bool = True,
+                     flip_weight: bool = True, fused_modconv: bool = True) -> torch.Tensor:
+    """Modulated (and demodulated) convolution.
+
+    Args:
+        x:       [N, I, H, W] activations.
+        weight:  [O, I, kh, kw] shared weight (already scaled by the equalized-lr gain or not; the
+                 demodulated result does not depend on its scale).
+        styles:  [N, I] per-sample modulation.
+        noise:   broadcastable to the output [N, O, H', W'], added after demodulation; or None.
+        others:  as in ``conv2d_resample``.
+    Returns:
+        [N, O, H', W'].
+    """
+    n = x.shape[0]
+    out_ch, in_ch, kh, kw = weight.shape
+    assert_shape(x, [n, in_ch, None, None])      # x: [N, I, H, W]
+    assert_shape(styles, [n, in_ch])             # styles: [N, I]
+
+    # Keep float16 in range: normalise weight and styles first (demodulation undoes the scale).
+    if x.dtype == torch.float16 and demodulate:
+        weight = weight * (1 / (in_ch * kh * kw) ** 0.5 / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+
+    dcoefs = None
+    if demodulate or fused_modconv:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)       # Eq. 1: [N, O, I, kh, kw]
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + DEMOD_EPS).rsqrt()    # Eq. 3: [N, O]
+
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down,
+                            padding=padding, flip_weight=flip_weight)
+        if demodulate and noise is not None:
+            return fma(x, dcoefs.to(x.dtype).reshape(n, -1, 1, 1), noise.to(x.dtype))
+        if demodulate:
+            return x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
+        if noise is not None:
+            return x.add(noise.to(x.dtype))
+        return x
+
+    if demodulate:
+        w = w * dcoefs.reshape(n, -1, 1, 1, 1)
+    x = x.reshape(1, -1, *x.shape[2:])                                  # [1, N*I, H, W]
+    w = w.reshape(-1, in_ch, kh, kw)                                    # [N*O, I, kh, kw]
+    x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
+                        groups=n, flip_weight=flip_weight)
+    x = x.reshape(n, -1, *x.shape[2:])                                  # [N, O, H', W']
+    if noise is not None:
+        x = x.add(noise.to(x.dtype))
+    return x
