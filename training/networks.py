@@ -1,0 +1,454 @@
+"""The QC-StyleGAN generator (Nguyen et al., NeurIPS 2022, Sec. 3.2) on StyleGAN2-ADA.
+
+One ``Generator`` class covers both models: ``q_dim=0`` is the plain StyleGAN2 generator
+(Karras et al. 2020); ``q_dim>0`` gives the last ``degrad_blocks`` synthesis blocks a
+``DegradBlock`` (see ``training/degrad_block.py``). Parameter and buffer names and shapes are the
+official ones, so official weights load by name (``training/checkpoint.py``).
+
+Data flow: z [N, z_dim] --mapping--> ws [N, num_ws, w_dim] --synthesis(q)--> img [N, C, H, W].
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from torch_utils.misc import assert_shape
+from torch_utils.ops.bias_act import bias_act
+from torch_utils.ops.modulated_conv2d import modulated_conv2d
+from torch_utils.ops.upfirdn2d import upsample2d
+
+from .degrad_block import DegradBlock
+from .discriminator import Discriminator  # noqa: F401  (re-exported: networks live here)
+from .layers import (DEFAULT_RESAMPLE_FILTER, Conv2dLayer, FullyConnectedLayer,
+                     normalize_2nd_moment)
+
+NOISE_MODES = ("random", "const", "none")
+
+
+# ---------------------------------------------------------------------------------------------
+# Mapping network.
+
+class MappingNetwork(nn.Module):
+    """z (+ class embedding) -> w, broadcast to ``num_ws`` copies; tracks ``w_avg`` for truncation."""
+
+    def __init__(self,
+                 z_dim: int,                           # latent size; 0 = no latent
+                 c_dim: int,                           # conditioning label size; 0 = none
+                 w_dim: int,                           # intermediate latent size
+                 num_ws: Optional[int],                # copies of w to output; None = no broadcast
+                 num_layers: int = 8,                  # fully connected layers
+                 embed_features: Optional[int] = None, # label embedding size; None = w_dim
+                 layer_features: Optional[int] = None, # hidden width; None = w_dim
+                 activation: str = "lrelu",
+                 lr_multiplier: float = 0.01,          # StyleGAN's 100x lower mapping learning rate
+                 w_avg_beta: Optional[float] = 0.995): # decay of the w_avg moving average; None = off
+        super().__init__()
+        self.z_dim = z_dim
+        self.c_dim = c_dim
+        self.w_dim = w_dim
+        self.num_ws = num_ws
+        self.num_layers = num_layers
+        self.w_avg_beta = w_avg_beta
+        if embed_features is None:
+            embed_features = w_dim
+        if c_dim == 0:
+            embed_features = 0
+        if layer_features is None:
+            layer_features = w_dim
+        features = [z_dim + embed_features] + [layer_features] * (num_layers - 1) + [w_dim]
+        if c_dim > 0:
+            self.embed = FullyConnectedLayer(c_dim, embed_features)
+        for idx in range(num_layers):
+            setattr(self, f"fc{idx}", FullyConnectedLayer(features[idx], features[idx + 1],
+                                                          activation=activation, lr_multiplier=lr_multiplier))
+        if num_ws is not None and w_avg_beta is not None:
+            self.register_buffer("w_avg", torch.zeros([w_dim]))
+
+    def forward(self, z: Optional[torch.Tensor], c: Optional[torch.Tensor], truncation_psi: float = 1,
+                truncation_cutoff: Optional[int] = None, update_emas: bool = False) -> torch.Tensor:
+        x = None
+        if self.z_dim > 0:
+            assert_shape(z, [None, self.z_dim])                          # z: [N, z_dim]
+            x = normalize_2nd_moment(z.to(torch.float32))
+        if self.c_dim > 0:
+            assert_shape(c, [None, self.c_dim])                          # c: [N, c_dim]
+            y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
+            x = torch.cat([x, y], dim=1) if x is not None else y
+        for idx in range(self.num_layers):
+            x = getattr(self, f"fc{idx}")(x)
+        if update_emas and self.w_avg_beta is not None and self.num_ws is not None:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        if self.num_ws is not None:
+            x = x.unsqueeze(1).repeat([1, self.num_ws, 1])              # [N, num_ws, w_dim]
+        if truncation_psi != 1:
+            if self.num_ws is None or self.w_avg_beta is None:
+                raise ValueError("truncation needs w_avg (num_ws and w_avg_beta set)")
+            cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
+            x = x.clone()
+            x[:, :cutoff] = self.w_avg.lerp(x[:, :cutoff], truncation_psi)
+        return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthesis layers.
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 conv (optionally 2x up) + noise + bias + lrelu (StyleGAN2 Fig. 2d)."""
+
+    def __init__(self,
+                 in_channels: int,                     # input channels
+                 out_channels: int,                    # output channels (incl. DegradBlock extras)
+                 w_dim: int,                           # w size
+                 resolution: int,                      # output resolution
+                 kernel_size: int = 3,
+                 up: int = 1,                          # 2 in a block's conv0
+                 use_noise: bool = True,               # per-pixel noise input?
+                 activation: str = "lrelu",
+                 resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER,
+                 conv_clamp: Optional[float] = None,   # clamp activations to +-conv_clamp; None = off
+                 channels_last: bool = False):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.resolution = resolution
+        self.up = up
+        self.use_noise = use_noise
+        self.activation = activation
+        self.conv_clamp = conv_clamp
+        self.register_buffer("resample_filter", torch.as_tensor(_filter(resample_filter)))
+        self.padding = kernel_size // 2
+        from torch_utils.ops.bias_act import ACTIVATIONS
+        self.act_gain = ACTIVATIONS[activation].def_gain
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size])
+                                   .to(memory_format=memory_format))
+        if use_noise:
+            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
+                fused_modconv: bool = True, gain: float = 1.0,
+                out_channels: Optional[int] = None) -> torch.Tensor:
+        """x: [N, I, H, W]; w: [N, w_dim]. ``out_channels`` computes only the first channels."""
+        n = x.shape[0]
+        in_res = self.resolution // self.up
+        assert_shape(x, [n, self.in_channels, in_res, in_res])
+        styles = self.affine(w)                                            # [N, I]
+        noise = None
+        if self.use_noise and noise_mode == "random":
+            noise = torch.randn([n, 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+        elif self.use_noise and noise_mode == "const":
+            noise = self.noise_const * self.noise_strength
+        weight, bias = self.weight, self.bias
+        if out_channels is not None and out_channels < self.out_channels:
+            weight, bias = weight[:out_channels], bias[:out_channels]      # exact: demod is per row
+        x = modulated_conv2d(x, weight, styles, noise=noise, up=self.up, padding=self.padding,
+                             resample_filter=self.resample_filter, flip_weight=(self.up == 1),
+                             fused_modconv=fused_modconv)
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act(x, bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1x1 conv to image channels, no demodulation."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 1,
+                 conv_clamp: Optional[float] = None, channels_last: bool = False):
+        super().__init__()
+        self.in_channels = in_channels
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size])
+                                   .to(memory_format=memory_format))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain                        # [N, I]
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
+        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+
+
+def _filter(f: Sequence[float]) -> torch.Tensor:
+    from torch_utils.ops.upfirdn2d import setup_filter
+    return setup_filter(f)
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthesis block and network.
+
+class SynthesisBlock(nn.Module):
+    """One resolution: [const |] conv0 (up) -> conv1 [-> DegradBlock] -> ToRGB (skip/resnet/orig)."""
+
+    def __init__(self,
+                 in_channels: int,                     # 0 for the 4x4 block (learned constant input)
+                 out_channels: int,
+                 w_dim: int,
+                 resolution: int,
+                 img_channels: int,
+                 is_last: bool,
+                 architecture: str = "skip",           # 'orig', 'skip' or 'resnet'
+                 resample_filter: Sequence[float] = DEFAULT_RESAMPLE_FILTER,
+                 conv_clamp: Optional[float] = None,
+                 use_fp16: bool = False,               # float16 for this block on CUDA
+                 fp16_channels_last: bool = False,
+                 q_dim: int = 0,                       # >0: this block carries a DegradBlock
+                 degrad_channels: int = 16,            # L
+                 degrad_layers: int = 3,               # P
+                 **layer_kwargs):
+        super().__init__()
+        if architecture not in ("orig", "skip", "resnet"):
+            raise ValueError(f"unknown architecture '{architecture}'")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.w_dim = w_dim
+        self.resolution = resolution
+        self.img_channels = img_channels
+        self.is_last = is_last
+        self.architecture = architecture
+        self.use_fp16 = use_fp16
+        self.channels_last = use_fp16 and fp16_channels_last
+        self.q_dim = q_dim
+        self.register_buffer("resample_filter", _filter(resample_filter))
+        self.num_conv = 0
+        self.num_torgb = 0
+        common = dict(conv_clamp=conv_clamp, channels_last=self.channels_last, **layer_kwargs)
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2,
+                                        resample_filter=resample_filter, **common)
+            self.num_conv += 1
+        if q_dim > 0:
+            self.convq = DegradBlock(out_channels, q_dim, degrad_channels, degrad_layers)
+        extra = self.convq.extra_channels if q_dim > 0 else 0
+        self.conv1 = SynthesisLayer(out_channels, out_channels + extra, w_dim, resolution, **common)
+        self.num_conv += 1
+        if is_last or architecture == "skip":
+            self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp,
+                                    channels_last=self.channels_last)
+            self.num_torgb += 1
+        if in_channels != 0 and architecture == "resnet":
+            self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
+                                    resample_filter=resample_filter, channels_last=self.channels_last)
+
+    @property
+    def has_degrad_block(self) -> bool:
+        return self.q_dim > 0
+
+    def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
+                q: Optional[torch.Tensor] = None, force_fp32: bool = False,
+                fused_modconv: Optional[bool] = None, noise_mode: str = "random", branch: bool = False):
+        """Run the block.
+
+        x: [N, in_channels, R/2, R/2] or None; img: [N, C_img, R/2, R/2] or None;
+        ws: [N, num_conv + num_torgb, w_dim]; q: [N, q_dim] or None (= zeros).
+        ``branch=True`` (DegradBlock blocks only) splits the batch after conv1 into the sharp
+        (q=0) and degraded (q) renders, sharing everything computed before the split.
+        Returns (x, img, x_c): [N', out, R, R], [N', C_img, R, R], pre-residual features or None,
+        where N' = 2N when branching, else N.
+        """
+        n = ws.shape[0]
+        assert_shape(ws, [n, self.num_conv + self.num_torgb, self.w_dim])
+        w_iter = iter(ws.unbind(dim=1))
+        on_cuda = ws.device.type == "cuda"
+        dtype = torch.float16 if (self.use_fp16 and not force_fp32 and on_cuda) else torch.float32
+        memory_format = torch.channels_last if (self.channels_last and not force_fp32) else torch.contiguous_format
+        if fused_modconv is None:
+            fused_modconv = (not self.training) and (dtype == torch.float32 or n == 1)
+        layer = dict(noise_mode=noise_mode, fused_modconv=fused_modconv)
+
+        if self.in_channels == 0:
+            x = self.const.to(dtype=dtype, memory_format=memory_format).unsqueeze(0).repeat([n, 1, 1, 1])
+        else:
+            assert_shape(x, [n, self.in_channels, self.resolution // 2, self.resolution // 2])
+            x = x.to(dtype=dtype, memory_format=memory_format)
+
+        resnet = self.in_channels != 0 and self.architecture == "resnet"
+        y_skip = self.skip(x, gain=math.sqrt(0.5)) if resnet else None
+        if self.in_channels != 0:
+            x = self.conv0(x, next(w_iter), **layer)
+        # At q = 0 the DegradBlock's extra conv1 channels are not needed: compute only x_c.
+        conv1_channels = None if (self.has_degrad_block and q is not None) else self.out_channels
+        x = self.conv1(x, next(w_iter), gain=(math.sqrt(0.5) if resnet else 1.0),
+                       out_channels=conv1_channels, **layer)
+        x_c = None
+        if self.has_degrad_block and branch:
+            if q is None:
+                raise ValueError("branch=True needs q")
+            x_c = x[:, :self.out_channels]
+            x = torch.cat([x_c, x_c + self.convq.residual(x[:, self.out_channels:], q)])
+            x_c = torch.cat([x_c, x_c])
+        elif self.has_degrad_block:
+            x, x_c = self.convq(x, q)
+        elif branch:
+            raise ValueError("branch=True is only valid in a DegradBlock block")
+        if y_skip is not None:
+            x = torch.cat([y_skip, y_skip]).add(x) if branch else y_skip.add(x)
+
+        if img is not None:
+            assert_shape(img, [n, self.img_channels, self.resolution // 2, self.resolution // 2])
+            img = upsample2d(img, self.resample_filter)
+            if branch:
+                img = torch.cat([img, img])
+        if self.is_last or self.architecture == "skip":
+            w = next(w_iter)
+            y = self.torgb(x, torch.cat([w, w]) if branch else w, fused_modconv=fused_modconv)
+            y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+            img = img.add(y) if img is not None else y
+        return x, img, x_c
+
+
+class SynthesisNetwork(nn.Module):
+    """ws [N, num_ws, w_dim] (+ q [N, q_dim]) -> img [N, img_channels, R, R]."""
+
+    def __init__(self,
+                 w_dim: int,                       # intermediate latent size
+                 img_resolution: int,              # output resolution (power of two)
+                 img_channels: int,                # output channels
+                 q_dim: int = 0,                   # quality code size; 0 = plain StyleGAN2
+                 channel_base: int = 32768,        # channels at resolution r: min(base / r, max)
+                 channel_max: int = 512,
+                 num_fp16_res: int = 0,            # highest resolutions that run in float16 on CUDA
+                 degrad_blocks: int = 2,           # M: last blocks that carry a DegradBlock
+                 degrad_channels: int = 16,        # L: channels per q entry
+                 degrad_layers: int = 3,           # P: 1x1 convs in the DegradBlock projection
+                 **block_kwargs):
+        super().__init__()
+        if img_resolution < 4 or img_resolution & (img_resolution - 1):
+            raise ValueError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
+        self.w_dim = w_dim
+        self.img_resolution = img_resolution
+        self.img_resolution_log2 = int(np.log2(img_resolution))
+        self.img_channels = img_channels
+        self.q_dim = q_dim
+        self.block_resolutions = [2 ** i for i in range(2, self.img_resolution_log2 + 1)]
+        if q_dim > 0 and not 1 <= degrad_blocks <= len(self.block_resolutions):
+            raise ValueError(f"degrad_blocks must be in 1..{len(self.block_resolutions)}")
+        # The one rule for "which blocks carry q": the last M blocks.
+        self.degrad_resolutions = self.block_resolutions[-degrad_blocks:] if q_dim > 0 else []
+        channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions}
+        fp16_resolution = max(2 ** (self.img_resolution_log2 + 1 - num_fp16_res), 8)
+        self.num_ws = 0
+        for res in self.block_resolutions:
+            in_channels = channels[res // 2] if res > 4 else 0
+            carries_q = res in self.degrad_resolutions
+            block = SynthesisBlock(in_channels, channels[res], w_dim=w_dim, resolution=res,
+                                   img_channels=img_channels, is_last=(res == img_resolution),
+                                   use_fp16=(res >= fp16_resolution),
+                                   q_dim=q_dim if carries_q else 0,
+                                   degrad_channels=degrad_channels, degrad_layers=degrad_layers,
+                                   **block_kwargs)
+            self.num_ws += block.num_conv
+            if res == img_resolution:
+                self.num_ws += block.num_torgb
+            setattr(self, f"b{res}", block)
+
+    def blocks(self) -> List[SynthesisBlock]:
+        return [getattr(self, f"b{res}") for res in self.block_resolutions]
+
+    def forward(self, ws: torch.Tensor, q: Optional[torch.Tensor] = None, noise_mode: str = "const",
+                return_feats: bool = False, pair: bool = False, force_fp32: bool = False,
+                fused_modconv: Optional[bool] = None):
+        """Render images.
+
+        Args:
+            ws:           [N, num_ws, w_dim].
+            q:            [N, q_dim] quality code; None = zeros (the sharp image).
+            noise_mode:   'random', 'const' (the stored noise) or 'none'.
+            return_feats: also return the pre-residual x_c maps of the DegradBlock blocks.
+            pair:         render the sharp (q=0) and degraded (q) images together, sharing the
+                          trunk below the first DegradBlock; returns (img_sharp, img_degraded).
+        """
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got '{noise_mode}'")
+        n = ws.shape[0]
+        assert_shape(ws, [n, self.num_ws, self.w_dim])                   # ws: [N, num_ws, w_dim]
+        if q is not None:
+            if self.q_dim == 0:
+                raise ValueError("this generator has no quality code (q_dim=0); pass q=None")
+            assert_shape(q, [n, self.q_dim])                             # q: [N, q_dim]
+            q = q.to(torch.float32)
+        if pair and q is None:
+            raise ValueError("pair=True needs q")
+
+        x = img = None
+        feats: List[torch.Tensor] = []
+        w_idx = 0
+        branched = False
+        for block in self.blocks():
+            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            w_idx += block.num_conv
+            block_q = q if block.has_degrad_block else None
+            branch = pair and block.has_degrad_block and not branched
+            if branched:
+                # After the split the batch is [sharp; degraded], so q is [0; q].
+                block_ws = torch.cat([block_ws, block_ws])
+                block_q = torch.cat([torch.zeros_like(q), q]) if block.has_degrad_block else None
+            x, img, x_c = block(x, img, block_ws, q=block_q, force_fp32=force_fp32,
+                                fused_modconv=fused_modconv, noise_mode=noise_mode, branch=branch)
+            branched = branched or branch
+            if x_c is not None:
+                feats.append(x_c)
+        if pair:
+            img = (img[:n], img[n:])
+        if return_feats:
+            return img, feats
+        return img
+
+
+# ---------------------------------------------------------------------------------------------
+# Generator.
+
+class Generator(nn.Module):
+    """QC-StyleGAN generator: ``G(z, c, q)``; ``q_dim=0`` is plain StyleGAN2-ADA."""
+
+    def __init__(self,
+                 z_dim: int,                           # input latent size
+                 c_dim: int,                           # conditioning label size (0 = unconditional)
+                 w_dim: int,                           # intermediate latent size
+                 img_resolution: int,                  # output resolution
+                 img_channels: int,                    # output channels
+                 q_dim: int = 0,                       # quality code size (16 in the paper; 0 = plain)
+                 mapping_kwargs: Optional[dict] = None,    # MappingNetwork options
+                 synthesis_kwargs: Optional[dict] = None,  # SynthesisNetwork options
+                 **extra_synthesis_kwargs):
+        super().__init__()
+        self.z_dim = z_dim
+        self.c_dim = c_dim
+        self.w_dim = w_dim
+        self.q_dim = q_dim
+        self.img_resolution = img_resolution
+        self.img_channels = img_channels
+        synthesis_kwargs = dict(synthesis_kwargs or {}, **extra_synthesis_kwargs)
+        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution,
+                                          img_channels=img_channels, q_dim=q_dim, **synthesis_kwargs)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
+                                      **(mapping_kwargs or {}))
+
+    @property
+    def degrad_resolutions(self) -> List[int]:
+        """Resolutions of the blocks that carry a DegradBlock (empty for plain StyleGAN2)."""
+        return list(self.synthesis.degrad_resolutions)
+
+    def forward(self, z: torch.Tensor, c: Optional[torch.Tensor] = None, q: Optional[torch.Tensor] = None,
+                truncation_psi: float = 1, truncation_cutoff: Optional[int] = None,
+                update_emas: bool = False, **synthesis_kwargs):
+        """z: [N, z_dim]; c: [N, c_dim] or None; q: [N, q_dim] or None (= zeros).
+        Returns img [N, img_channels, R, R] (or what ``SynthesisNetwork.forward`` returns for
+        ``return_feats`` / ``pair``)."""
+        if c is None:
+            if self.c_dim > 0:
+                raise ValueError(f"this generator is conditional (c_dim={self.c_dim}); pass c")
+            c = torch.zeros([z.shape[0], 0], device=z.device)
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                          update_emas=update_emas)
+        return self.synthesis(ws, q=q, **synthesis_kwargs)
