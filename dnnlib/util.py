@@ -172,3 +172,22 @@ def format_time(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h {(s // 60) % 60:02d}m"
     return f"{s // 86400}d {(s // 3600) % 24:02d}h"
+
+
+def cli_main(func):
+    """Decorator for a CLI entry point: a ``UserError`` prints ``error: <message>`` on stderr and
+    exits with status 1, without a traceback; Ctrl-C exits with 130."""
+    import functools
+    import sys
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+    return wrapper

@@ -149,6 +149,13 @@ class Discriminator(nn.Module):
                  epilogue_kwargs: Optional[dict] = None):
         super().__init__()
         from .networks import MappingNetwork   # shared mapping network class (label embedding)
+        self.init_kwargs = dict(c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels,
+                                architecture=architecture, channel_base=channel_base,
+                                channel_max=channel_max, num_fp16_res=num_fp16_res,
+                                conv_clamp=conv_clamp, cmap_dim=cmap_dim,
+                                block_kwargs=dict(block_kwargs or {}),
+                                mapping_kwargs=dict(mapping_kwargs or {}),
+                                epilogue_kwargs=dict(epilogue_kwargs or {}))
         self.c_dim = c_dim
         self.img_resolution = img_resolution
         self.img_resolution_log2 = int(np.log2(img_resolution))

@@ -421,6 +421,10 @@ class Generator(nn.Module):
                  synthesis_kwargs: Optional[dict] = None,  # SynthesisNetwork options
                  **extra_synthesis_kwargs):
         super().__init__()
+        self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
+                                img_channels=img_channels, q_dim=q_dim,
+                                mapping_kwargs=dict(mapping_kwargs or {}),
+                                synthesis_kwargs=dict(synthesis_kwargs or {}, **extra_synthesis_kwargs))
         self.z_dim = z_dim
         self.c_dim = c_dim
         self.w_dim = w_dim

@@ -1,0 +1,204 @@
+"""Image files for every CLI of the project: reading what real folders hold, writing atomically.
+
+Reading (``read_image``):
+- formats: PNG, JPEG, WebP, BMP, TIFF (anything OpenCV or Pillow decodes);
+- grayscale is repeated to three channels; palette images are expanded;
+- 16-bit (and 32-bit integer) images are scaled to 8 bits with rounding (``v / 257`` for
+  16-bit); floating-point TIFFs are taken as [0, 1];
+- alpha policy: ``read_image`` returns the colour channels as stored and drops alpha (no
+  compositing, so a fully transparent pixel keeps whatever colour the file holds);
+  ``read_image_alpha`` returns ``(rgb, alpha or None)`` for callers that keep alpha
+  (``degrade.py`` degrades the colour and copies alpha unchanged into its RGBA PNG output);
+- EXIF orientation is applied, so the array is upright as a viewer shows it;
+- an unreadable, empty or truncated file raises ``dnnlib.util.UserError`` naming the file.
+
+Writing (``write_image``): PNG/JPEG/WebP/BMP/TIFF chosen by the extension, through a temporary
+file renamed into place (``dnnlib.util.atomic_write``), so an interrupted run never leaves a
+half-written image.
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .util import UserError, atomic_write
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+def is_image_file(path: str) -> bool:
+    return os.path.splitext(str(path))[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_images(root: str) -> List[str]:
+    """Relative paths (``/``-separated) of the image files under ``root``, sorted, recursive.
+
+    Hidden files and folders (name starting with ``.``, e.g. temporary files of an atomic
+    write) are skipped. A file given as ``root`` lists as its own base name.
+    """
+    root = os.fspath(root)
+    if os.path.isfile(root):
+        return [os.path.basename(root)] if is_image_file(root) else []
+    if not os.path.isdir(root):
+        raise UserError(f"no such file or folder: {root}")
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if name.startswith(".") or not is_image_file(name):
+                continue
+            rel = os.path.relpath(os.path.join(dirpath, name), root)
+            out.append(rel.replace(os.sep, "/"))
+    return sorted(out)
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16:
+        return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if arr.dtype in (np.int32, np.uint32, np.int64):
+        # Pillow's 'I' mode holds 16-bit data in int32.
+        peak = 65535 if int(arr.max(initial=0)) > 255 else 255
+        return np.clip(np.rint(arr.astype(np.float64) * (255.0 / peak)), 0, 255).astype(np.uint8)
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        return np.clip(np.rint(arr.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    raise UserError(f"unsupported pixel type {arr.dtype}")
+
+
+def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """EXIF orientation 1..8 to the upright image (TIFF/EXIF 2.3 definition)."""
+    if orientation == 2:
+        return arr[:, ::-1]
+    if orientation == 3:
+        return arr[::-1, ::-1]
+    if orientation == 4:
+        return arr[::-1]
+    if orientation == 5:
+        return np.swapaxes(arr, 0, 1)
+    if orientation == 6:
+        return np.swapaxes(arr, 0, 1)[:, ::-1]
+    if orientation == 7:
+        return np.swapaxes(arr, 0, 1)[::-1, ::-1]
+    if orientation == 8:
+        return np.swapaxes(arr, 0, 1)[::-1]
+    return arr
+
+
+def _exif_orientation(data: bytes) -> int:
+    try:
+        from PIL import Image
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.getexif().get(_EXIF_ORIENTATION_TAG, 1) or 1)
+    except Exception:
+        return 1
+
+
+def _decode_cv2(data: bytes) -> Optional[np.ndarray]:
+    """Decode with OpenCV keeping depth and alpha (no orientation applied); RGB(A) order."""
+    import cv2
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        return None
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = arr[:, :, ::-1]
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, [2, 1, 0, 3]]
+    return arr
+
+
+def _decode_pil(data: bytes) -> np.ndarray:
+    from PIL import Image
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        if im.mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGB")
+        elif im.mode == "LA":
+            im = im.convert("RGBA")  # grey + alpha -> RGBA
+        return np.asarray(im)
+
+
+def read_image_alpha(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Read an image as ``(rgb uint8 [H, W, 3], alpha uint8 [H, W] or None)``, upright.
+
+    Raises ``UserError`` when the file is missing or cannot be decoded.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise UserError(f"cannot read {path}: empty file")
+    arr = None
+    try:
+        arr = _decode_cv2(data)
+    except Exception:
+        arr = None
+    if arr is None or arr.size == 0:
+        try:
+            arr = _decode_pil(data)
+        except Exception as exc:
+            raise UserError(f"cannot decode {path}: {exc or 'not an image'}") from None
+    arr = _apply_orientation(arr, _exif_orientation(data))
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise UserError(f"cannot decode {path}: unsupported layout {arr.shape}")
+    arr = _to_uint8(arr)
+    alpha = None
+    if arr.shape[2] in (2, 4):
+        alpha = np.ascontiguousarray(arr[:, :, -1])
+        arr = arr[:, :, :-1]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr), alpha
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read an image as uint8 ``[H, W, 3]`` RGB, upright; alpha is dropped (module docstring)."""
+    return read_image_alpha(path)[0]
+
+
+_PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
+                ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def encode_image(array: np.ndarray, ext: str, quality: int = 95) -> bytes:
+    """Encode uint8 ``[H, W]``, ``[H, W, 1|3|4]`` into the format named by ``ext``."""
+    from PIL import Image
+    fmt = _PIL_FORMATS.get(ext.lower())
+    if fmt is None:
+        raise UserError(f"unsupported image extension '{ext}' (use one of {', '.join(IMAGE_EXTENSIONS)})")
+    arr = np.asarray(array)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"write_image expects uint8 pixels, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise ValueError(f"write_image expects [H, W], [H, W, 3] or [H, W, 4], got {arr.shape}")
+    if arr.ndim == 3 and arr.shape[2] == 4 and fmt in ("JPEG", "BMP"):
+        arr = arr[:, :, :3]  # these formats hold no alpha
+    img = Image.fromarray(np.ascontiguousarray(arr))
+    buf = io.BytesIO()
+    kwargs = {"quality": int(quality)} if fmt in ("JPEG", "WEBP") else {}
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def write_image(path: str, array: np.ndarray, quality: int = 95) -> None:
+    """Write uint8 ``[H, W]`` / ``[H, W, 3]`` / ``[H, W, 4]`` to ``path`` atomically; the format
+    follows the extension (``quality`` for JPEG/WebP)."""
+    data = encode_image(array, os.path.splitext(os.fspath(path))[1], quality=quality)
+    with atomic_write(path, "wb") as f:
+        f.write(data)
