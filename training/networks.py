@@ -252,8 +252,8 @@ class SynthesisBlock(nn.Module):
         ws: [N, num_conv + num_torgb, w_dim]; q: [N, q_dim] or None (= zeros).
         ``branch=True`` (DegradBlock blocks only) splits the batch after conv1 into the sharp
         (q=0) and degraded (q) renders, sharing everything computed before the split.
-        Returns (x, img, x_c): [N', out, R, R], [N', C_img, R, R], pre-residual features or None,
-        where N' = 2N when branching, else N.
+        Returns (x, img, x_c): [N', out, R, R], [N', C_img, R, R] and conv1's features before the
+        DegradBlock residual [N', out, R, R], where N' = 2N when branching, else N.
         """
         n = ws.shape[0]
         assert_shape(ws, [n, self.num_conv + self.num_torgb, self.w_dim])
@@ -279,7 +279,7 @@ class SynthesisBlock(nn.Module):
         conv1_channels = None if (self.has_degrad_block and q is not None) else self.out_channels
         x = self.conv1(x, next(w_iter), gain=(math.sqrt(0.5) if resnet else 1.0),
                        out_channels=conv1_channels, **layer)
-        x_c = None
+        x_c = x              # conv1 output before any residual (distillation features)
         if self.has_degrad_block and branch:
             if q is None:
                 raise ValueError("branch=True needs q")
@@ -334,6 +334,8 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"degrad_blocks must be in 1..{len(self.block_resolutions)}")
         # The one rule for "which blocks carry q": the last M blocks.
         self.degrad_resolutions = self.block_resolutions[-degrad_blocks:] if q_dim > 0 else []
+        # Distillation compares these blocks' conv1 features (the same blocks in a plain teacher).
+        self.feature_resolutions = self.block_resolutions[-degrad_blocks:]
         channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions}
         fp16_resolution = max(2 ** (self.img_resolution_log2 + 1 - num_fp16_res), 8)
         self.num_ws = 0
@@ -356,14 +358,17 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, ws: torch.Tensor, q: Optional[torch.Tensor] = None, noise_mode: str = "const",
                 return_feats: bool = False, pair: bool = False, force_fp32: bool = False,
-                fused_modconv: Optional[bool] = None):
+                fused_modconv: Optional[bool] = None, feat_resolutions: Optional[Sequence[int]] = None):
         """Render images.
 
         Args:
             ws:           [N, num_ws, w_dim].
             q:            [N, q_dim] quality code; None = zeros (the sharp image).
             noise_mode:   'random', 'const' (the stored noise) or 'none'.
-            return_feats: also return the pre-residual x_c maps of the DegradBlock blocks.
+            return_feats: also return conv1's features before the DegradBlock residual (x_c) of the
+                          blocks in ``feat_resolutions`` (default ``self.feature_resolutions``:
+                          the DegradBlock blocks, or the same last M blocks of a plain generator,
+                          which is what distillation compares).
             pair:         render the sharp (q=0) and degraded (q) images together, sharing the
                           trunk below the first DegradBlock; returns (img_sharp, img_degraded).
         """
@@ -379,6 +384,7 @@ class SynthesisNetwork(nn.Module):
         if pair and q is None:
             raise ValueError("pair=True needs q")
 
+        wanted = set(self.feature_resolutions if feat_resolutions is None else feat_resolutions)
         x = img = None
         feats: List[torch.Tensor] = []
         w_idx = 0
@@ -395,7 +401,7 @@ class SynthesisNetwork(nn.Module):
             x, img, x_c = block(x, img, block_ws, q=block_q, force_fp32=force_fp32,
                                 fused_modconv=fused_modconv, noise_mode=noise_mode, branch=branch)
             branched = branched or branch
-            if x_c is not None:
+            if block.resolution in wanted:
                 feats.append(x_c)
         if pair:
             img = (img[:n], img[n:])
