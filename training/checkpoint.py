@@ -297,7 +297,7 @@ def _load_torch_file(path: str) -> Dict[str, Any]:
     except pickle.UnpicklingError as exc:
         raise UserError(f"{path}: refused or unreadable torch file (weights_only=True): "
                         f"{str(exc).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
+    except Exception as exc:  # torch raises many kinds for corrupt files (KeyError, RuntimeError, ...)
         raise UserError(f"{path}: corrupt or truncated file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     if isinstance(payload, dict) and payload.get("format") == FORMAT_TAG:
         return _load_ours(payload, path)

@@ -1,0 +1,136 @@
+"""Our networks reproduce the official StyleGAN2-ADA and QC-StyleGAN reference vectors."""
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import shared_path
+from training.checkpoint import load_network
+from training.discriminator import Discriminator
+from training.networks import Generator
+
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+def _fixture(name):
+    root = shared_path("fixtures", name)
+    cfg = json.load(open(os.path.join(root, "config.json")))
+    expected = torch.load(os.path.join(root, "expected.pt"), weights_only=True)
+    return root, cfg, expected
+
+
+def _from_weights(name):
+    root, cfg, expected = _fixture(name)
+    weights = torch.load(os.path.join(root, "weights.pt"), weights_only=True)
+    nets = {"G": Generator(**cfg["G_kwargs"]).eval()}
+    nets["G"].load_state_dict(weights["G"], strict=True)
+    if "D" in weights:
+        nets["D"] = Discriminator(**cfg["D_kwargs"]).eval()
+        nets["D"].load_state_dict(weights["D"], strict=True)
+    return nets, expected
+
+
+def _from_pickle(name):
+    root, _, expected = _fixture(name)
+    return load_network(os.path.join(root, "network.pkl")), expected
+
+
+LOADERS = {"weights.pt": _from_weights, "network.pkl": _from_pickle}
+
+
+@pytest.mark.parametrize("source", list(LOADERS))
+@torch.no_grad()
+def test_stylegan2_ada_reference(source):
+    nets, e = LOADERS[source]("stylegan2_ada")
+    G, D = nets["G"], nets["D"]
+    torch.testing.assert_close(G.mapping(e["z"], e["c"]), e["ws"], **TOL)
+    torch.testing.assert_close(G.mapping(e["z"], e["c"], truncation_psi=0.7), e["ws_trunc"], **TOL)
+    torch.testing.assert_close(G.synthesis(e["ws"], noise_mode="const"), e["img_const"], **TOL)
+    torch.testing.assert_close(G.synthesis(e["ws"], noise_mode="none"), e["img_none"], **TOL)
+    torch.testing.assert_close(G.synthesis(e["ws_trunc"], noise_mode="const"), e["img_trunc_const"], **TOL)
+    torch.testing.assert_close(D(e["img_const"], e["c"]), e["d_logits"], **TOL)
+    if source == "network.pkl":   # G_ema is a copy of G in the fixture
+        torch.testing.assert_close(nets["G_ema"].synthesis(e["ws"]), e["img_const"], **TOL)
+
+
+@pytest.mark.parametrize("source", list(LOADERS))
+@torch.no_grad()
+def test_qc_stylegan_reference(source):
+    nets, e = LOADERS[source]("qc_stylegan")
+    G = nets["G"]
+    torch.testing.assert_close(G.mapping(e["z"], None), e["ws"], **TOL)
+    torch.testing.assert_close(G.synthesis(e["ws"], q=torch.zeros_like(e["q"])), e["img_sharp"], **TOL)
+    torch.testing.assert_close(G.synthesis(e["ws"]), e["img_sharp"], **TOL)          # q=None == zeros
+    img, feats = G.synthesis(e["ws"], q=e["q"], return_feats=True)
+    torch.testing.assert_close(img, e["img_degraded"], **TOL)
+    assert len(feats) == len(e["feats_degraded"]) == 2
+    for got, want in zip(feats, e["feats_degraded"]):
+        torch.testing.assert_close(got, want, **TOL)
+    _, feats0 = G.synthesis(e["ws"], q=None, return_feats=True)
+    for got, want in zip(feats0, e["feats_sharp"]):
+        torch.testing.assert_close(got, want, **TOL)
+    torch.testing.assert_close(G.synthesis(e["ws"], q=2 * e["q"]), e["img_degraded_2q"], **TOL)
+    if source == "network.pkl":
+        assert set(nets) >= {"G", "G_ema", "D", "D_degraded"}
+        logits = nets["D_degraded"](e["img_degraded"])
+        assert logits.shape == (4, 1) and torch.isfinite(logits).all()
+
+
+@torch.no_grad()
+def test_pair_mode_matches_separate_renders():
+    nets, e = _from_weights("qc_stylegan")
+    sharp, degraded = nets["G"].synthesis(e["ws"], q=e["q"], pair=True)
+    torch.testing.assert_close(sharp, e["img_sharp"], **TOL)
+    torch.testing.assert_close(degraded, e["img_degraded"], **TOL)
+
+
+@torch.no_grad()
+def test_degrad_block_properties():
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3, q_dim=4,
+                  mapping_kwargs=dict(num_layers=1),
+                  synthesis_kwargs=dict(channel_base=256, channel_max=16, degrad_channels=3)).eval()
+    block = G.synthesis.b16
+    db = block.convq.double()
+    r1 = torch.randn(5, db.extra_channels, 8, 8, dtype=torch.float64) * 10
+    q = torch.randn(5, 4, dtype=torch.float64)
+    assert torch.equal(db.residual(r1, torch.zeros_like(q)), torch.zeros(5, 16, 8, 8, dtype=torch.float64))
+    for k in (0.0, 0.5, 2.0, 3.7):   # DB(f, k q) = k DB(f, q) for k >= 0
+        torch.testing.assert_close(db.residual(r1, k * q), k * db.residual(r1, q), rtol=1e-10, atol=1e-10)
+    block.convq.float()
+    # Whole generator: q = 0 gives exactly the sharp image, q != 0 changes it.
+    z = torch.randn(3, 16)
+    sharp = G(z)
+    # (the residual is exactly 0; conv1 with or without its extra rows may round differently)
+    torch.testing.assert_close(G(z, q=torch.zeros(3, 4)), sharp, rtol=1e-6, atol=1e-6)
+    assert (G(z, q=torch.randn(3, 4)) - sharp).abs().max() > 1e-3
+    assert G.degrad_resolutions == [8, 16]
+
+
+def test_generator_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, c_dim=2, w_dim=8, img_resolution=8, img_channels=3, q_dim=2,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8))
+    D = Discriminator(c_dim=2, img_resolution=8, img_channels=3, channel_base=64, channel_max=8,
+                      epilogue_kwargs=dict(mbstd_group_size=2))
+    c = torch.eye(2)[[0, 1, 0, 1]]
+    img = G(torch.randn(4, 8), c, q=torch.randn(4, 2), noise_mode="random")
+    D(img, c).sum().backward()
+    for name, p in list(G.named_parameters()) + list(D.named_parameters()):
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+@pytest.mark.parametrize("arch", ["orig", "skip", "resnet"])
+def test_architectures_build_and_render(arch):
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, q_dim=2,
+                  synthesis_kwargs=dict(channel_base=128, channel_max=8, architecture=arch))
+    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, architecture=arch, channel_base=128,
+                      channel_max=8)
+    with torch.no_grad():
+        z, q = torch.randn(2, 8), torch.randn(2, 2)
+        img = G(z, q=q)
+        sharp, deg = G.synthesis(G.mapping(z, None), q=q, pair=True)
+        torch.testing.assert_close(deg, img, rtol=1e-5, atol=1e-5)
+        assert img.shape == (2, 3, 16, 16) and D(img).shape == (2, 1)
