@@ -1,0 +1,163 @@
+"""Folder comparison for restoration results: PSNR, SSIM, LPIPS (paired) and NIQE (no reference).
+
+``compare_folders(pred, gt)`` matches images by relative path (falling back to the path without
+extension, so ``a/0001.png`` pairs with ``a/0001.jpg``), computes the requested metrics per image,
+writes one JSON line per image and a summary ``{"psnr": {"mean", "std", "n"}, ...}`` (std is the
+population std over images). NIQE needs no ground truth, so ``gt=None`` works for it alone.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+import dnnlib
+from dnnlib.util import UserError
+
+PAIRED = ("psnr", "ssim", "lpips")
+NO_REFERENCE = ("niqe",)
+ALL_METRICS = PAIRED + NO_REFERENCE
+LOWER_IS_BETTER = {"psnr": False, "ssim": False, "lpips": True, "niqe": True}
+
+
+def parse_metrics(spec, have_gt: bool) -> List[str]:
+    """'psnr,ssim' -> list; None -> all four with ground truth, ['niqe'] without."""
+    if spec is None:
+        return list(ALL_METRICS) if have_gt else list(NO_REFERENCE)
+    names = spec if isinstance(spec, (list, tuple)) else [s.strip().lower() for s in str(spec).split(",") if s.strip()]
+    for n in names:
+        if n not in ALL_METRICS:
+            raise UserError(f"unknown image metric '{n}' (expected some of {', '.join(ALL_METRICS)})")
+    if not names:
+        raise UserError("no metrics given")
+    if not have_gt and any(n in PAIRED for n in names):
+        raise UserError(f"{', '.join(n for n in names if n in PAIRED)} need ground truth: pass --gt DIR "
+                        f"(only niqe works without it)")
+    return names
+
+
+def _read(path: str) -> np.ndarray:
+    from dnnlib.image_io import read_image
+    return read_image(path)
+
+
+def match_files(pred_dir: str, gt_dir: Optional[str]) -> Tuple[List[Tuple[str, Optional[str]]], List[str]]:
+    """Pairs (pred relative path, gt relative path or None) and the unmatched pred files."""
+    from dnnlib.image_io import list_images
+    preds = list_images(pred_dir)
+    if not preds:
+        raise UserError(f"no images found in {pred_dir}")
+    if gt_dir is None:
+        return [(p, None) for p in preds], []
+    gts = list_images(gt_dir)
+    if not gts:
+        raise UserError(f"no images found in {gt_dir}")
+    exact = set(gts)
+    by_stem: Dict[str, List[str]] = {}
+    for g in gts:
+        by_stem.setdefault(os.path.splitext(g)[0], []).append(g)
+    pairs, unmatched = [], []
+    for p in preds:
+        if p in exact:
+            pairs.append((p, p))
+            continue
+        cands = by_stem.get(os.path.splitext(p)[0], [])
+        if len(cands) == 1:
+            pairs.append((p, cands[0]))
+        else:
+            unmatched.append(p)
+    if not pairs:
+        raise UserError(f"no file of {pred_dir} has a counterpart in {gt_dir} (matched by relative path)")
+    return pairs, unmatched
+
+
+def summarize(records: Sequence[dict], names: Sequence[str]) -> Dict[str, dict]:
+    out = {}
+    for n in names:
+        vals = np.array([r[n] for r in records if r.get(n) is not None], dtype=np.float64)
+        out[n] = {"mean": float(vals.mean()) if vals.size else None,
+                  "std": float(vals.std()) if vals.size else None,
+                  "n": int(vals.size)}
+    return out
+
+
+def format_table(summary: Dict[str, dict]) -> str:
+    lines = [f"{'metric':<8} {'mean':>12} {'std':>12} {'n':>6}"]
+    for name, s in summary.items():
+        arrow = "lower is better" if LOWER_IS_BETTER.get(name) else "higher is better"
+        fmt = lambda v: "-" if v is None else f"{v:12.4f}"
+        lines.append(f"{name:<8} {fmt(s['mean']):>12} {fmt(s['std']):>12} {s['n']:>6}  ({arrow})")
+    return "\n".join(lines)
+
+
+def default_out_path(pred_dir: str) -> str:
+    pred = os.path.abspath(pred_dir.rstrip("/\\"))
+    return os.path.join(os.path.dirname(pred), os.path.basename(pred) + "-metrics.json")
+
+
+def compare_folders(pred_dir: str, gt_dir: Optional[str] = None, metrics=None, channel: str = "rgb",
+                    crop_border: int = 0, lpips_net: str = "alex", lpips_backbone: str = "imagenet",
+                    niqe_crop_border: Optional[int] = None, device="cpu", out: Optional[str] = None,
+                    progress: bool = True) -> dict:
+    """Compare every image of ``pred_dir`` with its counterpart in ``gt_dir``.
+
+    ``channel`` ('rgb' or 'y') and ``crop_border`` apply to PSNR/SSIM; NIQE always uses the Y
+    channel (crop: ``niqe_crop_border``, default ``crop_border``). Writes ``out`` (summary JSON,
+    default ``<pred_dir>-metrics.json`` beside the folder) and ``out`` with ``.jsonl`` (one line
+    per image). Returns ``{'summary', 'records', 'unmatched', 'out', 'per_image'}``.
+    """
+    from metrics import image_metrics, niqe as niqe_mod
+    if not os.path.isdir(pred_dir):
+        raise UserError(f"--pred must be a folder: {pred_dir}")
+    if gt_dir is not None and not os.path.isdir(gt_dir):
+        raise UserError(f"--gt must be a folder: {gt_dir}")
+    names = parse_metrics(metrics, gt_dir is not None)
+    if channel not in image_metrics.CHANNEL_MODES:
+        raise UserError(f"unknown channel mode '{channel}' (expected rgb or y)")
+    lp = None
+    if "lpips" in names:
+        from metrics.lpips_metric import LPIPS
+        lp = LPIPS(net=lpips_net, backbone=lpips_backbone, device=device)   # fails fast when missing
+    pairs, unmatched = match_files(pred_dir, gt_dir)
+    niqe_crop = crop_border if niqe_crop_border is None else niqe_crop_border
+
+    records = []
+    iterator = pairs
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(pairs, desc="compare", unit="img", leave=False)
+    for rel_pred, rel_gt in iterator:
+        pred = _read(os.path.join(pred_dir, rel_pred))
+        rec = {"file": rel_pred}
+        gt = None
+        if rel_gt is not None:
+            rec["gt"] = rel_gt
+            gt = _read(os.path.join(gt_dir, rel_gt))
+            if gt.shape != pred.shape:
+                raise UserError(f"{rel_pred}: size {pred.shape[1]}x{pred.shape[0]} differs from the ground "
+                                f"truth {rel_gt} ({gt.shape[1]}x{gt.shape[0]})")
+        if "psnr" in names:
+            rec["psnr"] = image_metrics.psnr(pred, gt, channel, crop_border)
+        if "ssim" in names:
+            rec["ssim"] = image_metrics.ssim(pred, gt, channel, crop_border)
+        if "lpips" in names:
+            rec["lpips"] = lp(pred, gt)
+        if "niqe" in names:
+            try:
+                rec["niqe"] = niqe_mod.niqe(pred, crop_border=niqe_crop)
+            except UserError as exc:
+                raise UserError(f"{rel_pred}: {exc}") from None
+        records.append(rec)
+
+    summary = summarize(records, names)
+    out = out or default_out_path(pred_dir)
+    per_image = os.path.splitext(out)[0] + ".jsonl"
+    with dnnlib.util.atomic_write(per_image, "w") as f:
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
+    with dnnlib.util.atomic_write(out, "w") as f:
+        json.dump(summary, f, indent=2)
+        f.write("\n")
+    return {"summary": summary, "records": records, "unmatched": unmatched, "out": out, "per_image": per_image}
