@@ -189,8 +189,10 @@ def iterate_real_images(opts: MetricOptions, mode: str, num_items: Optional[int]
             imgs = torch.zeros([0, ds.num_channels, ds.resolution, ds.resolution], dtype=torch.uint8)
         if pipe is not None and imgs.shape[0] > 0:
             gen = torch.Generator().manual_seed(_chunk_seed(opts.degrade_seed, k, 1))
-            y, _records = pipe(imgs.to(torch.float32), generator=gen)
-            imgs = y.round().clamp(0, 255).to(torch.uint8).cpu()
+            if imgs.shape[1] != 3:
+                raise UserError("degraded metrics need RGB datasets (the degradation pipeline is RGB)")
+            y, _records = pipe(imgs.to(opts.device, torch.float32), generator=gen)
+            imgs = y.round().clamp(0, 255).to(torch.uint8)
         if bar is not None:
             bar.update((stop - start) * opts.num_gpus)
         yield imgs.to(opts.device)

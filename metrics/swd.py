@@ -87,6 +87,15 @@ def normalize_descriptors(desc: torch.Tensor) -> torch.Tensor:
     return desc.reshape(desc.shape[0], -1).to(torch.float32)
 
 
+def _sorted_projections(x: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """Projections onto each direction, sorted: [P, D] @ [D, K] -> [K, P]. NumPy sorts on the
+    CPU (an order of magnitude faster than torch.sort there), torch on GPUs."""
+    proj = (dirs.T @ x.T).contiguous()
+    if proj.device.type == "cpu":
+        return torch.from_numpy(np.sort(proj.numpy(), axis=1))
+    return torch.sort(proj, dim=1)[0]
+
+
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, rng: np.random.RandomState,
                        dir_repeats: int = DIR_REPEATS, dirs_per_repeat: int = DIRS_PER_REPEAT) -> float:
     """Approximate SWD between descriptor sets a, b: [P, D] (same P)."""
@@ -96,8 +105,7 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, rng: np.random.RandomSt
         dirs = rng.randn(a.shape[1], dirs_per_repeat)
         dirs /= np.sqrt(np.sum(dirs ** 2, axis=0, keepdims=True))
         dirs = torch.from_numpy(dirs.astype(np.float32)).to(a.device)
-        pa, _ = torch.sort(a @ dirs, dim=0)
-        pb, _ = torch.sort(b @ dirs, dim=0)
+        pa, pb = _sorted_projections(a, dirs), _sorted_projections(b, dirs)
         results.append(float((pa - pb).abs().to(torch.float64).mean()))
     return float(np.mean(results))
 
