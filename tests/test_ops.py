@@ -117,18 +117,18 @@ def naive_conv2d_resample(x, w, f, up=1, down=1, padding=0, groups=1, flip_weigh
     """The docstring's meaning: up: zero insert + filter (gain up^2) + conv; down: conv + filter +
     subsample; the (conv/filter-aligned) padding applied to the input first."""
     fh, fw = f.shape
-    p = padding
+    px0, px1, py0, py1 = [padding] * 4 if isinstance(padding, int) else padding
     if up > 1:
         xu = naive_upfirdn2d(x, f, up=(up, up), gain=up * up,
-                             pad=(p + (fw + up - 1) // 2, p + (fw - up) // 2,
-                                  p + (fh + up - 1) // 2, p + (fh - up) // 2))
+                             pad=(px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2,
+                                  py0 + (fh + up - 1) // 2, py1 + (fh - up) // 2))
         return naive_conv(xu, w, groups, flip_weight)
     if down > 1:
-        xp = pad_crop(x, p + (fw - down + 1) // 2, p + (fw - down) // 2,
-                      p + (fh - down + 1) // 2, p + (fh - down) // 2)
+        xp = pad_crop(x, px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2,
+                      py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2)
         y = naive_conv(xp, w, groups, flip_weight)
         return naive_upfirdn2d(y, f, down=(down, down))
-    return naive_conv(pad_crop(x, p, p, p, p), w, groups, flip_weight)
+    return naive_conv(pad_crop(x, px0, px1, py0, py1), w, groups, flip_weight)
 
 
 def naive_modulated_conv2d(x, weight, styles, noise, f, up, padding, demodulate, flip_weight):
@@ -325,11 +325,14 @@ CONV_CASES = [
     dict(up=1, down=2, k=1, padding=0, groups=2),
     dict(up=1, down=2, k=3, padding=0, groups=2),
     dict(up=2, down=1, k=3, padding=0, groups=1),
+    dict(up=2, down=1, k=3, padding=[2, 0, 1, -1], groups=1),   # asymmetric, negative crops
+    dict(up=1, down=2, k=3, padding=[0, 2, 1, 0], groups=2),
+    dict(up=1, down=1, k=3, padding=[2, 0, 0, 1], groups=1),
 ]
 
 
 @pytest.mark.parametrize("flip_weight", [True, False])
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "up{up}-down{down}-k{k}-p{padding}-g{groups}".format(**c))
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "up{up}-down{down}-k{k}-p{padding}-g{groups}".format(**c).replace(" ", ""))
 def test_conv2d_resample_matches_naive(case, flip_weight):
     rng = np.random.default_rng(5)
     k, groups = case["k"], case["groups"]

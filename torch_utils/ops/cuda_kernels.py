@@ -23,7 +23,7 @@ import math
 import os
 import threading
 import warnings
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -63,7 +63,33 @@ def build_extension(name: str, verbose: bool = False):
     # The name carries a hash of sources and headers: an edit builds into a fresh folder.
     return cpp_extension.load(name=name + "_" + _source_digest(sources + headers), sources=sources,
                               extra_include_paths=[SOURCE_DIR], extra_cflags=["-O3"],
-                              extra_cuda_cflags=list(NVCC_FLAGS), verbose=verbose)
+                              extra_cuda_cflags=list(NVCC_FLAGS),
+                              extra_ldflags=_cudart_link_flags(cpp_extension.CUDA_HOME), verbose=verbose)
+
+
+def _cudart_lib_dir(root: Optional[str]) -> Optional[str]:
+    if not root:
+        return None
+    for sub in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib")):
+        if os.path.isfile(os.path.join(root, sub, "libcudart.so")):
+            return os.path.join(root, sub)
+    return None
+
+
+def _cudart_link_flags(torch_cuda_home: Optional[str]) -> List[str]:
+    """``-L`` for libcudart when PyTorch's guess of the CUDA root has none.
+
+    PyTorch takes the CUDA root from ``CUDA_HOME``/``CUDA_PATH`` or else from the location of
+    ``nvcc``; where ``nvcc`` is a wrapper script (``/usr/local/bin/nvcc``) that guess has no
+    ``lib64`` and linking fails with ``cannot find -lcudart``. Then look in ``/usr/local/cuda``.
+    """
+    if _cudart_lib_dir(torch_cuda_home):
+        return []
+    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        lib_dir = _cudart_lib_dir(root)
+        if lib_dir:
+            return ["-L" + lib_dir]
+    return []
 
 
 def _source_digest(paths: Sequence[str]) -> str:
@@ -87,12 +113,22 @@ def _get_module(name: str):
             module = None
             if name not in _warned:
                 _warned.add(name)
-                reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+                reason = _failure_reason(exc)
                 warnings.warn(f"could not build the CUDA extension '{name}' ({reason}); "
                               "falling back to the PyTorch reference implementation", RuntimeWarning,
                               stacklevel=3)
         _modules[name] = module
         return module
+
+
+def _failure_reason(exc: BaseException, limit: int = 400) -> str:
+    """One line: the exception's first line plus the first compiler/linker error line, if any."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    reason = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    errors = [ln for ln in lines[1:] if "error" in ln.lower() or "cannot find" in ln.lower()]
+    if errors:
+        reason += f" -- {errors[0]}"
+    return reason if len(reason) <= limit else reason[:limit] + "..."
 
 
 def reset_cache() -> None:
