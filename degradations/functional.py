@@ -210,7 +210,7 @@ def nearest_down_up_index(n: int, scale: float) -> np.ndarray:
     """Source index of each output pixel for nearest down by ``scale`` then up to ``n``, with
     OpenCV's INTER_NEAREST rule ``src = floor(dst * src_size / dst_size)`` in each step."""
     m = scaled_size(n, scale)
-    up = np.minimum(np.floor(np.arange(n) * (m / n)).astype(np.int64), m - 1)
+    up = np.minimum(np.floor(np.arange(n) * (1.0 / (n / m))).astype(np.int64), m - 1)  # as OpenCV computes it
     down = np.minimum(np.floor(np.arange(m) * (1.0 / float(scale))).astype(np.int64), n - 1)
     return down[up]
 
