@@ -6,7 +6,7 @@ from seeds derived from ``k`` alone. Results therefore do not depend on the numb
 
 Modes: ``'sharp'`` compares G(z, c, q=0) with the real images; ``'degraded'`` compares G(z, c, q)
 with q ~ N(0, I) against real images degraded by the training pipeline (``build_pipeline``, the
-``'paper'`` mix by default) with a fixed seed (QC-StyleGAN, Sec. 4.1 / Table 1).
+``'paper'`` mix by default) with a fixed seed (QC-StyleGAN, Table 1).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class MetricOptions:
     dataset_kwargs  kwargs of the dataset class (``path`` required; ``class_name`` optional,
                     default ``training.dataset.ImageDataset``).
     num_gpus, rank  torch.distributed world size and this process' rank.
-    device          where G and the feature net run.
+    device          where G and the feature net run (None: G's device, else CPU).
     cache_dir       real-statistics cache folder; None = ``<dnnlib cache>/gan-metrics``.
     feature_net     FeatureNet, file path, 'random' or None (cache locations), for FID/KID.
     inception_resize  'auto', 'tf1' or 'torch' (state-dict Inception files).
@@ -61,7 +61,10 @@ class MetricOptions:
         self.dataset_kwargs = dnnlib.EasyDict(dataset_kwargs or {})
         self.num_gpus = int(num_gpus)
         self.rank = int(rank)
-        self.device = torch.device(device if device is not None else "cpu")
+        if device is None:      # default: where G lives, else the CPU
+            params = list(G.parameters()) if isinstance(G, torch.nn.Module) else []
+            device = params[0].device if params else "cpu"
+        self.device = torch.device(device)
         self.cache_dir = cache_dir if cache_dir is not None else os.path.join(dnnlib.util.cache_dir(), "gan-metrics")
         self.feature_net = feature_net
         self.inception_resize = inception_resize
