@@ -76,3 +76,21 @@ def broadcast_module(module: Optional[torch.nn.Module], src: int = 0) -> None:
 def destroy() -> None:
     if is_initialized():
         dist.destroy_process_group()
+
+
+def check_consistent(module: torch.nn.Module, ignore_suffix: str = "_avg") -> bool:
+    """True when every rank holds the same parameters and buffers (compares a float64 checksum
+    of each tensor via MIN/MAX all_reduce); always True on one process. Buffers whose name ends
+    in ``ignore_suffix`` (running averages of each rank's own batches, e.g. ``w_avg``) are skipped."""
+    if not is_initialized():
+        return True
+    tensors = list(module.parameters()) + [b for n, b in module.named_buffers() if not n.endswith(ignore_suffix)]
+    if not tensors:
+        return True
+    sums = torch.stack([t.detach().double().sum() + t.detach().double().square().sum() for t in tensors])
+    if dist.get_backend() == "nccl":
+        sums = sums.to(torch.device("cuda", torch.cuda.current_device()))
+    lo, hi = sums.clone(), sums.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    return bool(torch.equal(lo, hi))

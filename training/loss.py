@@ -86,22 +86,6 @@ def distillation_loss(student_feats: List[torch.Tensor], teacher_feats: List[tor
     return total
 
 
-@contextlib.contextmanager
-def _capture_conv1(generator: torch.nn.Module, resolutions: List[int], out: List[torch.Tensor]):
-    """Collect ``synthesis.b<res>.conv1`` outputs (the teacher's features) during a forward."""
-    handles = []
-    slots: Dict[int, torch.Tensor] = {}
-    for res in resolutions:
-        layer = getattr(generator.synthesis, f"b{res}").conv1
-        handles.append(layer.register_forward_hook(lambda _m, _i, y, res=res: slots.__setitem__(res, y)))
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-        out.extend(slots[res] for res in resolutions if res in slots)
-
-
 class _RngReplay:
     """Snapshot of the RNG streams a synthesis network draws its noise from, so that the teacher
     sees the same per-pixel noise as the student (same w, same noise: KD is exactly 0 for
@@ -137,7 +121,8 @@ class QCLoss:
                  pl_decay: float = 0.01,                  # decay of the running path-length mean
                  kd_weight: float = 3.0,                  # lambda_KD (paper default 3); 0 = off
                  autocast_dtype: Optional[torch.dtype] = None,  # bf16 autocast for forward passes; None = off
-                 noise_mode: str = "random"):             # per-pixel noise while training
+                 noise_mode: str = "random",              # per-pixel noise while training
+                 force_fp32: bool = False):               # disable the networks' CUDA float16 blocks
         self.device = device
         self.G, self.D, self.D_degraded, self.teacher = G, D, D_degraded, teacher
         self.augment_pipe = augment_pipe
@@ -149,12 +134,13 @@ class QCLoss:
         self.kd_weight = float(kd_weight) if teacher is not None else 0.0
         self.autocast_dtype = autocast_dtype
         self.noise_mode = noise_mode
+        self.force_fp32 = bool(force_fp32)
         self.q_dim = int(getattr(G, "q_dim", 0))
         if self.q_dim > 0 and D_degraded is None:
             raise ValueError("a QC generator (q_dim > 0) needs D_degraded")
         # Running path-length means, one per mode (state saved with the run).
         self.pl_mean = {"sharp": torch.zeros([], device=device), "degraded": torch.zeros([], device=device)}
-        self.kd_resolutions = list(getattr(G, "degrad_resolutions", []))
+        self.kd_resolutions = list(G.synthesis.degrad_resolutions)
         self.ada_logits_hook: Optional[Callable[[torch.Tensor], None]] = None  # gets D's real logits
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -185,16 +171,17 @@ class QCLoss:
 
     def synthesis(self, ws: torch.Tensor, q: Optional[torch.Tensor], return_feats: bool = False):
         with self._autocast():
-            out = self.G.synthesis(ws, q=q, noise_mode=self.noise_mode, return_feats=return_feats)
+            out = self.G.synthesis(ws, q=q, noise_mode=self.noise_mode, return_feats=return_feats,
+                                   force_fp32=self.force_fp32)
         if return_feats:
             return out[0].float(), out[1]
         return out.float()
 
     def teacher_feats(self, ws: torch.Tensor) -> List[torch.Tensor]:
         """The frozen teacher's conv1 outputs at the student's DegradBlock resolutions."""
-        feats: List[torch.Tensor] = []
-        with torch.no_grad(), self._autocast(), _capture_conv1(self.teacher, self.kd_resolutions, feats):
-            self.teacher.synthesis(ws, noise_mode=self.noise_mode)
+        with torch.no_grad(), self._autocast():
+            _img, feats = self.teacher.synthesis(ws, noise_mode=self.noise_mode, return_feats=True,
+                                                 feat_resolutions=self.kd_resolutions, force_fp32=self.force_fp32)
         return [f.float() for f in feats]
 
     def degraded_with_kd(self, ws: torch.Tensor, q: torch.Tensor):
@@ -214,7 +201,7 @@ class QCLoss:
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
         with self._autocast():
-            logits = D(img, c)
+            logits = D(img, c, force_fp32=self.force_fp32)
         return logits.float()
 
     def generate(self, z: torch.Tensor, c: torch.Tensor, q: Optional[torch.Tensor], update_emas: bool = False):

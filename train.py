@@ -1,0 +1,70 @@
+"""Train QC-StyleGAN (or a plain StyleGAN2-ADA teacher with --q-dim 0).
+
+Examples:
+
+    # QC fine-tuning from a stock StyleGAN2-ADA generator (it also becomes the teacher)
+    python train.py --outdir runs --data data/ffhq256.zip --cfg paper256 --gpus 8 \\
+        --resume stylegan2-ffhq256.pkl --mirror 1
+
+    # a plain StyleGAN2-ADA from scratch (e.g. a teacher for a new dataset)
+    python train.py --outdir runs --data data/faces64.zip --cfg auto --q-dim 0 --kimg 5000
+
+    # multi-node: one process per GPU started by torchrun
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
+        train.py --outdir runs --data ... --cfg paper256 --resume ...
+
+Resume an interrupted run by passing its latest ``network-snapshot-*.pt`` as --resume.
+"""
+import sys
+
+import click
+
+from dnnlib.util import UserError
+
+
+@click.command(context_settings=dict(show_default=True))
+@click.option("--outdir", required=True, metavar="DIR", help="Where run directories are created")
+@click.option("--data", required=True, metavar="PATH", help="Training data: ZIP or folder (see dataset_tool.py)")
+@click.option("--cfg", default="auto", help="Preset in configs/ (paper256, paper512, church256, stylegan2, auto, smoke) or a JSON path")
+@click.option("--gpus", type=int, default=None, help="Processes (GPUs) on this machine [default: 1; torchrun sets it]")
+@click.option("--batch", type=int, default=None, help="Total batch size [default: preset]")
+@click.option("--batch-gpu", type=int, default=None, help="Images per process per pass (gradient accumulation) [default: batch/gpus]")
+@click.option("--kimg", type=float, default=None, help="Training length in thousands of images [default: preset]")
+@click.option("--tick", "tick_kimg", type=float, default=None, help="kimg per progress tick [default: preset]")
+@click.option("--snap", type=int, default=None, help="Snapshot every N ticks (0 = only at the end) [default: preset]")
+@click.option("--resume", default=None, metavar="FILE", help="Our snapshot (continues the run), a StyleGAN2-ADA or QC-StyleGAN pickle, or a generator state_dict")
+@click.option("--teacher", default=None, metavar="FILE", help="Distillation teacher [default: the stock generator of --resume]")
+@click.option("--q-dim", type=int, default=None, help="Quality code size; 0 = plain StyleGAN2-ADA [default: preset, 16]")
+@click.option("--kd-weight", type=float, default=None, help="lambda_KD, weight of the distillation loss [default: preset, 3]")
+@click.option("--train-blocks", default=None, help="Synthesis blocks G trains, from the top: N or 'all' [default: 3 when fine-tuning a stock model, else all]")
+@click.option("--gamma", type=float, default=None, help="R1 weight [default: preset]")
+@click.option("--lr", type=float, default=None, help="Learning rate of G and D [default: preset]")
+@click.option("--mirror", type=bool, default=None, help="Add x-flipped copies of the data [default: 0]")
+@click.option("--cond", type=bool, default=None, help="Class-conditional, labels from dataset.json [default: 0]")
+@click.option("--max-size", type=int, default=None, help="Use at most this many images")
+@click.option("--aug", type=click.Choice(["ada", "noaug", "fixed"]), default=None, help="Augmentation mode [default: ada]")
+@click.option("--augpipe", default=None, help="ADA pipeline (blit, geom, color, filter, noise, cutout, bg, bgc, bgcf, bgcfn, bgcfnc) [default: bgc]")
+@click.option("--p", "aug_p", type=float, default=None, help="Augmentation probability for --aug fixed [default: 0.2]")
+@click.option("--target", type=float, default=None, help="ADA target for E[sign(D(real))] [default: 0.6]")
+@click.option("--metrics", default=None, help="Comma-separated metrics at each snapshot, or 'none' [default: none]")
+@click.option("--seed", type=int, default=None, help="Random seed [default: 0]")
+@click.option("--workers", type=int, default=None, help="Data loader processes per rank [default: 2]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[default: auto]")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+              help="fp16: float16 in the preset's highest-resolution blocks (CUDA); bf16: bfloat16 autocast (CPU or CUDA) [default: fp32]")
+@click.option("--dry-run", is_flag=True, help="Print the resolved options and the run directory, then exit")
+def main(outdir, dry_run, **cli):
+    """Train a QC-StyleGAN or StyleGAN2-ADA generator."""
+    from training.launch import launch, resolve_options
+    try:
+        opts = resolve_options(cli)
+        run_dir = launch(opts, outdir, dry_run=dry_run)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    if run_dir:
+        print(f"run directory: {run_dir}")
+
+
+if __name__ == "__main__":
+    main()  # pylint: disable=no-value-for-parameter

@@ -1,0 +1,178 @@
+"""From command-line options to running processes: presets, validation, run directory,
+``training_options.json``, and one process per GPU (torchrun, or spawned by ``--gpus N``).
+
+Presets are data (``configs/<name>.json``); a preset fills only the options the user left unset.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from typing import Any, Dict, Optional
+
+import dnnlib
+from dnnlib.util import UserError
+from torch_utils import distributed as dist
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+DEGRADATION = "paper"          # the registered degradation mix used by training (Sec. 4)
+
+# Options that are not preset values, with their defaults.
+RUN_DEFAULTS = dict(gpus=1, seed=0, workers=2, device="auto", precision="fp32", cond=False, mirror=False,
+                    max_size=None, resume=None, teacher=None, metrics=[], aug_p=0.2, batch_gpu=None,
+                    degradation=DEGRADATION)
+
+
+def list_configs():
+    return sorted(os.path.splitext(f)[0] for f in os.listdir(CONFIG_DIR) if f.endswith(".json"))
+
+
+def load_config(name: str) -> Dict[str, Any]:
+    path = name if name.endswith(".json") and os.path.isfile(name) else os.path.join(CONFIG_DIR, f"{name}.json")
+    if not os.path.isfile(path):
+        raise UserError(f"unknown config '{name}' (choose from {', '.join(list_configs())}, or a JSON path)")
+    with open(path, "r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _auto_values(resolution: int, gpus: int) -> Dict[str, Any]:
+    """StyleGAN2-ADA's 'auto' config, computed from resolution and GPU count."""
+    batch = max(min(gpus * min(4096 // resolution, 32), 64), gpus)
+    return dict(batch=batch, mbstd_group=min(batch // gpus, 4),
+                channel_base=32768 if resolution >= 512 else 16384,
+                lr=0.002 if resolution >= 1024 else 0.0025, gamma=0.0002 * resolution ** 2 / batch,
+                ema_kimg=batch * 10 / 32)
+
+
+def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
+    """CLI values (None = unset) + preset + run defaults -> validated options."""
+    from training.dataset import ImageDataset
+    cfg_name = cli.get("cfg") or "auto"
+    config = load_config(cfg_name)
+    opts = dnnlib.EasyDict(RUN_DEFAULTS)
+    opts.update({k: v for k, v in config.items() if k not in ("name", "description", "auto")})
+    opts.cfg = config.get("name", cfg_name)
+    for key, value in cli.items():
+        if value is not None and not (key == "metrics" and value == []):
+            opts[key] = value
+    if not opts.get("data"):
+        raise UserError("--data is required")
+    dataset = ImageDataset(opts.data, use_labels=opts.cond, max_size=opts.max_size, xflip=False)
+    opts.resolution = dataset.resolution
+    opts.dataset_name = dataset.name
+    opts.dataset_size = len(dataset)
+    if config.get("auto"):
+        for key, value in _auto_values(dataset.resolution, opts.gpus).items():
+            if cli.get(key) is None:
+                opts[key] = value
+    # Validation with clear messages.
+    import torch
+    opts.device = "cuda" if opts.device == "auto" and torch.cuda.is_available() else \
+        ("cpu" if opts.device == "auto" else opts.device)
+    if opts.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but no CUDA device is available")
+    if opts.precision not in ("fp32", "bf16", "fp16"):
+        raise UserError(f"--precision must be fp32, bf16 or fp16, got {opts.precision}")
+    if opts.precision == "fp16" and opts.device != "cuda":
+        raise UserError("--precision fp16 needs CUDA; on CPU use bf16 or fp32")
+    if opts.aug not in ("ada", "noaug", "fixed"):
+        raise UserError(f"--aug must be ada, noaug or fixed, got {opts.aug}")
+    if opts.batch is None or opts.batch < 1 or opts.batch % opts.gpus:
+        raise UserError(f"--batch {opts.batch} must be a positive multiple of --gpus {opts.gpus}")
+    if opts.kimg <= 0:
+        raise UserError("--kimg must be positive")
+    if opts.q_dim < 0:
+        raise UserError("--q-dim must be >= 0")
+    tb = opts.train_blocks
+    if tb is not None and tb != "all":
+        try:
+            opts.train_blocks = int(tb)
+        except ValueError:
+            raise UserError(f"--train-blocks must be 'all' or a number, got {tb}") from None
+    for path_opt in ("resume", "teacher"):
+        if opts.get(path_opt) and not dnnlib.util.is_url(opts[path_opt]) and not os.path.isfile(opts[path_opt]):
+            raise UserError(f"--{path_opt} file not found: {opts[path_opt]}")
+    if opts.q_dim > 0 and opts.kd_weight > 0 and not (opts.resume or opts.teacher):
+        raise UserError("QC training needs a teacher: pass --resume with a stock StyleGAN2 file or "
+                        "--teacher FILE (or --q-dim 0 to train a plain StyleGAN2)")
+    if isinstance(opts.metrics, str):
+        opts.metrics = [m for m in opts.metrics.split(",") if m and m != "none"]
+    return opts
+
+
+def run_description(opts) -> str:
+    desc = f"{opts.dataset_name}-{opts.cfg}-gpus{opts.gpus}-batch{opts.batch}"
+    desc += f"-q{opts.q_dim}" if opts.q_dim else "-plain"
+    if opts.q_dim:
+        desc += f"-kd{opts.kd_weight:g}"
+    desc += f"-{opts.aug}" + (f"{opts.target:g}" if opts.aug == "ada" else "")
+    if opts.precision != "fp32":
+        desc += f"-{opts.precision}"
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", desc)
+
+
+def next_run_dir(outdir: str, desc: str) -> str:
+    ids = [int(m.group(1)) for m in (re.match(r"^(\d+)-", d) for d in
+                                      (os.listdir(outdir) if os.path.isdir(outdir) else [])) if m]
+    return os.path.join(outdir, f"{max(ids, default=-1) + 1:05d}-{desc}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(local_rank: int, world: int, port: int, run_dir: str, opts: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank),
+                      LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    run_process(run_dir, opts)
+
+
+def run_process(run_dir: str, opts: dict) -> dict:
+    """One rank: join the process group (if any), train, leave the group."""
+    from training.training_loop import training_loop
+    dist.init_from_env(opts["device"])
+    try:
+        return training_loop(run_dir, dnnlib.EasyDict(opts))
+    finally:
+        dist.destroy()
+
+
+def launch(opts: dnnlib.EasyDict, outdir: str, dry_run: bool = False) -> Optional[str]:
+    """Create the run directory (rank 0), write ``training_options.json`` and train. Under
+    torchrun (WORLD_SIZE set) this process is one rank; otherwise ``--gpus N > 1`` spawns N local
+    processes. Returns the run directory."""
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    world = int(os.environ["WORLD_SIZE"]) if under_torchrun else opts.gpus
+    if under_torchrun and world != opts.gpus:
+        opts.gpus = world     # torchrun decides the process count
+    run_dir = _agree_run_dir(outdir, run_description(opts), under_torchrun, opts)
+    if dry_run:
+        dist.print0(json.dumps(opts, indent=2))
+        dist.print0(f"run directory would be: {run_dir}")
+        dist.destroy()
+        return None
+    if dist.get_rank() == 0:
+        os.makedirs(run_dir, exist_ok=True)
+        with dnnlib.util.atomic_write(os.path.join(run_dir, "training_options.json"), "w") as f:
+            json.dump(opts, f, indent=2)
+    if under_torchrun or world == 1:
+        run_process(run_dir, dict(opts))
+    else:
+        import torch.multiprocessing as mp
+        mp.spawn(_worker, args=(world, _free_port(), run_dir, dict(opts)), nprocs=world, join=True)
+    return run_dir
+
+
+def _agree_run_dir(outdir: str, desc: str, under_torchrun: bool, opts) -> str:
+    """Rank 0 picks the next free id; under torchrun the name is broadcast to every rank."""
+    run_dir = next_run_dir(outdir, desc)
+    if under_torchrun:
+        dist.init_from_env(opts.device)
+        import torch.distributed as tdist
+        holder = [run_dir]
+        tdist.broadcast_object_list(holder, src=0)
+        run_dir = holder[0]
+    return run_dir

@@ -1,0 +1,595 @@
+"""The training loop: StyleGAN2-ADA training, and QC-StyleGAN fine-tuning with two discriminators
+and feature distillation (Nguyen et al., NeurIPS 2022, Sec. 3.3).
+
+``training_loop(run_dir, opts)`` runs one process (one rank); ``train.py`` resolves the options,
+creates the run directory and starts one process per GPU. Each step runs the rows of
+``training.loss.phase_table`` (G main/reg, D main/reg, D_degraded main/reg), then the EMA update
+and the ADA adjustment; each tick logs; each snapshot writes a checkpoint with the full training
+state (resume = continue the same run), a grid of fixed-seed sharp/degraded pairs, and metrics.
+
+Determinism: every step reseeds the random streams from (seed, rank, step index), and the data
+sampler is positioned by the number of images seen, so a run resumed from a snapshot repeats an
+uninterrupted run exactly (same device, same number of processes).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import resource
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+import dnnlib
+from dnnlib.util import UserError, append_jsonl, format_time
+from torch_utils import distributed as dist
+from torch_utils import training_stats
+
+from . import checkpoint as ckpt
+from .augment import AdaController, AugmentPipe
+from .dataset import ImageDataset, InfiniteSampler
+from .loss import QCLoss, phase_table
+from .networks import Discriminator, Generator
+
+ADAM_BETAS = (0.0, 0.99)    # StyleGAN2: beta1 = 0, beta2 = 0.99
+ADAM_EPS = 1e-8
+GRAD_CLAMP = 1e5            # non-finite gradient entries are replaced by 0 / +-GRAD_CLAMP (StyleGAN2-ADA)
+
+
+class TrainingDiverged(UserError):
+    """A loss term became NaN or infinite; the run stops, the last snapshot stays valid."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers.
+
+def snapshot_label(cur_nimg: int) -> str:
+    """kimg for file names: '000120' for whole kimg, '000000.160' for fractions (small runs)."""
+    if cur_nimg % 1000 == 0:
+        return f"{cur_nimg // 1000:06d}"
+    return f"{cur_nimg / 1000:010.3f}"
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(rank), int(step) + 1]).generate_state(1)[0])  # step >= -1
+
+
+def reseed(seed: int) -> None:
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+def trainable_generator_params(G: Generator, train_blocks: Any) -> List[torch.nn.Parameter]:
+    """Parameters G's optimiser updates: everything for 'all', else the top N synthesis blocks
+    (counted from the highest resolution). The mapping network trains only with 'all'."""
+    if train_blocks in (None, "all"):
+        return list(G.parameters())
+    n = int(train_blocks)
+    resolutions = G.synthesis.block_resolutions
+    if not 1 <= n <= len(resolutions):
+        raise UserError(f"--train-blocks must be 'all' or 1..{len(resolutions)}, got {n}")
+    params: List[torch.nn.Parameter] = []
+    for res in resolutions[-n:]:
+        params += list(getattr(G.synthesis, f"b{res}").parameters())
+    return params
+
+
+def set_requires_grad(params: List[torch.nn.Parameter], module: torch.nn.Module, flag: bool) -> None:
+    module.requires_grad_(False)
+    if flag:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def make_optimizer(params, lr: float, reg_interval: Optional[int]) -> torch.optim.Adam:
+    """Adam with the lazy-regularisation correction (StyleGAN2 App. B): with regularisation every
+    k minibatches, lr and betas are scaled as if main and reg steps were one step (ratio k/(k+1))."""
+    ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
+    betas = (ADAM_BETAS[0] ** ratio, ADAM_BETAS[1] ** ratio)
+    return torch.optim.Adam(params, lr=lr * ratio, betas=betas, eps=ADAM_EPS)
+
+
+def reduce_gradients(params: List[torch.nn.Parameter]) -> None:
+    """Average gradients over ranks (one flat all_reduce) and sanitise non-finite entries."""
+    if not params:
+        return
+    world = dist.get_world_size()
+    grads = [p.grad.flatten() if p.grad is not None else torch.zeros(p.numel(), device=p.device) for p in params]
+    flat = torch.cat(grads)
+    if world > 1:
+        dist.all_reduce_sum(flat)
+        flat /= world
+    torch.nan_to_num(flat, nan=0, posinf=GRAD_CLAMP, neginf=-GRAD_CLAMP, out=flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
+
+
+@torch.no_grad()
+def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float, trained: set) -> None:
+    """G_ema <- lerp(G, G_ema, beta) for the parameters named in ``trained``; frozen parameters
+    and all buffers are copied unchanged."""
+    ema_params = dict(G_ema.named_parameters())
+    for name, p in G.named_parameters():
+        if name in trained:
+            ema_params[name].copy_(p.detach().lerp(ema_params[name], beta))
+        else:
+            ema_params[name].copy_(p.detach())
+    ema_buffers = dict(G_ema.named_buffers())
+    for name, b in G.named_buffers():
+        ema_buffers[name].copy_(b)
+
+
+def module_summary(nets: Dict[str, torch.nn.Module], trainable: Dict[str, List[torch.nn.Parameter]]) -> str:
+    lines = []
+    for name, net in nets.items():
+        if net is None:
+            continue
+        total = sum(p.numel() for p in net.parameters())
+        train = sum(p.numel() for p in trainable.get(name, [])) if name in trainable else 0
+        lines.append(f"  {name:<11} {total:>12,d} parameters, {train:>12,d} trained")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks.
+
+def build_networks(opts: dnnlib.EasyDict, dataset: ImageDataset) -> Dict[str, torch.nn.Module]:
+    """Fresh G (q_dim from the options), D and D_degraded from the preset's sizes."""
+    fp16_res = opts.num_fp16_res if opts.precision == "fp16" else 0
+    G = Generator(z_dim=opts.z_dim, c_dim=dataset.label_dim, w_dim=opts.w_dim,
+                  img_resolution=dataset.resolution, img_channels=dataset.num_channels, q_dim=opts.q_dim,
+                  mapping_kwargs=dict(num_layers=opts.map),
+                  synthesis_kwargs=dict(channel_base=opts.channel_base, channel_max=opts.channel_max,
+                                        num_fp16_res=fp16_res, conv_clamp=opts.conv_clamp))
+    d_kwargs = dict(c_dim=dataset.label_dim, img_resolution=dataset.resolution, img_channels=dataset.num_channels,
+                    channel_base=opts.channel_base, channel_max=opts.channel_max, num_fp16_res=fp16_res,
+                    conv_clamp=opts.conv_clamp, epilogue_kwargs=dict(mbstd_group_size=opts.mbstd_group))
+    D = Discriminator(**d_kwargs)
+    D_degraded = Discriminator(**d_kwargs) if opts.q_dim > 0 else None
+    return {"G": G, "D": D, "D_degraded": D_degraded}
+
+
+def _pick_generator(nets: Dict[str, Any], path: str) -> Generator:
+    G = nets.get("G_ema") or nets.get("G")
+    if G is None:
+        raise UserError(f"{path} holds no generator")
+    return G
+
+
+def load_teacher(path: str) -> Generator:
+    nets = ckpt.load_network(path)
+    return _pick_generator(nets, path)
+
+
+def init_from_file(opts, dataset, nets) -> Dict[str, Any]:
+    """Networks (and the teacher) from ``opts.resume``: our checkpoint, a StyleGAN2-ADA pickle,
+    an official QC-StyleGAN pickle or a bare generator state_dict. Stock generators are widened
+    into QC ones when ``q_dim > 0`` and become the default teacher."""
+    loaded = ckpt.load_network(opts.resume)
+    src_G = loaded.get("G") or loaded.get("G_ema")
+    if src_G is None:
+        raise UserError(f"{opts.resume} holds no generator")
+    if src_G.img_resolution != dataset.resolution or src_G.img_channels != dataset.num_channels:
+        raise UserError(f"{opts.resume} generates {src_G.img_resolution}px x{src_G.img_channels}, the dataset "
+                        f"is {dataset.resolution}px x{dataset.num_channels}")
+    if src_G.c_dim != dataset.label_dim:
+        raise UserError(f"{opts.resume} has c_dim={src_G.c_dim}, the dataset's labels {dataset.label_dim}")
+    out: Dict[str, Any] = {"training_state": loaded.get("training_state"), "teacher": loaded.get("G_teacher")}
+    stock = src_G.q_dim == 0
+    if stock and opts.q_dim > 0:
+        out["training_state"] = None          # a new QC run starts from the stock model
+        out["teacher"] = out["teacher"] or copy.deepcopy(_pick_generator(loaded, opts.resume))
+        for key in ("G", "G_ema"):
+            src = loaded.get(key) or src_G
+            loaded[key] = ckpt.widen_generator(src, q_dim=opts.q_dim)
+    elif src_G.q_dim != opts.q_dim:
+        raise UserError(f"{opts.resume} has q_dim={src_G.q_dim}, the options ask for --q-dim {opts.q_dim}")
+    out["G"] = loaded.get("G") or loaded["G_ema"]
+    out["G_ema"] = loaded.get("G_ema") or copy.deepcopy(out["G"])
+    out["D"] = loaded.get("D") or nets["D"]
+    if opts.q_dim > 0:
+        out["D_degraded"] = loaded.get("D_degraded") or copy.deepcopy(out["D"])
+    else:
+        out["D_degraded"] = None
+    if loaded.get("D") is None:
+        dist.print0(f"note: {opts.resume} has no discriminator; D starts from scratch")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Images: degradation of reals, grids.
+
+class RealDegrader:
+    """Real images -> degraded reals for D_degraded, with the registered ``paper`` pipeline at the
+    dataset's resolution (relative mode below 256, as the library decides)."""
+
+    def __init__(self, name: str, resolution: int):
+        try:
+            from degradations import build_pipeline
+        except ImportError as exc:
+            raise UserError(f"the degradations library is needed for QC training ({exc})") from None
+        self.pipe = build_pipeline(name, resolution=resolution)
+
+    def __call__(self, real_u8: torch.Tensor, seed: int) -> torch.Tensor:
+        # real_u8: [N, C, H, W] uint8 -> [N, C, H, W] float32 in [-1, 1]
+        x = real_u8.float()
+        gray = x.shape[1] == 1
+        if gray:
+            x = x.repeat(1, 3, 1, 1)
+        y, _records = self.pipe(x, generator=torch.Generator().manual_seed(seed))
+        if gray:
+            y = y.mean(dim=1, keepdim=True)
+        return y / 127.5 - 1
+
+
+def to_uint8(img: torch.Tensor) -> torch.Tensor:
+    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def save_grid(path: str, rows: List[torch.Tensor], cols: int) -> None:
+    """uint8 images [N, C, H, W] laid out ``cols`` per row -> PNG."""
+    from dnnlib.image_io import write_image
+    imgs = torch.cat(rows).cpu()
+    n, c, h, w = imgs.shape
+    grid_rows = (n + cols - 1) // cols
+    canvas = torch.zeros([c, grid_rows * h, cols * w], dtype=torch.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        canvas[:, r * h:(r + 1) * h, k * w:(k + 1) * w] = imgs[i]
+    arr = canvas.permute(1, 2, 0).numpy()
+    if c == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    write_image(path, arr)
+
+
+def grid_shape(resolution: int) -> tuple:
+    """(pairs per row, rows) of the fixed-seed grid."""
+    return int(np.clip(2048 // (2 * resolution), 2, 8)), int(np.clip(1024 // resolution, 2, 8))
+
+
+# ---------------------------------------------------------------------------------------------
+
+class Trainer:
+    """One rank's training state and the operations on it (step, tick, snapshot)."""
+
+    def __init__(self, run_dir: str, opts: dnnlib.EasyDict):
+        self.run_dir, self.opts = run_dir, opts
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.device = torch.device(opts.device if opts.device != "cuda" else f"cuda:{dist.get_local_rank()}")
+        if opts.batch % self.world:
+            raise UserError(f"--batch {opts.batch} is not divisible by the {self.world} processes")
+        self.batch_rank = opts.batch // self.world
+        self.batch_gpu = min(opts.batch_gpu or self.batch_rank, self.batch_rank)
+        if self.batch_rank % self.batch_gpu:
+            raise UserError(f"--batch-gpu {self.batch_gpu} must divide the per-process batch {self.batch_rank}")
+        self.dataset = ImageDataset(opts.data, use_labels=opts.cond, max_size=opts.max_size, xflip=opts.mirror)
+        self._setup_networks()
+        self._setup_training()
+        self.cur_nimg = self.batch_idx = self.cur_tick = 0
+        if self.state is not None:
+            self._load_state(self.state)
+        self.stats = training_stats.Collector()
+
+    # --- setup ---------------------------------------------------------------------------------
+    def _setup_networks(self):
+        opts = self.opts
+        reseed(step_seed(opts.seed, 0, -1))      # same initial weights on every rank
+        nets = build_networks(opts, self.dataset)
+        self.state = None
+        teacher = None
+        if opts.resume:
+            loaded = init_from_file(opts, self.dataset, nets)
+            nets.update({k: loaded[k] for k in ("G", "D", "D_degraded")})
+            self.G_ema_init = loaded["G_ema"]
+            self.state = loaded["training_state"]
+            teacher = loaded["teacher"]
+        else:
+            self.G_ema_init = copy.deepcopy(nets["G"])
+        if opts.teacher:
+            teacher = load_teacher(opts.teacher)
+        if nets["G"].q_dim > 0 and opts.kd_weight > 0 and teacher is None:
+            raise UserError("QC training needs a teacher: pass --teacher FILE, or --resume a stock "
+                            "StyleGAN2 file (it becomes the teacher), or --kd-weight 0")
+        if teacher is not None:
+            if teacher.num_ws != nets["G"].num_ws or teacher.img_resolution != nets["G"].img_resolution:
+                raise UserError("the teacher's architecture does not match the generator "
+                                f"(num_ws {teacher.num_ws} vs {nets['G'].num_ws})")
+        dev = self.device
+        self.G = nets["G"].train().to(dev)
+        self.D = nets["D"].train().to(dev)
+        self.D_degraded = nets["D_degraded"].train().to(dev) if nets["D_degraded"] is not None else None
+        self.G_ema = self.G_ema_init.eval().to(dev).requires_grad_(False)
+        self.teacher = teacher.eval().to(dev).requires_grad_(False) if teacher is not None else None
+        for net in (self.G, self.D, self.D_degraded, self.G_ema):
+            dist.broadcast_module(net)
+
+    def _setup_training(self):
+        opts = self.opts
+        self.train_blocks = opts.train_blocks
+        if self.train_blocks is None:   # official QC code: top three blocks when fine-tuning a stock model
+            self.train_blocks = 3 if (opts.resume and self.G.q_dim > 0 and self.teacher is not None) else "all"
+        g_params = trainable_generator_params(self.G, self.train_blocks)
+        ids = {id(p) for p in g_params}
+        self.g_trained_names = {name for name, p in self.G.named_parameters() if id(p) in ids}
+        for net in (self.G, self.D, self.D_degraded):
+            if net is not None:
+                net.requires_grad_(False)     # each phase enables its own module's parameters
+        self.params = {"G": g_params, "D": list(self.D.parameters())}
+        self.modules = {"G": self.G, "D": self.D}
+        if self.D_degraded is not None:
+            self.params["D_degraded"] = list(self.D_degraded.parameters())
+            self.modules["D_degraded"] = self.D_degraded
+        use_pl, use_r1 = opts.pl_weight > 0, opts.gamma > 0
+        self.phases = phase_table(self.D_degraded is not None, opts.r1_interval, opts.pl_interval, use_r1, use_pl)
+        self.optimizers = {
+            "G": make_optimizer(g_params, opts.lr, opts.pl_interval if use_pl else None),
+            "D": make_optimizer(self.params["D"], opts.lr, opts.r1_interval if use_r1 else None)}
+        if self.D_degraded is not None:
+            self.optimizers["D_degraded"] = make_optimizer(self.params["D_degraded"], opts.lr,
+                                                           opts.r1_interval if use_r1 else None)
+        self.augment_pipe = None
+        self.ada = None
+        if opts.aug != "noaug":
+            self.augment_pipe = AugmentPipe(opts.augpipe, p=opts.aug_p if opts.aug == "fixed" else 0.0).to(self.device)
+            if opts.aug == "ada":
+                self.ada = AdaController(self.augment_pipe, target=opts.target, interval=opts.ada_interval,
+                                         speed_kimg=opts.ada_kimg)
+        autocast = torch.bfloat16 if opts.precision == "bf16" else None
+        self.loss = QCLoss(self.device, self.G, self.D, self.D_degraded, teacher=self.teacher,
+                           augment_pipe=self.augment_pipe, r1_gamma=opts.gamma, style_mixing=opts.style_mixing,
+                           pl_weight=opts.pl_weight, pl_batch_shrink=opts.pl_batch_shrink, pl_decay=opts.pl_decay,
+                           kd_weight=opts.kd_weight, autocast_dtype=autocast,
+                           force_fp32=opts.precision != "fp16")
+        if self.ada is not None:
+            self.loss.ada_logits_hook = self.ada.accumulate
+        self.degrader = RealDegrader(opts.degradation, self.dataset.resolution) if self.D_degraded is not None else None
+
+    # --- state ---------------------------------------------------------------------------------
+    def training_state(self) -> dict:
+        return {
+            "cur_nimg": self.cur_nimg, "batch_idx": self.batch_idx, "cur_tick": self.cur_tick,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "augment_p": float(self.augment_pipe.p) if self.augment_pipe is not None else 0.0,
+            "ada_accumulator": self.ada._sum.clone() if self.ada is not None else None,
+            "pl_mean": {k: v.detach().cpu().clone() for k, v in self.loss.pl_mean.items()},
+            "train_blocks": self.train_blocks, "seed": self.opts.seed,
+        }
+
+    def _load_state(self, state: dict) -> None:
+        self.cur_nimg, self.batch_idx = int(state["cur_nimg"]), int(state["batch_idx"])
+        self.cur_tick = int(state.get("cur_tick", 0))
+        for key, opt in self.optimizers.items():
+            if key in state["optimizers"]:
+                opt.load_state_dict(state["optimizers"][key])
+        if self.augment_pipe is not None:
+            self.augment_pipe.p.fill_(float(state.get("augment_p", 0.0)))
+        if self.ada is not None and state.get("ada_accumulator") is not None:
+            self.ada._sum.copy_(state["ada_accumulator"])
+        for k, v in state.get("pl_mean", {}).items():
+            self.loss.pl_mean[k].copy_(v)
+        dist.print0(f"resuming at {self.cur_nimg / 1000:.3f} kimg (step {self.batch_idx})")
+
+    # --- data ----------------------------------------------------------------------------------
+    def data_iterator(self):
+        sampler = InfiniteSampler(len(self.dataset), rank=self.rank, world=self.world, seed=self.opts.seed,
+                                  start=self.cur_nimg)
+        loader = torch.utils.data.DataLoader(self.dataset, sampler=sampler, batch_size=self.batch_rank,
+                                             num_workers=self.opts.workers, pin_memory=self.device.type == "cuda",
+                                             prefetch_factor=2 if self.opts.workers > 0 else None,
+                                             persistent_workers=False)
+        return iter(loader)
+
+    # --- one step ------------------------------------------------------------------------------
+    def step(self, data_iter) -> None:
+        opts, dev = self.opts, self.device
+        reseed(step_seed(opts.seed, self.rank, self.batch_idx))
+        real_u8, real_c = next(data_iter)
+        real = real_u8.to(dev).float() / 127.5 - 1
+        real_deg = None
+        if self.degrader is not None:
+            real_deg = self.degrader(real_u8.to(dev), step_seed(opts.seed, self.rank, self.batch_idx) % (1 << 31)).to(dev)
+        real_c = real_c.to(dev)
+        gen_z = torch.randn([self.batch_rank, self.G.z_dim], device=dev)
+        gen_c = torch.from_numpy(np.stack([self.dataset.get_label(np.random.randint(len(self.dataset)))
+                                           for _ in range(self.batch_rank)])).to(dev)
+        chunks = range(0, self.batch_rank, self.batch_gpu)
+        for phase in self.phases:
+            if self.batch_idx % phase.interval:
+                continue
+            module, params, opt = self.modules[phase.module], self.params[phase.module], self.optimizers[phase.module]
+            set_requires_grad(params, module, True)
+            opt.zero_grad(set_to_none=True)
+            for s in chunks:
+                sl = slice(s, s + self.batch_gpu)
+                terms = self.loss.accumulate(phase.name, real[sl], real_deg[sl] if real_deg is not None else None,
+                                             real_c[sl], gen_z[sl], gen_c[sl], gain=phase.interval)
+                self._check_finite(terms, phase.name)
+                for name, values in terms.items():
+                    self.stats.report(f"Loss/{name}", values)
+            set_requires_grad(params, module, False)
+            reduce_gradients(params)
+            opt.step()
+        self._update_ema()
+        self.cur_nimg += opts.batch
+        self.batch_idx += 1
+        if self.ada is not None and self.batch_idx % opts.ada_interval == 0:
+            self.ada.adjust(dist.all_reduce_sum)
+
+    def _check_finite(self, terms: Dict[str, torch.Tensor], phase: str) -> None:
+        if not terms:
+            return
+        finite = torch.stack([torch.isfinite(v.detach()).all() for v in terms.values()])
+        if bool(finite.all()):
+            return
+        bad = [name for name, ok in zip(terms, finite.tolist()) if not ok]
+        raise TrainingDiverged(f"non-finite loss term {', '.join(bad)} (phase {phase}) at {self.cur_nimg / 1000:.3f} "
+                               f"kimg; stopping. The last snapshot in {self.run_dir} is intact")
+
+    def _update_ema(self) -> None:
+        opts = self.opts
+        ema_nimg = opts.ema_kimg * 1000
+        if opts.ema_rampup:
+            ema_nimg = min(ema_nimg, self.cur_nimg * opts.ema_rampup)
+        beta = 0.5 ** (opts.batch / max(ema_nimg, 1e-8))
+        update_ema(self.G_ema, self.G, beta, self.g_trained_names)
+
+    # --- outputs -------------------------------------------------------------------------------
+    def grid_latents(self):
+        pairs, rows = grid_shape(self.dataset.resolution)
+        n = pairs * rows
+        gen = torch.Generator().manual_seed(0)
+        z = torch.randn([n, self.G.z_dim], generator=gen)
+        q = torch.randn([n, self.G.q_dim], generator=gen) if self.G.q_dim > 0 else None
+        c = torch.from_numpy(np.stack([self.dataset.get_label(i % len(self.dataset)) for i in range(n)]))
+        return z, c, q, pairs
+
+    @torch.no_grad()
+    def save_fakes(self, path: str) -> None:
+        z, c, q, pairs = self.grid_latents()
+        tiles = []
+        for i in range(0, z.shape[0], self.batch_gpu):
+            zz, cc = z[i:i + self.batch_gpu].to(self.device), c[i:i + self.batch_gpu].to(self.device)
+            ws = self.G_ema.mapping(zz, cc)
+            sharp = self.G_ema.synthesis(ws, noise_mode="const", force_fp32=True)
+            if q is not None:
+                deg = self.G_ema.synthesis(ws, q=q[i:i + self.batch_gpu].to(self.device), noise_mode="const",
+                                           force_fp32=True)
+                tiles.append(torch.stack([to_uint8(sharp), to_uint8(deg)], dim=1).flatten(0, 1))
+            else:
+                tiles.append(to_uint8(sharp))
+        save_grid(path, tiles, cols=pairs * (2 if q is not None else 1))
+
+    def save_reals(self, path: str) -> None:
+        pairs, rows = grid_shape(self.dataset.resolution)
+        n = min(pairs * rows, len(self.dataset))
+        imgs = torch.from_numpy(np.stack([self.dataset[i][0] for i in range(n)]))
+        if self.degrader is not None:
+            deg = to_uint8(self.degrader(imgs, 0))
+            imgs = torch.stack([imgs, deg], dim=1).flatten(0, 1)
+        save_grid(path, [imgs], cols=pairs * (2 if self.degrader is not None else 1))
+
+    def snapshot(self) -> str:
+        label = snapshot_label(self.cur_nimg)
+        path = os.path.join(self.run_dir, f"network-snapshot-{label}.pt")
+        for name, net in (("G", self.G), ("D", self.D), ("D_degraded", self.D_degraded)):
+            if net is not None and not dist.check_consistent(net):
+                raise UserError(f"{name} differs between ranks at {self.cur_nimg / 1000:.3f} kimg")
+        if self.rank == 0:
+            nets = {"G": self.G, "G_ema": self.G_ema, "D": self.D, "D_degraded": self.D_degraded,
+                    "G_teacher": self.teacher}
+            ckpt.save_checkpoint(path, nets=nets, training_state=self.training_state(),
+                                 metadata={"training_options": json.loads(json.dumps(self.opts))})
+            self.save_fakes(os.path.join(self.run_dir, f"fakes{label}.png"))
+        self.run_metrics(path)
+        return path
+
+    def run_metrics(self, snapshot_path: str) -> None:
+        if not self.opts.metrics:
+            return
+        try:
+            from metrics import metric_main
+        except ImportError:
+            dist.print0("note: metrics package not available; skipping metrics")
+            return
+        for metric in self.opts.metrics:
+            result = metric_main.calc_metric(metric=metric, G=self.G_ema, dataset_path=self.opts.data,
+                                             device=self.device, num_gpus=self.world, rank=self.rank)
+            if self.rank == 0:
+                record = dict(result) if isinstance(result, dict) else {"results": result}
+                record.update(snapshot_pkl=os.path.basename(snapshot_path), kimg=self.cur_nimg / 1000,
+                              metric=metric)
+                append_jsonl(os.path.join(self.run_dir, f"metric-{metric}.jsonl"), record)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _memory_gb(device: torch.device) -> tuple:
+    cpu = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20     # kB -> GB (Linux)
+    gpu = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else 0.0
+    return cpu, gpu
+
+
+def training_loop(run_dir: str, opts: dnnlib.EasyDict, progress_fn=None) -> dict:
+    """Train until ``opts.kimg`` thousand images; returns a summary (final snapshot path, kimg,
+    augment p, mean sec/kimg). ``progress_fn(trainer)`` is called after every tick (tests)."""
+    opts = dnnlib.EasyDict(opts)
+    trainer = Trainer(run_dir, opts)
+    dist.print0(f"training {os.path.basename(run_dir)} on {trainer.device} ({trainer.world} process(es)), "
+                f"batch {opts.batch}, train_blocks {trainer.train_blocks}, precision {opts.precision}")
+    dist.print0(module_summary({"G": trainer.G, "D": trainer.D, "D_degraded": trainer.D_degraded,
+                                "G_teacher": trainer.teacher}, trainer.params))
+    if trainer.rank == 0 and trainer.cur_nimg == 0:
+        trainer.save_reals(os.path.join(run_dir, "reals.png"))
+        trainer.save_fakes(os.path.join(run_dir, "fakes_init.png"))
+    total_nimg = int(round(opts.kimg * 1000))
+    data_iter = trainer.data_iterator()
+    start_time = tick_start_time = time.time()
+    tick_start_nimg = trainer.cur_nimg
+    last_snapshot, sec_per_kimg = None, []
+    done = trainer.cur_nimg >= total_nimg
+    while not done:
+        trainer.step(data_iter)
+        done = trainer.cur_nimg >= total_nimg
+        if not done and trainer.cur_nimg < tick_start_nimg + opts.tick_kimg * 1000:
+            continue
+        # --- tick ---
+        trainer.cur_tick += 1
+        now = time.time()
+        tick_kimg = (trainer.cur_nimg - tick_start_nimg) / 1000
+        spk = (now - tick_start_time) / max(tick_kimg, 1e-8)
+        sec_per_kimg.append(spk)
+        cpu_gb, gpu_gb = _memory_gb(trainer.device)
+        p = float(trainer.augment_pipe.p) if trainer.augment_pipe is not None else 0.0
+        stats = trainer.stats.reduce(dist.all_reduce_sum)
+        stats.update({"Progress/tick": trainer.cur_tick, "Progress/kimg": trainer.cur_nimg / 1000,
+                      "Progress/augment": p, "Timing/sec_per_tick": now - tick_start_time,
+                      "Timing/sec_per_kimg": spk, "Timing/total_sec": now - start_time,
+                      "Resources/cpu_mem_gb": cpu_gb, "Resources/peak_gpu_mem_gb": gpu_gb,
+                      "timestamp": now})
+        dist.print0(f"tick {trainer.cur_tick:<5d} kimg {trainer.cur_nimg / 1000:<9.3f} "
+                    f"time {format_time(now - start_time):<9s} sec/kimg {spk:<8.2f} augment {p:<6.3f} "
+                    f"cpumem {cpu_gb:<5.2f} gpumem {gpu_gb:<5.2f}")
+        if trainer.rank == 0:
+            append_jsonl(os.path.join(run_dir, "stats.jsonl"), stats)
+            _tensorboard(run_dir, stats, trainer.cur_nimg)
+        if done or (opts.snap and trainer.cur_tick % opts.snap == 0):
+            last_snapshot = trainer.snapshot()
+        if progress_fn is not None:
+            progress_fn(trainer)
+        tick_start_nimg, tick_start_time = trainer.cur_nimg, time.time()
+    if last_snapshot is None and trainer.cur_nimg >= total_nimg:
+        last_snapshot = os.path.join(run_dir, f"network-snapshot-{snapshot_label(trainer.cur_nimg)}.pt")
+        if not os.path.isfile(last_snapshot):
+            last_snapshot = trainer.snapshot()
+    dist.print0("done.")
+    return {"snapshot": last_snapshot, "kimg": trainer.cur_nimg / 1000,
+            "augment_p": float(trainer.augment_pipe.p) if trainer.augment_pipe is not None else 0.0,
+            "sec_per_kimg": float(np.mean(sec_per_kimg)) if sec_per_kimg else None, "trainer": trainer}
+
+
+_TB_WRITERS: Dict[str, Any] = {}
+
+
+def _tensorboard(run_dir: str, stats: dict, cur_nimg: int) -> None:
+    """Scalars to TensorBoard when it is installed (optional)."""
+    if run_dir not in _TB_WRITERS:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            _TB_WRITERS[run_dir] = SummaryWriter(run_dir)
+        except Exception:       # tensorboard not installed
+            _TB_WRITERS[run_dir] = None
+    writer = _TB_WRITERS[run_dir]
+    if writer is None:
+        return
+    for name, value in stats.items():
+        if isinstance(value, dict):
+            writer.add_scalar(name, value["mean"], global_step=cur_nimg // 1000)
+        elif isinstance(value, (int, float)) and name != "timestamp":
+            writer.add_scalar(name, value, global_step=cur_nimg // 1000)
+    writer.flush()
