@@ -200,23 +200,21 @@ class Pipeline:
 
     def _replay_cv2(self, x: torch.Tensor, records: Sequence[Dict[str, Any]]) -> torch.Tensor:
         N, C, H, W = x.shape
-        src = x.detach()
-        y = torch.empty((N, C, H, W), dtype=x.dtype)
+        src = x.detach().float().cpu().numpy()
+        y = np.empty((N, C, H, W), np.float32)
 
         def work(i: int) -> None:
-            # One image at a time, so the conversions stay in cache: round/clip, to uint8 HWC,
-            # the OpenCV chain, back to float CHW.
-            u8 = torch.empty((H, W, C), dtype=torch.uint8)
-            u8.copy_(Fn.quantize_(src[i].float().cpu().clone()).permute(1, 2, 0))
-            out = self.replay_numpy(u8.numpy(), records[i])
-            y[i].copy_(torch.from_numpy(out).permute(2, 0, 1))
+            # One image at a time in numpy (cache-resident, no small multi-threaded torch ops):
+            # round/clip to uint8 HWC, the OpenCV chain, back to float CHW.
+            u8 = np.clip(np.rint(src[i].transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+            y[i] = self.replay_numpy(u8, records[i]).transpose(2, 0, 1)
         workers = min(self.workers, N)
         if workers <= 1:
             for i in range(N):
                 work(i)
         else:
             list(_thread_pool(workers).map(work, range(N)))
-        return y
+        return torch.from_numpy(y).to(x.dtype)
 
     def _replay_torch(self, x: torch.Tensor, entries: List[List[Dict[str, Any]]]) -> torch.Tensor:
         y = Fn.quantize_(x.detach().float().clone())
