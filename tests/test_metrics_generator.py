@@ -318,3 +318,37 @@ def test_missing_inception_names_files_and_folders(tmp_path, monkeypatch):
     assert "pt_inception-2015-12-05-6726825d.pth" in msg and str(tmp_path / "torch" / "hub" / "checkpoints") in msg
     with pytest.raises(UserError, match="not found"):
         load_feature_net(str(tmp_path / "nope.pt"))
+
+
+# --- torch.distributed: two CPU ranks give the single-process numbers ----------------------
+
+def _dist_worker(rank, world, init_file, out_file):
+    import torch.distributed as dist
+    from training.dataset import ImageDataset
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        ds = ImageDataset(MINI)
+        faces = torch.from_numpy(np.stack([ds[i][0] for i in range(len(ds))]))
+        out = {}
+        for name in ("fid200_full", "swd130"):
+            res = metric_main.calc_metric(name, G=FaceGenerator(faces), dataset_kwargs={"path": MINI},
+                                          num_gpus=world, rank=rank, device="cpu", feature_net="random",
+                                          cache_dir="")
+            out[name] = res["results"][name]
+        if rank == 0:
+            with open(out_file, "w") as f:
+                json.dump(out, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@needs_mini
+def test_two_ranks_match_single_process(faces, tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(_dist_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "out.json")), nprocs=2, join=True)
+    dist_res = json.load(open(tmp_path / "out.json"))
+    for name in ("fid200_full", "swd130"):
+        single = metric_main.calc_metric(name, G=FaceGenerator(faces), dataset_kwargs={"path": MINI},
+                                         device="cpu", feature_net="random", cache_dir="")["results"][name]
+        assert dist_res[name] == pytest.approx(single, rel=1e-5), name
