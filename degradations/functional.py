@@ -12,10 +12,9 @@ linear filters (GaussianBlur, Blur, MotionBlur/filter2D), replicate for the medi
 """
 from __future__ import annotations
 
-import io
 import math
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
