@@ -96,8 +96,13 @@ def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
     if opts.q_dim > 0 and opts.kd_weight > 0 and not (opts.resume or opts.teacher):
         raise UserError("QC training needs a teacher: pass --resume with a stock StyleGAN2 file or "
                         "--teacher FILE (or --q-dim 0 to train a plain StyleGAN2)")
-    if isinstance(opts.metrics, str):
-        opts.metrics = [m for m in opts.metrics.split(",") if m and m != "none"]
+    if opts.metrics:
+        from metrics.metric_main import parse_metric_list
+        opts.metrics = parse_metric_list(opts.metrics)
+        if opts.q_dim == 0 and any("degraded" in m for m in opts.metrics):
+            raise UserError("degraded metrics need a QC generator; with --q-dim 0 use the sharp ones")
+    else:
+        opts.metrics = []
     return opts
 
 

@@ -490,21 +490,18 @@ class Trainer:
         return path
 
     def run_metrics(self, snapshot_path: str) -> None:
+        """The configured generator metrics on G_ema, appended to ``metric-<name>.jsonl``."""
         if not self.opts.metrics:
             return
-        try:
-            from metrics import metric_main
-        except ImportError:
-            dist.print0("note: metrics package not available; skipping metrics")
-            return
-        for metric in self.opts.metrics:
-            result = metric_main.calc_metric(metric=metric, G=self.G_ema, dataset_path=self.opts.data,
-                                             device=self.device, num_gpus=self.world, rank=self.rank)
+        from metrics import metric_main
+        dataset_kwargs = dict(path=self.opts.data, use_labels=self.opts.cond, max_size=self.opts.max_size)
+        for name in self.opts.metrics:
+            result = metric_main.calc_metric(name, G=self.G_ema, dataset_kwargs=dataset_kwargs, num_gpus=self.world,
+                                             rank=self.rank, device=self.device, degradation=self.opts.degradation)
             if self.rank == 0:
-                record = dict(result) if isinstance(result, dict) else {"results": result}
-                record.update(snapshot_pkl=os.path.basename(snapshot_path), kimg=self.cur_nimg / 1000,
-                              metric=metric)
-                append_jsonl(os.path.join(self.run_dir, f"metric-{metric}.jsonl"), record)
+                metric_main.report_metric(result, run_dir=self.run_dir, snapshot_pkl=snapshot_path,
+                                          kimg=self.cur_nimg / 1000)
+                dist.print0(f"{name}: {dict(result.results)}")
 
 
 # ---------------------------------------------------------------------------------------------
