@@ -134,3 +134,28 @@ def test_architectures_build_and_render(arch):
         sharp, deg = G.synthesis(G.mapping(z, None), q=q, pair=True)
         torch.testing.assert_close(deg, img, rtol=1e-5, atol=1e-5)
         assert img.shape == (2, 3, 16, 16) and D(img).shape == (2, 1)
+
+
+@torch.no_grad()
+def test_cpu_inference_formats_match_reference():
+    """channels_last + non-fused (the CPU inference format) is exact; bfloat16 is close."""
+    nets, e = _from_weights("qc_stylegan")
+    G = nets["G"]
+    sharp, deg = G.synthesis(e["ws"], q=e["q"], pair=True, channels_last=True, fused_modconv=False)
+    torch.testing.assert_close(sharp, e["img_sharp"], **TOL)
+    torch.testing.assert_close(deg, e["img_degraded"], **TOL)
+    sharp, deg = G.synthesis(e["ws"], q=e["q"], pair=True, dtype=torch.bfloat16, channels_last=True,
+                             fused_modconv=False)
+    assert sharp.dtype == torch.float32
+    scale = e["img_degraded"].abs().max()
+    assert (deg - e["img_degraded"]).abs().max() < 0.05 * scale
+    assert (sharp - e["img_sharp"]).abs().mean() < 0.01 * e["img_sharp"].abs().max()
+
+
+@torch.no_grad()
+def test_pair_mode_shares_random_noise():
+    nets, e = _from_weights("qc_stylegan")
+    torch.manual_seed(3)
+    sharp, deg = nets["G"].synthesis(e["ws"], q=torch.zeros_like(e["q"]), pair=True, noise_mode="random")
+    torch.testing.assert_close(sharp, deg, rtol=1e-5, atol=1e-5)
+    assert (sharp - e["img_sharp"]).abs().max() > 1e-3      # the noise really was random

@@ -53,8 +53,9 @@ class DegradBlock(nn.Sequential):
         n, _, h, w = r1.shape
         assert_shape(r1, [n, self.extra_channels, h, w])
         assert_shape(q, [n, self.q_dim])
-        r1 = r1.reshape(n, self.q_dim, self.degrad_channels, h, w)         # [N, D_q, L, H, W]
-        r2 = (r1 * q.to(r1.dtype).reshape(n, self.q_dim, 1, 1, 1)).sum(dim=1)  # Eq. 8: [N, L, H, W]
+        r1 = r1.reshape(n, self.q_dim, self.degrad_channels * h * w)       # [N, D_q, L*H*W]
+        r2 = torch.bmm(q.to(r1.dtype).unsqueeze(1), r1)                    # Eq. 8: [N, 1, L*H*W]
+        r2 = r2.reshape(n, self.degrad_channels, h, w)                     # [N, L, H, W]
         for layer in self:
             r2 = layer(r2)
         return r2

@@ -132,22 +132,35 @@ class SynthesisLayer(nn.Module):
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
+    def make_noise(self, n: int, noise_mode: str, device: torch.device, paired: bool = False) -> Optional[torch.Tensor]:
+        """The noise input: [N, 1, R, R] ('random'), [R, R] ('const') or None ('none').
+        ``paired``: the batch is [sharp; degraded] halves that share their random noise."""
+        if not self.use_noise or noise_mode == "none":
+            return None
+        if noise_mode == "const":
+            return self.noise_const * self.noise_strength
+        if paired:
+            half = torch.randn([n // 2, 1, self.resolution, self.resolution], device=device)
+            return torch.cat([half, half]) * self.noise_strength
+        return torch.randn([n, 1, self.resolution, self.resolution], device=device) * self.noise_strength
+
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
-                fused_modconv: bool = True, gain: float = 1.0,
-                out_channels: Optional[int] = None) -> torch.Tensor:
-        """x: [N, I, H, W]; w: [N, w_dim]. ``out_channels`` computes only the first channels."""
+                fused_modconv: bool = True, gain: float = 1.0, rows: Optional[slice] = None,
+                noise: Optional[torch.Tensor] = None, paired_noise: bool = False) -> torch.Tensor:
+        """x: [N, I, H, W]; w: [N, w_dim] -> [N, O, R, R].
+
+        ``rows`` computes only those output channels (exact: demodulation, bias and noise are per
+        channel); ``noise`` passes a precomputed noise input (see ``make_noise``).
+        """
         n = x.shape[0]
         in_res = self.resolution // self.up
         assert_shape(x, [n, self.in_channels, in_res, in_res])
         styles = self.affine(w)                                            # [N, I]
-        noise = None
-        if self.use_noise and noise_mode == "random":
-            noise = torch.randn([n, 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
-        elif self.use_noise and noise_mode == "const":
-            noise = self.noise_const * self.noise_strength
+        if noise is None:
+            noise = self.make_noise(n, noise_mode, x.device, paired=paired_noise)
         weight, bias = self.weight, self.bias
-        if out_channels is not None and out_channels < self.out_channels:
-            weight, bias = weight[:out_channels], bias[:out_channels]      # exact: demod is per row
+        if rows is not None:
+            weight, bias = weight[rows], bias[rows]
         x = modulated_conv2d(x, weight, styles, noise=noise, up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter, flip_weight=(self.up == 1),
                              fused_modconv=fused_modconv)
@@ -243,30 +256,51 @@ class SynthesisBlock(nn.Module):
     def has_degrad_block(self) -> bool:
         return self.q_dim > 0
 
+    def activation_format(self, device: torch.device, force_fp32: bool = False,
+                          dtype: Optional[torch.dtype] = None, channels_last: Optional[bool] = None):
+        """The one rule for this block's activation dtype and memory format.
+
+        Default: float16 (optionally channels_last) for the ``use_fp16`` blocks on CUDA, float32
+        otherwise (StyleGAN2-ADA's mixed precision). ``dtype`` overrides it for every block (e.g.
+        bfloat16 inference on CPU); ``force_fp32`` wins over both. Weights are cast to the
+        activations' dtype inside each layer; images are accumulated in float32.
+        """
+        if force_fp32:
+            return torch.float32, torch.contiguous_format
+        if dtype is None:
+            dtype = torch.float16 if (self.use_fp16 and device.type == "cuda") else torch.float32
+        if channels_last is None:
+            channels_last = self.channels_last and dtype == torch.float16
+        return dtype, (torch.channels_last if channels_last else torch.contiguous_format)
+
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
                 q: Optional[torch.Tensor] = None, force_fp32: bool = False,
-                fused_modconv: Optional[bool] = None, noise_mode: str = "random", branch: bool = False):
+                fused_modconv: Optional[bool] = None, noise_mode: str = "random", branch: bool = False,
+                sharp_rows: int = 0, dtype: Optional[torch.dtype] = None,
+                channels_last: Optional[bool] = None):
         """Run the block.
 
         x: [N, in_channels, R/2, R/2] or None; img: [N, C_img, R/2, R/2] or None;
         ws: [N, num_conv + num_torgb, w_dim]; q: [N, q_dim] or None (= zeros).
         ``branch=True`` (DegradBlock blocks only) splits the batch after conv1 into the sharp
         (q=0) and degraded (q) renders, sharing everything computed before the split.
+        ``sharp_rows=k`` says the batch is such a [sharp; degraded] pair of halves (k = N/2): the
+        first k samples have q = 0, so the DegradBlock runs on the others only, and random noise
+        is shared between the halves.
+        ``dtype`` / ``channels_last`` override the activation format (see ``activation_format``).
         Returns (x, img, x_c): [N', out, R, R], [N', C_img, R, R] and conv1's features before the
         DegradBlock residual [N', out, R, R], where N' = 2N when branching, else N.
         """
         n = ws.shape[0]
         assert_shape(ws, [n, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
-        on_cuda = ws.device.type == "cuda"
-        dtype = torch.float16 if (self.use_fp16 and not force_fp32 and on_cuda) else torch.float32
-        memory_format = torch.channels_last if (self.channels_last and not force_fp32) else torch.contiguous_format
+        dtype, memory_format = self.activation_format(ws.device, force_fp32, dtype, channels_last)
         if fused_modconv is None:
             fused_modconv = (not self.training) and (dtype == torch.float32 or n == 1)
-        layer = dict(noise_mode=noise_mode, fused_modconv=fused_modconv)
+        layer = dict(noise_mode=noise_mode, fused_modconv=fused_modconv, paired_noise=sharp_rows > 0)
 
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=memory_format).unsqueeze(0).repeat([n, 1, 1, 1])
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([n, 1, 1, 1]).contiguous(memory_format=memory_format)
         else:
             assert_shape(x, [n, self.in_channels, self.resolution // 2, self.resolution // 2])
             x = x.to(dtype=dtype, memory_format=memory_format)
@@ -275,21 +309,8 @@ class SynthesisBlock(nn.Module):
         y_skip = self.skip(x, gain=math.sqrt(0.5)) if resnet else None
         if self.in_channels != 0:
             x = self.conv0(x, next(w_iter), **layer)
-        # At q = 0 the DegradBlock's extra conv1 channels are not needed: compute only x_c.
-        conv1_channels = None if (self.has_degrad_block and q is not None) else self.out_channels
-        x = self.conv1(x, next(w_iter), gain=(math.sqrt(0.5) if resnet else 1.0),
-                       out_channels=conv1_channels, **layer)
-        x_c = x              # conv1 output before any residual (distillation features)
-        if self.has_degrad_block and branch:
-            if q is None:
-                raise ValueError("branch=True needs q")
-            x_c = x[:, :self.out_channels]
-            x = torch.cat([x_c, x_c + self.convq.residual(x[:, self.out_channels:], q)])
-            x_c = torch.cat([x_c, x_c])
-        elif self.has_degrad_block:
-            x, x_c = self.convq(x, q)
-        elif branch:
-            raise ValueError("branch=True is only valid in a DegradBlock block")
+        x, x_c = self._conv1_and_degradation(x, next(w_iter), q, branch, sharp_rows,
+                                             gain=(math.sqrt(0.5) if resnet else 1.0), layer=layer)
         if y_skip is not None:
             x = torch.cat([y_skip, y_skip]).add(x) if branch else y_skip.add(x)
 
@@ -304,6 +325,32 @@ class SynthesisBlock(nn.Module):
             y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
             img = img.add(y) if img is not None else y
         return x, img, x_c
+
+    def _conv1_and_degradation(self, x: torch.Tensor, w: torch.Tensor, q: Optional[torch.Tensor],
+                               branch: bool, sharp_rows: int, gain: float, layer: dict):
+        """conv1, then the DegradBlock residual where q can be non-zero. Returns (x, x_c)."""
+        c = self.out_channels
+        if not self.has_degrad_block:
+            if branch:
+                raise ValueError("branch=True is only valid in a DegradBlock block")
+            x = self.conv1(x, w, gain=gain, **layer)
+            return x, x
+        if q is None:                        # q = 0: the extra channels are not needed
+            x = self.conv1(x, w, gain=gain, rows=slice(0, c), **layer)
+            return x, x
+        if branch:                           # x: [N], out: [sharp N; degraded N]
+            y = self.conv1(x, w, gain=gain, **layer)
+            x_c = y[:, :c]
+            return torch.cat([x_c, x_c + self.convq.residual(y[:, c:], q)]), torch.cat([x_c, x_c])
+        if sharp_rows > 0:                   # x: [sharp k; degraded N-k]; q[:k] == 0
+            noise = self.conv1.make_noise(x.shape[0], layer["noise_mode"], x.device, paired=True)
+            noise_deg = noise[sharp_rows:] if (noise is not None and noise.ndim == 4) else noise
+            x_c = self.conv1(x, w, gain=gain, rows=slice(0, c), noise=noise, **layer)
+            r1 = self.conv1(x[sharp_rows:], w[sharp_rows:], gain=gain, rows=slice(c, None),
+                            noise=noise_deg, **layer)
+            res = self.convq.residual(r1, q[sharp_rows:])
+            return torch.cat([x_c[:sharp_rows], x_c[sharp_rows:] + res]), x_c
+        return self.convq(self.conv1(x, w, gain=gain, **layer), q)
 
 
 class SynthesisNetwork(nn.Module):
@@ -358,7 +405,8 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, ws: torch.Tensor, q: Optional[torch.Tensor] = None, noise_mode: str = "const",
                 return_feats: bool = False, pair: bool = False, force_fp32: bool = False,
-                fused_modconv: Optional[bool] = None, feat_resolutions: Optional[Sequence[int]] = None):
+                fused_modconv: Optional[bool] = None, feat_resolutions: Optional[Sequence[int]] = None,
+                dtype: Optional[torch.dtype] = None, channels_last: Optional[bool] = None):
         """Render images.
 
         Args:
@@ -371,6 +419,8 @@ class SynthesisNetwork(nn.Module):
                           which is what distillation compares).
             pair:         render the sharp (q=0) and degraded (q) images together, sharing the
                           trunk below the first DegradBlock; returns (img_sharp, img_degraded).
+            dtype, channels_last: activation format for every block (default: per block, see
+                          ``SynthesisBlock.activation_format``); images are always float32.
         """
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got '{noise_mode}'")
@@ -399,7 +449,8 @@ class SynthesisNetwork(nn.Module):
                 block_ws = torch.cat([block_ws, block_ws])
                 block_q = torch.cat([torch.zeros_like(q), q]) if block.has_degrad_block else None
             x, img, x_c = block(x, img, block_ws, q=block_q, force_fp32=force_fp32,
-                                fused_modconv=fused_modconv, noise_mode=noise_mode, branch=branch)
+                                fused_modconv=fused_modconv, noise_mode=noise_mode, branch=branch,
+                                sharp_rows=n if branched else 0, dtype=dtype, channels_last=channels_last)
             branched = branched or branch
             if block.resolution in wanted:
                 feats.append(x_c)

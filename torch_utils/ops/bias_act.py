@@ -52,11 +52,23 @@ def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1
         if b.ndim != 1 or b.shape[0] != x.shape[dim]:
             raise ValueError(f"bias shape {tuple(b.shape)} does not match x.shape[{dim}]={x.shape[dim]}")
         x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
-    x = spec.func(x, alpha)
+        fresh = True                      # x is now our own tensor
+    else:
+        fresh = False
+    # Without autograd, work in place on our own intermediate (same values, less memory traffic).
+    inplace = not (torch.is_grad_enabled() and x.requires_grad)
+    if act == "lrelu" and inplace and fresh:
+        x = F.leaky_relu_(x, alpha)
+    elif act == "relu" and inplace and fresh:
+        x = F.relu_(x)
+    else:
+        x = spec.func(x, alpha)
+        fresh = act != "linear" or fresh
     if gain != 1:
-        x = x * gain
+        x = x.mul_(gain) if (inplace and fresh) else x * gain
+        fresh = True
     if clamp is not None and clamp >= 0:
-        x = x.clamp(-clamp, clamp)
+        x = x.clamp_(-clamp, clamp) if (inplace and fresh) else x.clamp(-clamp, clamp)
     return x
 
 
