@@ -50,13 +50,17 @@ def test_frechet_distance_matches_direct_scipy():
     b = rng.randn(300, 6) @ rng.randn(6, 6) + 0.5
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    # Independent route: Tr((S1 S2)^1/2) = Tr((S1^1/2 S2 S1^1/2)^1/2), all symmetric.
-    r1 = scipy.linalg.sqrtm(s1).real
-    direct = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(scipy.linalg.sqrtm(r1 @ s2 @ r1).real)
+    # The textbook formula with scipy's general matrix square root.
+    direct = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2).real)
     assert fid_kid.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(direct, rel=1e-8, abs=1e-9)
     # Commuting (diagonal) covariances: closed form sum (sqrt(v1) - sqrt(v2))^2.
     v1, v2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 9.0])
     assert fid_kid.frechet_distance(np.zeros(3), np.diag(v1), np.ones(3), np.diag(v2)) == pytest.approx(3 + 1 + 1)
+    # Rank-deficient covariances (fewer samples than dimensions) stay finite and agree.
+    c, d = rng.randn(5, 8), rng.randn(6, 8)
+    sc, sd = np.cov(c, rowvar=False), np.cov(d, rowvar=False)
+    ref = np.sum((c.mean(0) - d.mean(0)) ** 2) + np.trace(sc) + np.trace(sd) - 2 * np.trace(scipy.linalg.sqrtm(sc @ sd).real)
+    assert fid_kid.frechet_distance(c.mean(0), sc, d.mean(0), sd) == pytest.approx(ref, rel=1e-5, abs=1e-6)
 
 
 def test_feature_stats_mean_cov_equal_numpy():
