@@ -10,7 +10,7 @@ setup(
     package_data={"torch_utils": ["ops/*.cu", "ops/*.cpp", "ops/*.h"], "metrics": ["data/*"],
                   "": ["*.json"]},
     py_modules=["train", "generate", "invert", "restore", "edit", "degrade", "calc_metrics",
-                "dataset_tool"],
+                "dataset_tool", "convert_network"],
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.0,<3",

@@ -188,3 +188,21 @@ def test_shape_mismatch_names_tensor_and_shapes(tmp_path):
         load_network(str(path))
     msg = str(info.value)
     assert "synthesis.b8.conv0.weight" in msg and "(16, 16, 5, 5)" in msg and "(16, 16, 3, 3)" in msg
+
+
+def test_convert_network_cli(tmp_path):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    src = shared_path("fixtures", "stylegan2_ada", "network.pkl")
+    dst = tmp_path / "converted.pt"
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "convert_network.py"), src, str(dst),
+                          "--widen-q-dim", "8"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    raw = torch.load(dst, weights_only=True)
+    assert set(raw["networks"]) == {"G", "G_ema", "D"} and raw["metadata"]["source"] == "official-pickle"
+    nets = load_network(str(dst))
+    ref = load_network(src)["G_ema"]
+    assert nets["G_ema"].q_dim == 8
+    z, c = torch.randn(2, 64), torch.eye(4)[:2]
+    torch.testing.assert_close(nets["G_ema"](z, c), ref(z, c), rtol=0, atol=0)

@@ -329,3 +329,17 @@ def widen_generator(G: Generator, q_dim: int = 16, degrad_blocks: int = 2, degra
         G_qc = Generator(**kwargs)
     copy_state(G_qc, G.state_dict(), what="widen_generator", allow_widen=True)
     return G_qc.to(next(G.parameters()).device).train(G.training)
+
+
+def convert_network(src: str, dst: str, widen_q_dim: Optional[int] = None) -> Dict[str, Any]:
+    """Convert any supported network file to our format (optionally widening a plain generator
+    into a QC one with ``widen_q_dim``). Returns what was written: {name: class}."""
+    nets = load_network(src)
+    out = {name: nets[name] for name in NETWORK_KEYS if name in nets}
+    if widen_q_dim:
+        for name in ("G", "G_ema"):
+            if name in out and out[name].q_dim == 0:
+                out[name] = widen_generator(out[name], q_dim=widen_q_dim)
+    metadata = dict(nets.get("metadata") or {}, converted_from=os.path.basename(src), source=nets["source"])
+    save_checkpoint(dst, out, training_state=None, metadata=metadata)
+    return {name: type(net).__name__ for name, net in out.items()}

@@ -1,0 +1,29 @@
+"""Convert an official StyleGAN2-ADA / QC-StyleGAN file to our checkpoint format.
+
+    python convert_network.py network-snapshot-025000.pkl ffhq256.pt
+    python convert_network.py G_teacher_FFHQ.pth.tar teacher.pt
+    python convert_network.py stylegan2-ffhq-256.pkl qc-init.pt --widen-q-dim 16
+
+The result loads with ``torch.load(weights_only=True)``; official pickles are read through the
+restricted unpickler and never execute code.
+"""
+import click
+
+from dnnlib.util import cli_main
+from training.checkpoint import convert_network
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("src")
+@click.argument("dst")
+@click.option("--widen-q-dim", type=int, default=None,
+              help="Widen a plain StyleGAN2 generator into a QC generator with this q_dim (renders the same at q=0)")
+@cli_main
+def main(src, dst, widen_q_dim):
+    """Convert SRC (official .pkl, teacher .pth.tar, or ours) to DST in our format."""
+    written = convert_network(src, dst, widen_q_dim=widen_q_dim)
+    click.echo(f"wrote {dst}: " + ", ".join(f"{k} ({v})" for k, v in written.items()))
+
+
+if __name__ == "__main__":
+    main()
