@@ -172,7 +172,10 @@ def _three_orders(fn, x, b=None):
     dy = torch.randn(y.shape, device=x.device, generator=gen)
     grads = torch.autograd.grad(y, inputs, dy, create_graph=True)
     v = torch.randn(x.shape, device=x.device, generator=gen)
-    second = torch.autograd.grad((grads[0] * v).sum(), inputs, allow_unused=True)
+    if grads[0].requires_grad:
+        second = torch.autograd.grad((grads[0] * v).sum(), inputs, allow_unused=True)
+    else:  # dx does not depend on the inputs (linear op): the second derivative is 0
+        second = [None] * len(inputs)
     second = [torch.zeros_like(t) if s is None else s for s, t in zip(second, inputs)]
     return [y.detach(), *[g.detach() for g in grads], *second]
 
