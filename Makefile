@@ -24,10 +24,11 @@ test-slow: $(STAMP)
 	$(VPY) -m pytest -q -m slow tests
 
 demo: $(STAMP)
-	$(VPY) demo.py --outdir out/demo
+	$(VPY) demo.py --outdir demo-out
 
 bench: $(STAMP)
 	$(VPY) benchmarks/bench_generate.py
+	$(VPY) benchmarks/bench_degradations.py
 
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out demo-out .pytest_cache

@@ -9,7 +9,7 @@ setup(
                                     "inversion*", "metrics*"]),
     package_data={"torch_utils": ["ops/*.cu", "ops/*.cpp", "ops/*.h"], "metrics": ["data/*"],
                   "": ["*.json"]},
-    py_modules=["train", "generate", "invert", "restore", "edit", "degrade", "calc_metrics",
+    py_modules=["demo", "train", "generate", "invert", "restore", "edit", "degrade", "calc_metrics",
                 "dataset_tool", "convert_network"],
     python_requires=">=3.9",
     install_requires=[
