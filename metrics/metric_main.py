@@ -70,6 +70,21 @@ def parse_metric_list(spec) -> List[str]:
     return names
 
 
+def preflight(names, feature_net=None) -> None:
+    """Fail early (``UserError``) when a FID/KID metric in ``names`` would find no feature
+    network, e.g. before a training run that computes FID at its first snapshot."""
+    from metrics import feature_nets
+    if not any(n.startswith(("fid", "kid")) for n in parse_metric_list(names)):
+        return
+    if isinstance(feature_net, feature_nets.FeatureNet) or feature_net in feature_nets.RANDOM_SPECS:
+        return
+    if feature_net is not None:
+        if not os.path.isfile(os.fspath(feature_net)):
+            raise UserError(f"Inception file not found: {feature_net}")
+    elif not any(os.path.isfile(p) for p in feature_nets.cache_candidates()):
+        raise UserError(feature_nets.missing_inception_message())
+
+
 # ---------------------------------------------------------------------------------------------
 
 def calc_metric(name: str, G=None, dataset_kwargs: Optional[dict] = None, num_gpus: int = 1,

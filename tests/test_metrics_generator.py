@@ -322,6 +322,10 @@ def test_missing_inception_names_files_and_folders(tmp_path, monkeypatch):
     assert "pt_inception-2015-12-05-6726825d.pth" in msg and str(tmp_path / "torch" / "hub" / "checkpoints") in msg
     with pytest.raises(UserError, match="not found"):
         load_feature_net(str(tmp_path / "nope.pt"))
+    with pytest.raises(UserError, match="inception-2015-12-05.pt"):          # before any training
+        metric_main.preflight("swd2k,fid50k_full")
+    metric_main.preflight("swd2k,swd16k_degraded")                           # SWD needs no weights
+    metric_main.preflight("kid2k_full", feature_net="random")
 
 
 # --- torch.distributed: two CPU ranks give the single-process numbers ----------------------
