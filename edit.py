@@ -1,0 +1,232 @@
+"""Edit inverted images with their degradation kept, synthesize degradations, learn boundaries
+(QC-StyleGAN Sec. 4.4-4.5; InterfaceGAN, SeFa, GANSpace directions).
+
+    python edit.py --network QC.pt --inversions INV --sefa 0 --strengths -3,-1.5,0,1.5,3 --outdir OUT
+    python edit.py --network QC.pt --input IMAGES --direction smile.npy --outdir OUT   # inverts first
+    python edit.py degradation --network QC.pt --source INV/a --reference INV/b --alphas 0,0.5,1 --outdir OUT
+    python edit.py fit-boundary --network QC.pt --inversions INV --labels dataset.json --out smile.npy
+
+``edit`` is the default command (``python edit.py --network ...`` runs it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from dnnlib.util import UserError, cli_main, parse_range
+
+DEFAULT_STRENGTHS = "-3,-1.5,0,1.5,3"
+
+
+class DefaultGroup(click.Group):
+    """A group whose first argument may be an option of the default command ``edit``."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["edit"] + list(args)
+        elif not args:
+            args = ["edit"]
+        return super().parse_args(ctx, args)
+
+
+def _floats(spec: str, what: str):
+    try:
+        vals = [float(v) for v in str(spec).split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{what} must be comma-separated numbers, got '{spec}'") from None
+    if not vals:
+        raise UserError(f"{what} is empty")
+    return vals
+
+
+def _load_G(network, device):
+    from training.checkpoint import load_network
+    from training.pretrained import default_network_path
+    G = load_network(network or default_network_path(announce=True), device="cpu")["G_ema"]
+    return G.to(device)
+
+
+def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, device):
+    """Invert the images under ``input_path`` into ``outdir/inversions`` (reused on a rerun)."""
+    from dnnlib import image_io
+    from inversion.applications.latents import load_latents
+    from inversion.applications.restore import list_sources
+    from inversion.api import invert_images
+    from inversion.api import save_inversion
+    root, sources = list_sources(input_path, outdir)
+    inv_dir = os.path.join(outdir, "inversions")
+    todo = []
+    for s in sources:
+        folder = os.path.join(inv_dir, os.path.splitext(s)[0])
+        if not os.path.isfile(os.path.join(folder, "result.json")):
+            try:
+                todo.append((folder, s, image_io.read_image(os.path.join(root, s))))
+            except UserError as exc:
+                print(f"skipped {s}: {exc}", file=sys.stderr)
+    E = None
+    if encoder:
+        from inversion.encoders import load_encoder
+        E = load_encoder(encoder, device=device)
+    if todo:
+        kw = {"pti_steps": pti_steps} if pti_steps is not None else {}
+        res = invert_images(G, [t[2] for t in todo], encoder=E, w_steps=w_steps, device=device,
+                            names=[os.path.splitext(t[1])[0] for t in todo], **kw)
+        for (folder, _, _), r in zip(todo, res):
+            save_inversion(folder, r)
+    if not os.path.isdir(inv_dir):
+        raise UserError(f"no readable images under {input_path}")
+    return load_latents(G, inv_dir, device=device)
+
+
+def _direction(G, direction, sefa, ganspace, layers, device):
+    from inversion.applications.directions import get_direction
+    given = [(k, v) for k, v in (("boundary", direction), ("sefa", sefa), ("ganspace", ganspace)) if v is not None]
+    if len(given) != 1:
+        raise UserError("give exactly one of --direction FILE, --sefa K, --ganspace K")
+    kind, arg = given[0]
+    d = get_direction(G, kind, arg, layers=layers, device=device)
+    info = {"kind": kind, "arg": os.path.abspath(arg) if kind == "boundary" else int(arg),
+            "layers": layers if layers is not None else "all"}
+    return d, info
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """Semantic editing, degradation synthesis and boundary learning with QC-StyleGAN."""
+
+
+@cli.command("edit")
+@click.option("--network", default=None, help="QC generator checkpoint [default: the shipped model].")
+@click.option("--inversions", default=None, type=click.Path(), help="invert.py output folder (or one image's folder), or seeds:RANGE.")
+@click.option("--input", "input_path", default=None, type=click.Path(), help="Images to invert first (instead of --inversions).")
+@click.option("--encoder", default=None, help="Encoder checkpoint for --input.")
+@click.option("--pti-steps", type=click.IntRange(min=0), default=None, help="PTI steps for --input [default: the inversion default].")
+@click.option("--w-steps", type=click.IntRange(min=0), default=None, help="Stage-1 steps for --input [default: the inversion default].")
+@click.option("--direction", default=None, type=click.Path(), help="Boundary / direction .npy ([1, w_dim], [w_dim] or [num_ws, w_dim]).")
+@click.option("--sefa", type=click.IntRange(min=0), default=None, help="Use the K-th SeFa direction.")
+@click.option("--ganspace", type=click.IntRange(min=0), default=None, help="Use the K-th GANSpace component.")
+@click.option("--layers", default=None, help="w rows to edit, e.g. '0-5' [default: all].")
+@click.option("--strengths", default=DEFAULT_STRENGTHS, show_default=True, help="Comma list of strengths α.")
+@click.option("--outdir", required=True, type=click.Path())
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@cli_main
+def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, direction, sefa, ganspace, layers,
+             strengths, outdir, device, quiet):
+    """Edit images along a direction: G(w + αΔw, q) (degradation kept) and G(w + αΔw, 0)."""
+    import torch
+    from inversion.applications.editing import edit_latents
+    from inversion.applications.latents import load_latents
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if (inversions is None) == (input_path is None):
+        raise UserError("give exactly one of --inversions DIR or --input DIR")
+    strengths = _floats(strengths, "--strengths")
+    G = _load_G(network, device)
+    layers = parse_range(layers) if layers is not None else None
+    d, info = _direction(G, direction, sefa, ganspace, layers, device)
+    if input_path is not None:
+        latents = _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, device)
+    else:
+        latents = load_latents(G, inversions, device=device)
+    summary = edit_latents(G, latents, d, strengths, outdir, device=device, direction_info=info, progress=not quiet)
+    click.echo(f"{summary['written']} edited, {summary['skipped']} already there (of {summary['images']}) -> {outdir}")
+
+
+@cli.command("degradation")
+@click.option("--network", default=None, help="QC generator checkpoint [default: the shipped model].")
+@click.option("--source", required=True, help="invert.py output folder, one image's folder, or seeds:RANGE.")
+@click.option("--reference", default=None, help="One image's inversion folder (or seeds:N) whose q is transferred.")
+@click.option("--alphas", default=None, help="Interpolate q from the source's (0) to the reference's (1).")
+@click.option("--q-seeds", default=None, help="Novel degradations: q from these seeds.")
+@click.option("--scales", default=None, help="Scale the source's q by these factors.")
+@click.option("--outdir", required=True, type=click.Path())
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.option("--quiet", is_flag=True)
+@cli_main
+def degradation_cmd(network, source, reference, alphas, q_seeds, scales, outdir, device, quiet):
+    """Keep w, change q: novel (--q-seeds), transfer (--reference), interpolate (--reference --alphas), scale."""
+    import torch
+    from inversion.applications.degradation_synthesis import synthesize_folder
+    from inversion.applications.latents import load_latents
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    picked = [k for k, v in (("alphas", alphas), ("q-seeds", q_seeds), ("scales", scales)) if v is not None]
+    if len(picked) > 1:
+        raise UserError(f"give only one of --alphas, --q-seeds, --scales (got {', '.join(picked)})")
+    G = _load_G(network, device)
+    ref = None
+    if reference is not None:
+        refs = load_latents(G, reference, device=device)
+        if len(refs) != 1:
+            raise UserError(f"--reference must be one image, found {len(refs)} under {reference}")
+        ref = refs[0]
+    if alphas is not None:
+        mode, values, seeds = "interpolate", _floats(alphas, "--alphas"), ()
+    elif q_seeds is not None:
+        mode, values, seeds = "novel", (), parse_range(q_seeds)
+    elif scales is not None:
+        mode, values, seeds = "scale", _floats(scales, "--scales"), ()
+    elif ref is not None:
+        mode, values, seeds = "transfer", (), ()
+    else:
+        raise UserError("say what to do: --reference (transfer), --reference --alphas, --q-seeds or --scales")
+    sources = load_latents(G, source, device=device)
+    summary = synthesize_folder(G, sources, mode, outdir, values=values, reference=ref, seeds=seeds,
+                                device=device, progress=not quiet)
+    click.echo(f"{mode}: {summary['renders']} renders of {summary['images']} images -> {outdir}")
+
+
+@cli.command("fit-boundary")
+@click.option("--network", default=None, help="QC generator checkpoint [default: the shipped model].")
+@click.option("--inversions", default=None, type=click.Path(), help="invert.py output folder of the labelled images.")
+@click.option("--input", "input_path", default=None, type=click.Path(), help="Labelled images to invert first.")
+@click.option("--encoder", default=None, help="Encoder checkpoint for --input (fast: no PTI is needed for w).")
+@click.option("--w-steps", type=click.IntRange(min=0), default=None, help="Stage-1 steps for --input.")
+@click.option("--labels", required=True, type=click.Path(), help="dataset.json ({'labels': [[file, label], ...]}) or file,label CSV.")
+@click.option("--attribute", type=int, default=None, help="Entry of vector labels to use.")
+@click.option("--threshold", type=float, default=None, help="Binarize numeric labels: label > threshold.")
+@click.option("--test-fraction", type=click.FloatRange(0.05, 0.95), default=0.25, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(), help="Boundary .npy (accuracies go to the .json beside it).")
+@click.option("--device", default=None)
+@cli_main
+def fit_boundary_cmd(network, inversions, input_path, encoder, w_steps, labels, attribute, threshold,
+                     test_fraction, seed, out, device):
+    """Learn an InterfaceGAN boundary from labelled images (linear classifier on w)."""
+    import numpy as np
+    import torch
+    from inversion.applications.directions import fit_boundary, read_labels, save_boundary
+    from inversion.applications.latents import load_latents
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if (inversions is None) == (input_path is None):
+        raise UserError("give exactly one of --inversions DIR or --input DIR")
+    label_map = read_labels(labels, attribute, threshold)
+    by_stem = {os.path.splitext(k)[0]: v for k, v in label_map.items()}
+    G = _load_G(network, device)
+    if input_path is not None:
+        outdir = os.path.splitext(out)[0] + "-inversions-root"
+        latents = _latents_from_images(G, input_path, outdir, encoder, 0, w_steps, device)
+    else:
+        latents = load_latents(G, inversions, device=device)
+    ws, ys, missing = [], [], []
+    for lat in latents:
+        if lat.name in by_stem:
+            ws.append(lat.w.numpy())
+            ys.append(by_stem[lat.name])
+        else:
+            missing.append(lat.name)
+    if missing:
+        click.echo(f"{len(missing)} images have no label (e.g. {missing[0]}); left out", err=True)
+    if len(ws) < 4:
+        raise UserError(f"only {len(ws)} labelled images matched the labels file; need at least 4")
+    result = fit_boundary(np.stack(ws), ys, test_fraction=test_fraction, seed=seed)
+    path = save_boundary(out, result, {"labels": os.path.abspath(labels), "attribute": attribute,
+                                       "threshold": threshold, "images": len(ws)})
+    click.echo(f"test accuracy {100 * result['test_accuracy']:.1f} % (train {100 * result['train_accuracy']:.1f} %, "
+               f"chance {100 * result['chance']:.1f} %) -> {path}")
+
+
+if __name__ == "__main__":
+    cli()  # pylint: disable=no-value-for-parameter
