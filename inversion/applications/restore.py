@@ -1,0 +1,263 @@
+"""Blind restoration with QC-StyleGAN (Sec. 4.3): invert a degraded image to (w, q) and a tuned
+generator θ (PTI), then render the sharp image G_θ(w, 0).
+
+``restore_folder`` runs this over a folder (or one file):
+
+* outputs keep the inputs' relative paths and names as lossless PNG (``a/b.jpg`` ->
+  ``OUTDIR/a/b.png``; names that would collide keep their extension, like ``degrade.py``);
+* the restored image is rendered at the model's resolution and resized back to the input's
+  original size with Lanczos filtering (the aspect ratio comes back too: inversion squashed the
+  image to R x R);
+* an existing ``invert.py run`` folder (``inversions``) is reused: ``DIR/<stem>/`` when finished,
+  else the image is inverted here (``keep_inversions`` saves new ones under ``OUTDIR/inversions``);
+* ``OUTDIR/restore.jsonl``: one line per image (file, source, seconds, steps, reconstruction
+  PSNR / perceptual distance / LPIPS, and with ground truth the metrics of input and restored);
+  unreadable files get a line with ``error`` and are skipped; finished images are skipped on a
+  rerun, so running the same command again resumes;
+* ``compare``: ``OUTDIR/compare/<name>.png`` = input | restored (| ground truth), at input size;
+* ground truth (``gt``, matched by relative path, else by path without extension): PSNR, SSIM,
+  LPIPS and NIQE of the input and of the restored image, per image and averaged in
+  ``OUTDIR/restore-summary.json`` as ``{"input": {metric: {mean, std, n}}, "restored": {...}}``
+  (the layout of ``calc_metrics.py compare``'s summary, once per image kind).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from dnnlib import image_io
+from dnnlib.util import UserError, append_jsonl, atomic_write, read_jsonl
+
+RECORDS_FILE = "restore.jsonl"
+SUMMARY_FILE = "restore-summary.json"
+OPTIONS_FILE = "restore_options.json"
+COMPARE_DIR = "compare"
+INVERSIONS_DIR = "inversions"
+
+
+def list_sources(input_path: str, outdir: str) -> Tuple[str, List[str]]:
+    """(root folder, image paths relative to it); the output folder is never read as input."""
+    input_path, outdir = os.path.abspath(input_path), os.path.abspath(outdir)
+    if os.path.isfile(input_path):
+        if not image_io.is_image_file(input_path):
+            raise UserError(f"{input_path} is not an image file ({', '.join(image_io.IMAGE_EXTENSIONS)})")
+        return os.path.dirname(input_path), [os.path.basename(input_path)]
+    if not os.path.isdir(input_path):
+        raise UserError(f"--input not found: {input_path}")
+    if outdir == input_path:
+        raise UserError("--outdir must differ from --input (inputs are never overwritten)")
+    rel_out = os.path.relpath(outdir, input_path).replace(os.sep, "/")
+    sources = [s for s in image_io.list_images(input_path)
+               if rel_out.startswith("..") or not (s + "/").startswith(rel_out + "/")]
+    if not sources:
+        raise UserError(f"no images found under {input_path}")
+    return input_path, sources
+
+
+def resize_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 [h, w, C] -> [height, width, C] with Lanczos (no-op when the size matches)."""
+    if img.shape[:2] == (height, width):
+        return img
+    from PIL import Image
+    pil = Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img)
+    out = np.asarray(pil.resize((width, height), Image.LANCZOS))
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def find_gt(gt_dir: str, source: str) -> Optional[str]:
+    exact = os.path.join(gt_dir, source)
+    if os.path.isfile(exact):
+        return exact
+    stem = os.path.splitext(source)[0]
+    folder = os.path.join(gt_dir, os.path.dirname(source))
+    if os.path.isdir(folder):
+        cands = [f for f in sorted(os.listdir(folder))
+                 if os.path.splitext(f)[0] == os.path.basename(stem) and image_io.is_image_file(f)]
+        if len(cands) == 1:
+            return os.path.join(folder, cands[0])
+    return None
+
+
+class ImageScorer:
+    """PSNR / SSIM / LPIPS / NIQE of an image against its ground truth (metrics package)."""
+
+    def __init__(self, names: Sequence[str], lpips_backbone: str = "imagenet", device="cpu"):
+        from metrics.compare import parse_metrics
+        self.names = parse_metrics(list(names) if names else None, have_gt=True)
+        self.lpips = None
+        if "lpips" in self.names:
+            from metrics.lpips_metric import LPIPS
+            self.lpips = LPIPS(net="alex", backbone=lpips_backbone, device=device)   # fails fast when missing
+
+    def __call__(self, img: np.ndarray, gt: np.ndarray) -> Dict[str, Optional[float]]:
+        from metrics import image_metrics, niqe
+        out: Dict[str, Optional[float]] = {}
+        if "psnr" in self.names:
+            out["psnr"] = float(image_metrics.psnr(img, gt))
+        if "ssim" in self.names:
+            out["ssim"] = float(image_metrics.ssim(img, gt))
+        if "lpips" in self.names:
+            try:
+                out["lpips"] = float(self.lpips(img, gt))
+            except RuntimeError:     # too small for the AlexNet/VGG feature stack
+                out["lpips"] = None
+        if "niqe" in self.names:
+            try:
+                out["niqe"] = float(niqe.niqe(img))
+            except UserError:        # too small for NIQE's 96-px blocks
+                out["niqe"] = None
+        return out
+
+
+def summarize_records(records: Sequence[dict], names: Sequence[str]) -> Dict[str, dict]:
+    from metrics.compare import summarize
+    return {kind: summarize([r[kind] for r in records if isinstance(r.get(kind), dict)], names)
+            for kind in ("input", "restored")}
+
+
+def _invert_chunk(G, images, names, encoder, options) -> list:
+    from inversion.api import invert_images
+    return invert_images(G, images, encoder=encoder, names=names, progress=False, **options)
+
+
+def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Optional[str] = None,
+                   gt: Optional[str] = None, compare: bool = False, keep_inversions: bool = False,
+                   metrics: Optional[Sequence[str]] = None, lpips_backbone: str = "imagenet",
+                   pti_steps: Optional[int] = None, w_steps: Optional[int] = None, batch_size: int = 8,
+                   perceptual: str = "auto", device="cpu", progress: bool = True, log=None) -> Dict[str, Any]:
+    """Restore every image under ``input_path`` into ``outdir`` (see the module docstring).
+    Returns counts (inputs, written, skipped, failed, reused) and, with ``gt``, the summary."""
+    from degradations.folder import plan_outputs
+    from inversion.api import load_inversion
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    if G.q_dim == 0:
+        raise UserError("restoration needs a QC generator (q_dim > 0); this network is plain StyleGAN2")
+    if gt is not None and not os.path.isdir(gt):
+        raise UserError(f"--gt must be a folder: {gt}")
+    if inversions is not None and not os.path.isdir(inversions):
+        raise UserError(f"--inversions folder not found: {inversions}")
+    root, sources = list_sources(input_path, outdir)
+    scorer = ImageScorer(metrics or (), lpips_backbone, device) if gt is not None else None
+    jobs = [(src, out_rel) for src, _, out_rel in plan_outputs(sources, 1)]
+    in_paths = {os.path.abspath(os.path.join(root, s)) for s in sources}
+    if any(os.path.abspath(os.path.join(outdir, o)) in in_paths for _, o in jobs):
+        raise UserError("an output would overwrite an input; choose another --outdir")
+    os.makedirs(outdir, exist_ok=True)
+    inv_options: Dict[str, Any] = {"perceptual": perceptual, "device": device, "batch_size": batch_size}
+    if pti_steps is not None:
+        inv_options["pti_steps"] = int(pti_steps)
+    if w_steps is not None:
+        inv_options["w_steps"] = int(w_steps)
+    with atomic_write(os.path.join(outdir, OPTIONS_FILE), "w") as f:
+        json.dump({"input": os.path.abspath(input_path), "outdir": os.path.abspath(outdir),
+                   "inversions": inversions, "gt": gt, "compare": compare, "metrics": scorer.names if scorer else None,
+                   **{k: v for k, v in inv_options.items() if k != "device"}}, f, indent=2)
+        f.write("\n")
+
+    records_path = os.path.join(outdir, RECORDS_FILE)
+    done = {r["file"] for r in read_jsonl(records_path) if "error" not in r}
+    summary = {"inputs": len(jobs), "written": 0, "skipped": 0, "failed": 0, "reused": 0}
+    todo = []
+    for src, out_rel in jobs:
+        if out_rel in done and os.path.isfile(os.path.join(outdir, out_rel)):
+            summary["skipped"] += 1
+        else:
+            todo.append((src, out_rel))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(jobs), initial=summary["skipped"], desc="restore", unit="img", file=sys.stderr)
+
+    for lo in range(0, len(todo), max(1, batch_size)):
+        chunk = []
+        for src, out_rel in todo[lo:lo + batch_size]:
+            try:
+                chunk.append((src, out_rel, image_io.read_image(os.path.join(root, src))))
+            except UserError as exc:
+                log(f"skipped {src}: {exc}")
+                append_jsonl(records_path, {"file": out_rel, "source": src, "error": str(exc)})
+                summary["failed"] += 1
+                if bar is not None:
+                    bar.update(1)
+        results: Dict[str, Any] = {}
+        fresh = []
+        for src, out_rel, img in chunk:
+            stem = os.path.splitext(out_rel)[0]
+            folder = os.path.join(inversions, stem) if inversions else None
+            if folder and os.path.isfile(os.path.join(folder, "result.json")):
+                results[out_rel] = (load_inversion(folder), 0.0, True)
+            else:
+                fresh.append((src, out_rel, img))
+        if fresh:
+            t0 = time.perf_counter()
+            inverted = _invert_chunk(G, [im for _, _, im in fresh], [os.path.splitext(o)[0] for _, o, _ in fresh],
+                                     encoder, inv_options)
+            seconds = (time.perf_counter() - t0) / len(fresh)
+            for (src, out_rel, _), res in zip(fresh, inverted):
+                results[out_rel] = (res, seconds, False)
+                if keep_inversions:
+                    from inversion.api import save_inversion
+                    save_inversion(os.path.join(outdir, INVERSIONS_DIR, os.path.splitext(out_rel)[0]), res)
+        for src, out_rel, img in chunk:
+            res, seconds, reused = results[out_rel]
+            rec = _finish_image(G, res, src, out_rel, img, outdir, gt, scorer, compare, seconds, reused, device, log)
+            append_jsonl(records_path, rec)
+            summary["written"] += 1
+            summary["reused"] += int(reused)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    if scorer is not None:
+        recs = [r for r in read_jsonl(records_path) if "error" not in r]
+        latest = {r["file"]: r for r in recs}                     # a rerun's line replaces the old one
+        summary["metrics"] = summarize_records(list(latest.values()), scorer.names)
+        with atomic_write(os.path.join(outdir, SUMMARY_FILE), "w") as f:
+            json.dump(summary["metrics"], f, indent=2)
+            f.write("\n")
+    return summary
+
+
+def _finish_image(G, res, src: str, out_rel: str, img: np.ndarray, outdir: str, gt: Optional[str],
+                  scorer: Optional[ImageScorer], compare: bool, seconds: float, reused: bool, device, log) -> dict:
+    """Render (or take) G_θ(w, 0), resize back, write it, score it. Returns its record."""
+    h, w = img.shape[:2]
+    sharp = res.sharp
+    if sharp is None:
+        import torch
+        from .latents import Latent, generator_for, render
+        from training.generation import to_uint8
+        lat = Latent(name=out_rel, w=torch.as_tensor(res.w).float(), q=torch.as_tensor(res.q).float(), delta=res.delta)
+        sharp = to_uint8(render(generator_for(G, lat), lat.w[None], None, device=device)[0])[0]
+    restored = resize_to(np.asarray(sharp), h, w)
+    if restored.shape[2] != img.shape[2]:
+        restored = np.repeat(restored, img.shape[2], axis=2) if restored.shape[2] == 1 else restored[:, :, :img.shape[2]]
+    image_io.write_image(os.path.join(outdir, out_rel), restored)
+    stats = dict(res.stats or {})
+    rec: Dict[str, Any] = {"file": out_rel, "source": src, "size": [h, w], "seconds": round(seconds, 3),
+                           "reused_inversion": reused, "w_steps": stats.get("w_steps"), "pti_steps": stats.get("pti_steps"),
+                           "psnr": stats.get("psnr"), "lpips": stats.get("lpips"), "perceptual": stats.get("perceptual"),
+                           "perceptual_loss": stats.get("perceptual_loss")}
+    tiles = [img, restored]
+    if gt is not None:
+        gt_path = find_gt(gt, src)
+        if gt_path is None:
+            log(f"{src}: no ground truth in {gt}; metrics skipped")
+        else:
+            gt_img = image_io.read_image(gt_path)
+            if gt_img.shape != img.shape:
+                log(f"{src}: ground truth {os.path.relpath(gt_path, gt)} is {gt_img.shape[1]}x{gt_img.shape[0]}, "
+                    f"the input {w}x{h}; metrics skipped")
+            else:
+                rec["gt"] = os.path.relpath(gt_path, gt).replace(os.sep, "/")
+                rec["input"] = scorer(img, gt_img)
+                rec["restored"] = scorer(restored, gt_img)
+                tiles.append(gt_img)
+    if compare:
+        image_io.write_image(os.path.join(outdir, COMPARE_DIR, out_rel), np.concatenate(tiles, axis=1))
+    return rec

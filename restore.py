@@ -1,0 +1,65 @@
+"""Blind restoration of a folder with QC-StyleGAN (Sec. 4.3): invert (encoder + PTI), render
+G_θ(w, 0), resize back to each input's size.
+
+    python restore.py --network QC.pt [--encoder E.pt] --input DIR_OR_FILE --outdir DIR \
+        [--inversions INV] [--gt GT] [--compare]
+
+Writes the restored PNGs under the inputs' relative paths, ``restore.jsonl`` (per image) and,
+with ``--gt``, ``restore-summary.json``. Rerunning the same command skips finished images.
+"""
+from __future__ import annotations
+
+import click
+
+from dnnlib.util import UserError, cli_main
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--network", default=None, help="QC generator checkpoint [default: the shipped model].")
+@click.option("--encoder", default=None, help="Encoder checkpoint (w, q start; else optimisation from w_avg).")
+@click.option("--input", "input_path", required=True, type=click.Path(), help="Image file or folder (recursive).")
+@click.option("--outdir", required=True, type=click.Path(), help="Output folder (must differ from --input).")
+@click.option("--inversions", default=None, type=click.Path(), help="Reuse an invert.py run folder (DIR/<name>/).")
+@click.option("--keep-inversions", is_flag=True, help="Save new inversions under OUTDIR/inversions (for edit.py).")
+@click.option("--gt", default=None, type=click.Path(), help="Ground-truth folder (same relative paths) for metrics.")
+@click.option("--metrics", default=None, help="With --gt: comma list of psnr, ssim, lpips, niqe [default: all].")
+@click.option("--lpips-backbone", type=click.Choice(["imagenet", "random"]), default="imagenet", show_default=True,
+              help="'random' is for debugging only: its numbers are not LPIPS.")
+@click.option("--compare", is_flag=True, help="Also write OUTDIR/compare/<name>.png: input | restored (| gt).")
+@click.option("--pti-steps", type=click.IntRange(min=0), default=None, help="PTI steps [default: the inversion default].")
+@click.option("--w-steps", type=click.IntRange(min=0), default=None, help="Stage-1 steps [default: 0 with an encoder, else the inversion default].")
+@click.option("--perceptual", type=click.Choice(["auto", "lpips", "lpips-random", "fallback"]), default="auto", show_default=True,
+              help="Perceptual loss of the inversion.")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per encoder / stage-1 batch.")
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@cli_main
+def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, metrics, lpips_backbone, compare,
+         pti_steps, w_steps, perceptual, batch_size, device, quiet):
+    """Restore degraded images: G(w, 0) of their QC-StyleGAN inversion."""
+    import torch
+    from inversion.applications.restore import restore_folder
+    from training.checkpoint import load_network
+    from training.pretrained import default_network_path
+    from metrics.compare import format_table
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if metrics is not None and gt is None:
+        raise UserError("--metrics needs --gt")
+    G = load_network(network or default_network_path(announce=True), device="cpu")["G_ema"].to(device)
+    E = None
+    if encoder is not None:
+        from inversion.encoders import load_encoder
+        E = load_encoder(encoder, device=device)
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    s = restore_folder(G, input_path, outdir, encoder=E, inversions=inversions, gt=gt, compare=compare,
+                       keep_inversions=keep_inversions, metrics=names, lpips_backbone=lpips_backbone,
+                       pti_steps=pti_steps, w_steps=w_steps, batch_size=batch_size, perceptual=perceptual,
+                       device=device, progress=not quiet)
+    click.echo(f"{s['written']} restored ({s['reused']} from --inversions), {s['skipped']} already there, "
+               f"{s['failed']} unreadable (of {s['inputs']})")
+    for kind, table in (s.get("metrics") or {}).items():
+        click.echo(f"{kind}:\n{format_table(table)}")
+
+
+if __name__ == "__main__":
+    main()  # pylint: disable=no-value-for-parameter
