@@ -312,6 +312,8 @@ class Trainer:
     def _setup_training(self):
         opts = self.opts
         self.train_blocks = opts.train_blocks
+        if self.train_blocks is None and self.state is not None:   # a continued run keeps its choice
+            self.train_blocks = self.state.get("train_blocks")
         if self.train_blocks is None:   # official QC code: top three blocks when fine-tuning a stock model
             self.train_blocks = 3 if (opts.resume and self.G.q_dim > 0 and self.teacher is not None) else "all"
         g_params = trainable_generator_params(self.G, self.train_blocks)
