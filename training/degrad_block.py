@@ -53,9 +53,18 @@ class DegradBlock(nn.Sequential):
         n, _, h, w = r1.shape
         assert_shape(r1, [n, self.extra_channels, h, w])
         assert_shape(q, [n, self.q_dim])
-        r1 = r1.reshape(n, self.q_dim, self.degrad_channels * h * w)       # [N, D_q, L*H*W]
-        r2 = torch.bmm(q.to(r1.dtype).unsqueeze(1), r1)                    # Eq. 8: [N, 1, L*H*W]
-        r2 = r2.reshape(n, self.degrad_channels, h, w)                     # [N, L, H, W]
+        q = q.to(r1.dtype)
+        if r1.is_contiguous():
+            r1 = r1.reshape(n, self.q_dim, self.degrad_channels * h * w)   # [N, D_q, L*H*W]
+            r2 = torch.bmm(q.unsqueeze(1), r1)                              # Eq. 8: [N, 1, L*H*W]
+            r2 = r2.reshape(n, self.degrad_channels, h, w)                 # [N, L, H, W]
+        else:
+            # channels_last (or a channel slice of it): the same sum as a matmul over channels,
+            # [N, H*W, D_q*L] @ (q kron I_L) [N, D_q*L, L], reading r1 in place.
+            eye = torch.eye(self.degrad_channels, dtype=r1.dtype, device=r1.device)
+            qmat = (q[:, :, None, None] * eye).reshape(n, self.extra_channels, self.degrad_channels)
+            r2 = torch.bmm(r1.permute(0, 2, 3, 1).reshape(n, h * w, self.extra_channels), qmat)
+            r2 = r2.reshape(n, h, w, self.degrad_channels).permute(0, 3, 1, 2)   # [N, L, H, W]
         for layer in self:
             r2 = layer(r2)
         return r2

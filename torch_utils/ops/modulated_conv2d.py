@@ -47,10 +47,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
     dcoefs = None
-    if demodulate or fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)       # Eq. 1: [N, O, I, kh, kw]
     if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + DEMOD_EPS).rsqrt()    # Eq. 3: [N, O]
+        # Eq. 3 without forming the per-sample weights: sum_{i,k} (s_i w_oik)^2 = sum_i s_i^2 W2_oi.
+        w2 = weight.float().square().sum(dim=[2, 3])                          # [O, I]
+        dcoefs = (styles.float().square() @ w2.t() + DEMOD_EPS).rsqrt()       # [N, O]
 
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
@@ -64,6 +64,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             return x.add(noise.to(x.dtype))
         return x
 
+    w = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)           # Eq. 1: [N, O, I, kh, kw]
     if demodulate:
         w = w * dcoefs.reshape(n, -1, 1, 1, 1)
     x = x.reshape(1, -1, *x.shape[2:])                                  # [1, N*I, H, W]
