@@ -1,5 +1,4 @@
 """training/augment.py: ADA pipeline behaviour and adaptive p."""
-import math
 
 import pytest
 import torch

@@ -1,6 +1,4 @@
 """training/loss.py: distillation, R1 and path length against direct computations; phase table."""
-import numpy as np
-import pytest
 import torch
 
 from training.loss import QCLoss, distillation_loss, path_length, phase_table, r1_penalty

@@ -3,7 +3,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from training import checkpoint as ckpt

@@ -53,6 +53,8 @@ def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
     opts = dnnlib.EasyDict(RUN_DEFAULTS)
     opts.update({k: v for k, v in config.items() if k not in ("name", "description", "auto")})
     opts.cfg = config.get("name", cfg_name)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and cli.get("gpus") is None:
+        opts.gpus = int(os.environ["WORLD_SIZE"])     # under torchrun: one process per GPU, all nodes
     for key, value in cli.items():
         if value is not None and not (key == "metrics" and value == []):
             opts[key] = value
