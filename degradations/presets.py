@@ -63,6 +63,14 @@ PRESETS = {
     "noise": lambda: {"name": "noise", "steps": [noise_step()]},
     "jpeg": lambda: {"name": "jpeg", "steps": [jpeg_op()]},
     "multiple": lambda: {"name": "multiple", "steps": [blur_step(), noise_step(), compression_step()]},
+    # The official pSp encoder stage's stronger mix: blur kernel 5-31, noise variance 200-650,
+    # downscale 0.2-0.9 or JPEG 30-50, each step with probability 0.8.
+    "psp": lambda: {"name": "psp", "steps": [
+        {"one_of": [{"op": "gaussian_blur", "ksize": [5, 31]}, {"op": "motion_blur", "ksize": [5, 31]},
+                    {"op": "median_blur", "ksize": [5, 31]}, {"op": "box_blur", "ksize": [5, 25]}], "p": 0.8},
+        {"op": "gaussian_noise", "var": [200, 650], "p": 0.8},
+        {"one_of": [{"op": "downscale", "scale": [0.2, 0.9], "interpolation": "nearest"},
+                    {"op": "jpeg", "quality": [30, 50]}], "p": 0.8}]},
 }
 
 
