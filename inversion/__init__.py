@@ -1,1 +1,29 @@
-"""pSp-style w/q encoders, encoder training and PTI inversion."""
+"""pSp-style w/q encoders, encoder training and PTI inversion for QC-StyleGAN.
+
+Library API (applications such as restore.py and edit.py build on exactly this)::
+
+    from inversion import invert_images, load_inversion, apply_delta, InversionResult
+    results = invert_images(G, images_uint8_hwc_list, encoder=None, pti_steps=350, w_steps=None,
+                            device=None, progress=True)          # -> list[InversionResult]
+        # images: uint8 [H, W, 3] arrays of any size (resized to the model's, Lanczos)
+        # encoder: an InversionEncoder (stage 1 = its prediction) or None (stage 1 = optimisation)
+        # w_steps: stage-1 optimisation steps (None: 0 with an encoder, 300 without)
+        # pti_steps: stage-2 pivotal-tuning steps (0 = no tuning, delta None)
+    InversionResult: w [num_ws, w_dim] tensor, q [q_dim] tensor, delta (dict of tuned tensors,
+                     compact; see inversion/delta.py) or None, stats dict, reconstruction and
+                     sharp (uint8 [R, R, C] renders of the tuned generator), name
+    res = load_inversion(DIR / name)       # reads what `invert.py run` (save_inversion) wrote
+    G_tuned = apply_delta(G, res.delta)    # a copy of G with the tuned tensors applied
+    img_degraded = G_tuned.synthesis(res.w[None], res.q[None], noise_mode='const')
+    img_sharp = G_tuned.synthesis(res.w[None], None, noise_mode='const')
+
+    from inversion.encoders import load_encoder   # encoder checkpoints (weights_only format)
+
+Modules: ``encoders`` (ResNet w/q encoders, checkpoints), ``training`` (encoder training),
+``losses`` (L2 + LPIPS or the no-download fallback), ``pti`` (stage 1 optimisation, stage 2
+pivotal tuning), ``delta`` (compact per-image deltas), ``api`` (the functions above), ``folder``
+(``invert.py run``).
+"""
+from .api import InversionResult, invert_images, load_inversion, save_inversion  # noqa: F401
+from .delta import apply_delta  # noqa: F401
+from .pti import PTIOptions  # noqa: F401

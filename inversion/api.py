@@ -1,0 +1,230 @@
+"""The library entry points: ``invert_images``, ``InversionResult``, ``save_inversion`` /
+``load_inversion`` (the per-image folder that ``invert.py run`` writes)."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from dnnlib.util import UserError, atomic_write
+
+from .delta import delta_nbytes, load_delta, save_delta
+from .losses import PerceptualLoss, ReconstructionLoss
+from .pti import PivotalTuner, PTIOptions, optimize_latents
+
+DEFAULT_W_STEPS = 300        # stage-1 optimisation steps without an encoder ("a few hundred")
+DEFAULT_PTI_STEPS = 350
+DEFAULT_BATCH = 8            # images per encoder pass / stage-1 batch
+RESULT_FILES = dict(w="w.npy", q="q.npy", delta="delta.pt", reconstruction="reconstruction.png",
+                    sharp="sharp.png", result="result.json")
+
+
+@dataclasses.dataclass
+class InversionResult:
+    """One inverted image.
+
+    w:      [num_ws, w_dim] float32 tensor (CPU), the pivot.
+    q:      [q_dim] float32 tensor (CPU); empty for a plain StyleGAN2 generator.
+    delta:  the tuned synthesis tensors as a compact delta (``inversion.delta``), or None when
+            stage 2 did not run; ``apply_delta(G, delta)`` gives the tuned generator.
+    stats:  plain data: psnr_stage1, psnr (dB, uint8 images at the model's resolution),
+            perceptual, perceptual_loss (which loss ran), lpips (when real LPIPS ran, else None),
+            w_steps, pti_steps, seconds_stage1, seconds_stage2, delta_bytes, input_size [H, W].
+    reconstruction: uint8 [R, R, C] = G_tuned(w, q) (the degraded render), when produced.
+    sharp:  uint8 [R, R, C] = G_tuned(w, 0), when produced.
+    """
+    w: torch.Tensor
+    q: torch.Tensor
+    delta: Optional[dict]
+    stats: Dict[str, Any]
+    reconstruction: Optional[np.ndarray] = None
+    sharp: Optional[np.ndarray] = None
+    name: Optional[str] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Images.
+
+def to_uint8_hwc(img: torch.Tensor) -> np.ndarray:
+    """img [N, C, H, W] in about [-1, 1] -> uint8 [N, H, W, C]."""
+    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def prepare_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarray:
+    """uint8 [H, W, 3] (or [H, W] / [H, W, 1]) -> uint8 [R, R, channels].
+
+    Images whose size differs from the model's are resized to R x R with Lanczos filtering (the
+    aspect ratio is not kept: crop first if that matters); grey images are replicated to RGB and
+    RGB is averaged for a one-channel model.
+    """
+    from PIL import Image
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise UserError(f"images must be uint8, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise UserError(f"expected an image [H, W, 3], got shape {arr.shape}")
+    if arr.shape[0] != resolution or arr.shape[1] != resolution:
+        mode = "L" if arr.shape[2] == 1 else "RGB"
+        pil = Image.fromarray(arr[:, :, 0] if mode == "L" else arr, mode)
+        arr = np.asarray(pil.resize((resolution, resolution), Image.LANCZOS))
+        arr = arr[:, :, None] if arr.ndim == 2 else arr
+    if channels == 3 and arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif channels == 1 and arr.shape[2] == 3:
+        arr = np.round(arr.astype(np.float32).mean(axis=2, keepdims=True)).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def to_tensor(images_hwc: Sequence[np.ndarray], device) -> torch.Tensor:
+    """uint8 [R, R, C] list -> [N, C, R, R] float32 in [-1, 1]."""
+    x = torch.from_numpy(np.stack(images_hwc)).permute(0, 3, 1, 2).float()
+    return (x / 127.5 - 1).to(device)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    from metrics.image_metrics import psnr
+    return float(psnr(a, b))
+
+
+# ---------------------------------------------------------------------------------------------
+# Inversion.
+
+def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[nn.Module] = None,
+                  pti_steps: int = DEFAULT_PTI_STEPS, w_steps: Optional[int] = None, device: Any = None,
+                  progress: bool = True, batch_size: int = DEFAULT_BATCH,
+                  perceptual: Union[str, PerceptualLoss] = "auto", options: Optional[PTIOptions] = None,
+                  names: Optional[Sequence[str]] = None) -> List[InversionResult]:
+    """Invert uint8 RGB images ``[H, W, 3]`` (any size; resized to the model's) into ``G``.
+
+    Stage 1 (batched, ``batch_size`` at a time): the encoder's (w, q), refined by ``w_steps``
+    optimisation steps (default: 0 with an encoder, ``DEFAULT_W_STEPS`` without). Stage 2 (per
+    image): ``pti_steps`` of pivotal tuning (0 = skip; the result's delta is then None).
+    ``G`` is not modified. Returns one ``InversionResult`` per image, in order.
+    """
+    if len(images) == 0:
+        return []
+    dev = torch.device(device) if device is not None else next(G.parameters()).device
+    opts = copy.deepcopy(options) if options is not None else PTIOptions()
+    if w_steps is None:
+        w_steps = 0 if encoder is not None else DEFAULT_W_STEPS
+    if w_steps < 0 or pti_steps < 0:
+        raise UserError("step counts must be >= 0")
+    G = copy.deepcopy(G).eval().requires_grad_(False).to(dev)      # frozen base, never the caller's
+    if encoder is not None:
+        encoder.check_generator(G)
+        encoder = encoder.eval().to(dev)
+    perc = perceptual if isinstance(perceptual, PerceptualLoss) else PerceptualLoss(perceptual, device=dev)
+    loss_fn = ReconstructionLoss(perc.to(dev), opts.l2_weight, opts.perceptual_weight)
+    tuner = PivotalTuner(G, loss_fn, opts) if pti_steps > 0 else None
+    names = list(names) if names is not None else [None] * len(images)
+
+    results: List[InversionResult] = []
+    bar = tqdm(total=len(images), desc="invert", unit="img", disable=not progress, leave=False)
+    for lo in range(0, len(images), batch_size):
+        batch = images[lo:lo + batch_size]
+        sizes = [list(np.shape(im)[:2]) for im in batch]
+        prepared = [prepare_image(im, G.img_resolution, G.img_channels) for im in batch]
+        target = to_tensor(prepared, dev)
+        t0 = time.perf_counter()
+        ws_init = q_init = None
+        if encoder is not None:
+            with torch.no_grad():
+                ws_init, q_init = encoder(target)
+        ws, q = optimize_latents(G, target, loss_fn, w_steps, opts, ws_init, q_init)
+        with torch.no_grad():
+            stage1 = to_uint8_hwc(G.synthesis(ws, q, noise_mode="const"))
+        sec1 = (time.perf_counter() - t0) / len(batch)
+        for i in range(len(batch)):
+            res = _finish_one(G, tuner, ws[i:i + 1], None if q is None else q[i:i + 1], target[i:i + 1],
+                              prepared[i], stage1[i], pti_steps, perc)
+            res.name = names[lo + i]
+            res.stats.update(w_steps=w_steps, seconds_stage1=sec1, input_size=sizes[i],
+                             encoder=encoder is not None)
+            results.append(res)
+            bar.update(1)
+    bar.close()
+    return results
+
+
+def _finish_one(G, tuner: Optional[PivotalTuner], ws, q, target, prepared: np.ndarray, stage1: np.ndarray,
+                pti_steps: int, perc: PerceptualLoss) -> InversionResult:
+    """Stage 2 for one image and its statistics."""
+    t0 = time.perf_counter()
+    if tuner is not None:
+        out = tuner.tune(ws, q, target, pti_steps)
+        degraded, sharp, delta, steps = out["degraded"], out["sharp"], out["delta"], out["steps"]
+    else:
+        with torch.no_grad():
+            if q is not None:
+                sharp, degraded = G.synthesis(ws, q, noise_mode="const", pair=True)
+            else:
+                sharp = degraded = G.synthesis(ws, None, noise_mode="const")
+        delta, steps = None, 0
+    sec2 = time.perf_counter() - t0
+    if sharp is None:
+        sharp = degraded
+    with torch.no_grad():
+        p = float(perc(degraded, target)[0])
+    recon = to_uint8_hwc(degraded)[0]
+    stats = {"psnr_stage1": _psnr(stage1, prepared), "psnr": _psnr(recon, prepared),
+             "perceptual": p, "perceptual_loss": perc.name, "lpips": p if perc.kind == "lpips" else None,
+             "pti_steps": steps, "seconds_stage2": sec2, "delta_bytes": delta_nbytes(delta),
+             "delta_encoding": delta["encoding"] if delta else None}
+    q_out = q[0].detach().cpu().float() if q is not None else torch.zeros([0])
+    return InversionResult(w=ws[0].detach().cpu().float(), q=q_out, delta=delta, stats=stats,
+                           reconstruction=recon, sharp=to_uint8_hwc(sharp)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Files.
+
+def save_inversion(folder: str, result: InversionResult) -> None:
+    """Write one result: w.npy, q.npy, delta.pt (when tuned), reconstruction.png, sharp.png and
+    result.json (stats, name). result.json is written last: its presence marks a finished image."""
+    from dnnlib.image_io import write_image
+    os.makedirs(folder, exist_ok=True)
+    for key, arr in (("w", result.w), ("q", result.q)):
+        with atomic_write(os.path.join(folder, RESULT_FILES[key]), "wb") as f:
+            np.save(f, arr.numpy().astype(np.float32))
+    delta_path = os.path.join(folder, RESULT_FILES["delta"])
+    if result.delta is not None:
+        save_delta(delta_path, result.delta)
+    elif os.path.isfile(delta_path):
+        os.remove(delta_path)
+    for key in ("reconstruction", "sharp"):
+        img = getattr(result, key)
+        if img is not None:
+            write_image(os.path.join(folder, RESULT_FILES[key]), img if img.shape[2] == 3 else img[:, :, 0])
+    with atomic_write(os.path.join(folder, RESULT_FILES["result"]), "w") as f:
+        json.dump({"name": result.name, **result.stats}, f, indent=2)
+
+
+def load_inversion(folder: str) -> InversionResult:
+    """Read a folder written by ``save_inversion`` / ``invert.py run`` (``DIR/<name>``)."""
+    meta_path = os.path.join(folder, RESULT_FILES["result"])
+    if not os.path.isfile(meta_path):
+        raise UserError(f"{folder}: no finished inversion here ({RESULT_FILES['result']} missing)")
+    with open(meta_path, "r", encoding="utf-8") as f:
+        stats = json.load(f)
+    name = stats.pop("name", None)
+    w = torch.from_numpy(np.load(os.path.join(folder, RESULT_FILES["w"]), allow_pickle=False))
+    q = torch.from_numpy(np.load(os.path.join(folder, RESULT_FILES["q"]), allow_pickle=False))
+    delta_path = os.path.join(folder, RESULT_FILES["delta"])
+    delta = load_delta(delta_path) if os.path.isfile(delta_path) else None
+    images = {}
+    for key in ("reconstruction", "sharp"):
+        path = os.path.join(folder, RESULT_FILES[key])
+        if os.path.isfile(path):
+            from dnnlib.image_io import read_image
+            images[key] = read_image(path)
+    return InversionResult(w=w, q=q, delta=delta, stats=stats, name=name, **images)

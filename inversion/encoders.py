@@ -1,0 +1,243 @@
+"""pSp-style encoders for QC-StyleGAN inversion (Richardson et al., CVPR 2021; QC-StyleGAN Sec. 4.2).
+
+Two encoders read the (degraded) image: a content encoder to w (one w broadcast to every layer,
+or W+ with one code per layer) and a quality encoder to q. Each is a ResNet backbone (He et al.
+2016, BasicBlock layout with torchvision's parameter names, so ``--backbone-weights`` can load a
+torchvision resnet18/34 file when the user has one; nothing is downloaded) followed by a head on
+pooled features of the last three stages (a small feature pyramid, as pSp's map2style reads
+coarse-to-fine features). Predictions are offsets: ``ws = w_avg + head(...)``, ``q = 0 + head(...)``;
+the content head's last layer starts at zero, so an untrained encoder returns w_avg; the quality
+head's starts small but not zero (image losses have zero gradient in q at exactly q = 0).
+
+Checkpoints are plain tensors and data read with ``torch.load(weights_only=True)``::
+
+    {'format': 'qc-stylegan-encoder', 'version': 1, 'kwargs': {...}, 'state_dict': {...},
+     'training_state': {...} | None, 'metadata': {...}}
+"""
+from __future__ import annotations
+
+import copy
+import io
+import os
+import pickle
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dnnlib.util import UserError, atomic_write
+from torch_utils.misc import assert_shape
+
+FORMAT_TAG = "qc-stylegan-encoder"
+FORMAT_VERSION = 1
+RESNET_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MAXPOOL_MIN_RESOLUTION = 128   # below this the stem's max-pool is skipped (keeps 32-64 px images usable)
+HEAD_HIDDEN = 512
+Q_HEAD_INIT_STD = 1e-3         # q = 0 exactly is a stationary point of image losses (DegradBlock ReLUs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbone (torchvision parameter names).
+
+class BasicBlock(nn.Module):
+    """3x3 conv-BN-ReLU, 3x3 conv-BN, identity or 1x1 projection shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.downsample = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                            nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNetBackbone(nn.Module):
+    """ResNet-18/34 trunk (no classifier). Returns the pooled features of layer2..layer4."""
+
+    def __init__(self,
+                 depth: int = 18,            # 18 or 34 (torchvision layouts)
+                 width: int = 64,            # channels of layer1 (64 = torchvision; smaller for tests)
+                 maxpool: bool = True,       # the stem's 3x3/2 max-pool
+                 in_channels: int = 3):
+        super().__init__()
+        if depth not in RESNET_DEPTHS:
+            raise UserError(f"unsupported ResNet depth {depth} (choose from {', '.join(map(str, RESNET_DEPTHS))})")
+        self.depth, self.width = depth, width
+        self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if maxpool else nn.Identity()
+        channels = [width, width * 2, width * 4, width * 8]
+        c_in = width
+        for i, (c, n) in enumerate(zip(channels, RESNET_DEPTHS[depth])):
+            blocks = [BasicBlock(c_in if j == 0 else c, c, stride=(2 if (i > 0 and j == 0) else 1)) for j in range(n)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+            c_in = c
+        self.feature_channels = channels[1:]
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        # x: [N, C, H, W] normalised -> pooled [N, 2w], [N, 4w], [N, 8w]
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        x = self.layer1(x)
+        feats = []
+        for name in ("layer2", "layer3", "layer4"):
+            x = getattr(self, name)(x)
+            feats.append(x.mean(dim=[2, 3]))
+        return feats
+
+    def load_torchvision(self, state: Dict[str, torch.Tensor], what: str) -> None:
+        """Copy a torchvision resnet18/34 state_dict (the classifier ``fc`` is ignored)."""
+        own = self.state_dict()
+        src = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing = [k for k in own if k not in src]
+        bad = [k for k in own if k in src and tuple(src[k].shape) != tuple(own[k].shape)]
+        if missing or bad:
+            raise UserError(f"{what} is not a torchvision resnet{self.depth} with width {self.width} "
+                            f"(missing {missing[:3]}, mismatched {bad[:3]}); use --depth 18/34 and --width 64")
+        self.load_state_dict({k: src[k] for k in own})
+
+
+class LatentHead(nn.Module):
+    """Concatenated pooled features -> hidden -> outputs; the last layer starts at zero (or, with
+    ``init_std > 0``, small random weights)."""
+
+    def __init__(self, in_features: int, out_features: int, hidden: int = HEAD_HIDDEN, init_std: float = 0.0):
+        super().__init__()
+        self.fc0 = nn.Linear(in_features, hidden)
+        self.fc1 = nn.Linear(hidden, out_features)
+        nn.init.normal_(self.fc1.weight, std=init_std) if init_std > 0 else nn.init.zeros_(self.fc1.weight)
+        nn.init.zeros_(self.fc1.bias)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.fc1(F.leaky_relu(self.fc0(torch.cat(list(feats), dim=1)), 0.2))
+
+
+# ---------------------------------------------------------------------------------------------
+# The encoder pair.
+
+class InversionEncoder(nn.Module):
+    """Content encoder (image -> ws) and quality encoder (image -> q) for one generator."""
+
+    def __init__(self,
+                 img_resolution: int,               # generator resolution (input size)
+                 img_channels: int,                 # 1 or 3
+                 num_ws: int,                       # generator's number of w layers
+                 w_dim: int,
+                 q_dim: int,                        # 0: no quality encoder (plain StyleGAN2)
+                 w_plus: bool = True,               # one w per layer (W+) or one w for all (W)
+                 depth: int = 18,                   # ResNet-18 or -34
+                 width: int = 64,                   # backbone width (64 = torchvision)
+                 hidden: int = HEAD_HIDDEN):        # head hidden size
+        super().__init__()
+        self.init_kwargs = dict(img_resolution=img_resolution, img_channels=img_channels, num_ws=num_ws,
+                                w_dim=w_dim, q_dim=q_dim, w_plus=w_plus, depth=depth, width=width, hidden=hidden)
+        self.img_resolution, self.img_channels = img_resolution, img_channels
+        self.num_ws, self.w_dim, self.q_dim, self.w_plus = num_ws, w_dim, q_dim, w_plus
+        maxpool = img_resolution >= MAXPOOL_MIN_RESOLUTION
+        self.content = ResNetBackbone(depth, width, maxpool)
+        self.content_head = LatentHead(sum(self.content.feature_channels), (num_ws if w_plus else 1) * w_dim, hidden)
+        if q_dim > 0:
+            self.quality = ResNetBackbone(depth, width, maxpool)
+            self.quality_head = LatentHead(sum(self.quality.feature_channels), q_dim, hidden, Q_HEAD_INIT_STD)
+        self.register_buffer("w_avg", torch.zeros([w_dim]))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    @classmethod
+    def for_generator(cls, G: nn.Module, **kwargs) -> "InversionEncoder":
+        """An encoder sized for ``G``, starting at (G's w_avg, q = 0)."""
+        E = cls(G.img_resolution, G.img_channels, G.num_ws, G.w_dim, G.q_dim, **kwargs)
+        E.w_avg.copy_(G.mapping.w_avg.detach().cpu())
+        return E
+
+    def check_generator(self, G: nn.Module, what: str = "encoder") -> None:
+        """UserError unless this encoder was made for a generator shaped like ``G``."""
+        for attr in ("img_resolution", "num_ws", "w_dim", "q_dim"):
+            if getattr(self, attr) != getattr(G, attr):
+                raise UserError(f"{what} was trained for {attr}={getattr(self, attr)}, the network has "
+                                f"{attr}={getattr(G, attr)}")
+
+    def normalise(self, img: torch.Tensor) -> torch.Tensor:
+        # img: [N, C, R, R] in about [-1, 1] -> ImageNet-normalised [N, 3, R, R]
+        x = (img.float() + 1) / 2
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        return (x - self.mean) / self.std
+
+    def forward(self, img: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """img: [N, C, R, R] in about [-1, 1] -> (ws [N, num_ws, w_dim], q [N, q_dim] or None)."""
+        n = img.shape[0]
+        assert_shape(img, [n, self.img_channels, self.img_resolution, self.img_resolution])
+        x = self.normalise(img)
+        dw = self.content_head(self.content(x)).view(n, -1, self.w_dim)
+        ws = self.w_avg + dw.expand(n, self.num_ws, self.w_dim)          # offsets from w_avg
+        q = self.quality_head(self.quality(x)) if self.q_dim > 0 else None   # offsets from q = 0
+        return ws, q
+
+    def load_backbone_weights(self, path: str) -> None:
+        """Initialise both backbones from a torchvision ResNet file (``--backbone-weights``)."""
+        if not os.path.isfile(path):
+            raise UserError(f"backbone weights not found: {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise UserError(f"{path}: unreadable torch file ({type(exc).__name__})") from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        self.content.load_torchvision(state, path)
+        if self.q_dim > 0:
+            self.quality.load_torchvision(state, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files.
+
+def save_encoder(path: str, E: InversionEncoder, training_state: Optional[dict] = None,
+                 metadata: Optional[dict] = None) -> None:
+    """Write an encoder checkpoint atomically (see the module docstring for the format)."""
+    payload = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "kwargs": copy.deepcopy(E.init_kwargs),
+               "state_dict": {k: v.detach().cpu().clone() for k, v in E.state_dict().items()},
+               "training_state": training_state, "metadata": dict(metadata or {})}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    with atomic_write(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def read_encoder_file(path: str) -> Dict[str, Any]:
+    """The raw payload of an encoder checkpoint (UserError for missing/foreign/corrupt files)."""
+    if not os.path.isfile(path):
+        raise UserError(f"encoder file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"{path}: refused or unreadable torch file (weights_only=True): "
+                        f"{str(exc).splitlines()[0]}") from None
+    except Exception as exc:
+        raise UserError(f"{path}: corrupt or truncated file ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
+        raise UserError(f"{path}: not an encoder checkpoint (train one with 'invert.py train-encoder')")
+    if not isinstance(payload.get("version"), int) or payload["version"] > FORMAT_VERSION:
+        raise UserError(f"{path}: encoder format version {payload.get('version')} is newer than this code supports")
+    return payload
+
+
+def load_encoder(path: str, device: Any = "cpu") -> InversionEncoder:
+    """Load an encoder checkpoint, in eval mode with gradients off, on ``device``."""
+    payload = read_encoder_file(path)
+    try:
+        E = InversionEncoder(**payload["kwargs"])
+        E.load_state_dict(payload["state_dict"])
+    except (TypeError, RuntimeError) as exc:
+        raise UserError(f"{path}: does not match the encoder architecture ({str(exc).splitlines()[0]})") from None
+    return E.eval().requires_grad_(False).to(device)

@@ -1,0 +1,237 @@
+"""Encoder training for inversion (pSp, Richardson et al. 2021; QC-StyleGAN Sec. 4.2).
+
+Two kinds of rows, mixed in any proportion per batch (``mode``):
+
+* ``real``: sharp real images are degraded with a registered pipeline (default ``psp``, the pSp
+  stage's stronger mix), encoded to (w, q), and rendered in both domains with the frozen
+  generator: G(w, q) vs the degraded image and G(w, 0) vs the sharp one, each
+  ``l2_weight * L2 + lpips_weight * perceptual`` (defaults 1 and 0.8), plus
+  ``w_norm_weight * ||w - w_avg||^2`` (pSp's W-norm regulariser);
+* ``synthetic``: the generator's own samples with known targets: z ~ N(0, I) -> w, q ~ N(0, I),
+  input G(w, q); loss ``latent_weight * (MSE(w) + MSE(q))``. Needs no dataset and no pretrained
+  backbone.
+
+Run folder: ``training_options.json``, ``stats.jsonl`` (one line per log interval),
+``val-<step>.png`` (rows: input, G(w, q), G(w, 0)), ``encoder-<step>.pt`` snapshots and
+``encoder.pt`` (latest, with optimiser state and step). Running the same command again resumes
+from ``encoder.pt``; every step draws its randomness from (seed, step), so a resumed run repeats
+an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import torch
+
+import dnnlib
+from dnnlib.util import UserError, append_jsonl, atomic_write
+
+from .encoders import InversionEncoder, read_encoder_file, save_encoder
+from .losses import PerceptualLoss, ReconstructionLoss
+
+MODES = ("synthetic", "real", "mixed")
+LATEST = "encoder.pt"
+ADAM_BETAS = (0.9, 0.999)
+
+DEFAULTS = dnnlib.EasyDict(
+    mode="synthetic",          # 'synthetic', 'real' or 'mixed'
+    synthetic_frac=0.5,        # mixed: share of synthetic rows per batch
+    steps=10000,               # optimisation steps in total (resume counts the steps done)
+    batch=8,
+    lr=1e-4,                   # Adam (pSp: 1e-4)
+    w_plus=True,               # W+ (one w per layer) or W
+    depth=18, width=64,        # ResNet backbone
+    backbone_weights=None,     # torchvision resnet file (depth 18/34, width 64)
+    degradations="psp",        # pipeline for real rows
+    l2_weight=1.0, lpips_weight=0.8, w_norm_weight=0.005, latent_weight=1.0,
+    perceptual="auto",
+    truncation_psi=1.0,        # synthetic rows: truncation of the sampled w
+    log_steps=50, snap_steps=1000, val_images=8,
+    seed=0, device="cpu",
+)
+
+
+def step_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(step) + 1]).generate_state(1)[0])   # step >= -1
+
+
+class EncoderTrainer:
+    """State of one encoder-training run (networks, optimiser, data, losses)."""
+
+    def __init__(self, run_dir: str, G: torch.nn.Module, opts: dict, dataset=None):
+        self.run_dir, self.opts = run_dir, dnnlib.EasyDict({**DEFAULTS, **opts})
+        o = self.opts
+        if o.mode not in MODES:
+            raise UserError(f"unknown mode '{o.mode}' (expected one of {', '.join(MODES)})")
+        if o.mode != "synthetic" and dataset is None:
+            raise UserError(f"mode '{o.mode}' needs --data (or use --mode synthetic)")
+        self.device = torch.device(o.device)
+        self.G = G.eval().requires_grad_(False).to(self.device)
+        self.dataset = dataset if o.mode != "synthetic" else None
+        self.n_syn = {"synthetic": o.batch, "real": 0, "mixed": int(round(o.batch * o.synthetic_frac))}[o.mode]
+        self.pipe = None
+        if self.dataset is not None:
+            from degradations import build_pipeline
+            self.pipe = build_pipeline(o.degradations, resolution=G.img_resolution)
+            if self.dataset.resolution != G.img_resolution:
+                raise UserError(f"dataset resolution {self.dataset.resolution} differs from the network's "
+                                f"{G.img_resolution} (convert it with dataset_tool.py --resolution)")
+        self.E = InversionEncoder.for_generator(G, w_plus=o.w_plus, depth=o.depth, width=o.width).to(self.device)
+        if o.backbone_weights:
+            self.E.load_backbone_weights(o.backbone_weights)
+        self.optimizer = torch.optim.Adam(self.E.parameters(), lr=o.lr, betas=ADAM_BETAS)
+        self.step = 0
+        perc = PerceptualLoss(o.perceptual, device=self.device).to(self.device)
+        self.recon = ReconstructionLoss(perc, o.l2_weight, o.lpips_weight)
+        self._resume()
+
+    # -- state ------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        path = os.path.join(self.run_dir, LATEST)
+        if not os.path.isfile(path):
+            return
+        payload = read_encoder_file(path)
+        state = payload.get("training_state") or {}
+        if payload["kwargs"] != self.E.init_kwargs:
+            raise UserError(f"{path}: was trained with other encoder settings ({payload['kwargs']}); "
+                            f"use a new --outdir")
+        self.E.load_state_dict(payload["state_dict"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state.get("step", 0))
+
+    def save(self) -> str:
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict()}
+        meta = {"perceptual_loss": self.recon.perceptual.name, "options": _plain_opts(self.opts)}
+        snap = os.path.join(self.run_dir, f"encoder-{self.step:06d}.pt")
+        save_encoder(snap, self.E, training_state=state, metadata=meta)
+        save_encoder(os.path.join(self.run_dir, LATEST), self.E, training_state=state, metadata=meta)
+        return snap
+
+    # -- data -------------------------------------------------------------------------------
+    def synthetic_rows(self, n: int, gen: torch.Generator):
+        """n samples of G with their (ws, q): input [n, C, R, R] in [-1, 1]."""
+        G = self.G
+        z = torch.randn([n, G.z_dim], generator=gen).to(self.device)
+        c = torch.zeros([n, G.c_dim], device=self.device)
+        if G.c_dim > 0:
+            c[torch.arange(n), torch.randint(G.c_dim, [n], generator=gen)] = 1
+        q = torch.randn([n, G.q_dim], generator=gen).to(self.device) if G.q_dim > 0 else None
+        with torch.no_grad():
+            ws = G.mapping(z, c, truncation_psi=self.opts.truncation_psi)
+            img = G.synthesis(ws, q, noise_mode="const")
+        return img, ws, q
+
+    def real_rows(self, n: int, gen: torch.Generator):
+        """n dataset images: (degraded, sharp), each [n, C, R, R] in [-1, 1]."""
+        idx = torch.randint(len(self.dataset), [n], generator=gen).tolist()
+        sharp = torch.from_numpy(np.stack([self.dataset[i][0] for i in idx])).float().to(self.device)
+        x = sharp if sharp.shape[1] == 3 else sharp.repeat(1, 3, 1, 1)
+        y, _ = self.pipe(x, generator=gen)
+        if sharp.shape[1] == 1:
+            y = y.mean(dim=1, keepdim=True)
+        return y / 127.5 - 1, sharp / 127.5 - 1
+
+    # -- one step ---------------------------------------------------------------------------
+    def train_step(self) -> Dict[str, float]:
+        o, G = self.opts, self.G
+        gen = torch.Generator().manual_seed(step_seed(o.seed, self.step))
+        torch.manual_seed(step_seed(o.seed + 1, self.step))
+        self.E.train()
+        inputs, terms = [], {}
+        n_syn, n_real = self.n_syn, o.batch - self.n_syn
+        if n_syn:
+            img, ws_t, q_t = self.synthetic_rows(n_syn, gen)
+            inputs.append(img)
+        if n_real:
+            degraded, sharp = self.real_rows(n_real, gen)
+            inputs.append(degraded)
+        ws, q = self.E(torch.cat(inputs))
+        loss = torch.zeros([], device=self.device)
+        if n_syn:
+            latent = (ws[:n_syn] - ws_t).square().mean()
+            if q is not None:
+                latent = latent + (q[:n_syn] - q_t).square().mean()
+            terms["latent"] = float(latent.detach())
+            loss = loss + o.latent_weight * latent
+        if n_real:
+            ws_r, q_r = ws[n_syn:], (q[n_syn:] if q is not None else None)
+            if q_r is not None:
+                img_sharp, img_deg = G.synthesis(ws_r, q_r, noise_mode="const", pair=True)
+                rec_deg = self.recon(img_deg, degraded).mean()
+            else:
+                img_sharp, rec_deg = G.synthesis(ws_r, None, noise_mode="const"), torch.zeros([], device=self.device)
+            rec_sharp = self.recon(img_sharp, sharp).mean()
+            w_norm = (ws_r - self.E.w_avg).square().sum(dim=2).mean()
+            terms.update(rec_degraded=float(rec_deg), rec_sharp=float(rec_sharp), w_norm=float(w_norm))
+            loss = loss + rec_deg + rec_sharp + o.w_norm_weight * w_norm
+        if not torch.isfinite(loss):
+            raise UserError(f"encoder training diverged at step {self.step} (loss {float(loss)}); "
+                            f"lower --lr and resume from {LATEST}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        terms["loss"] = float(loss.detach())
+        return terms
+
+    # -- validation images ------------------------------------------------------------------
+    def save_validation(self, path: str) -> None:
+        """Rows: input, G(w, q), G(w, 0) of a fixed batch."""
+        from training.training_loop import save_grid, to_uint8
+        n = self.opts.val_images
+        gen = torch.Generator().manual_seed(step_seed(self.opts.seed, -1))
+        img = self.synthetic_rows(n, gen)[0] if self.dataset is None else self.real_rows(n, gen)[0]
+        self.E.eval()
+        with torch.no_grad():
+            ws, q = self.E(img)
+            if q is not None:
+                sharp, deg = self.G.synthesis(ws, q, noise_mode="const", pair=True)
+            else:
+                sharp = deg = self.G.synthesis(ws, None, noise_mode="const")
+        save_grid(path, [to_uint8(img), to_uint8(deg), to_uint8(sharp)], cols=n)
+
+
+def _plain_opts(opts: dict) -> dict:
+    return {k: v for k, v in opts.items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
+def train_encoder(run_dir: str, G: torch.nn.Module, opts: dict, dataset=None,
+                  progress_fn: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Train (or resume) an encoder in ``run_dir`` until ``opts['steps']``; returns
+    {'encoder': path of encoder.pt, 'step', 'history': [stats lines written by this call]}."""
+    os.makedirs(run_dir, exist_ok=True)
+    trainer = EncoderTrainer(run_dir, G, opts, dataset)
+    o = trainer.opts
+    opts_path = os.path.join(run_dir, "training_options.json")
+    if not os.path.isfile(opts_path):
+        with atomic_write(opts_path, "w") as f:
+            json.dump(_plain_opts(o), f, indent=2)
+    history, acc, t0 = [], {}, time.perf_counter()
+    if trainer.step == 0:
+        trainer.save_validation(os.path.join(run_dir, "val-init.png"))
+    while trainer.step < o.steps:
+        for k, v in trainer.train_step().items():
+            acc.setdefault(k, []).append(v)
+        done = trainer.step >= o.steps
+        if trainer.step % o.log_steps == 0 or done:
+            now = time.perf_counter()
+            line = {"step": trainer.step, **{k: float(np.mean(v)) for k, v in acc.items()},
+                    "sec_per_step": (now - t0) / len(acc["loss"]),
+                    "perceptual_loss": trainer.recon.perceptual.name, "timestamp": time.time()}
+            append_jsonl(os.path.join(run_dir, "stats.jsonl"), line)
+            history.append(line)
+            if progress_fn is not None:
+                progress_fn(line)
+            acc, t0 = {}, time.perf_counter()
+        if trainer.step % o.snap_steps == 0 or done:
+            trainer.save()
+            trainer.save_validation(os.path.join(run_dir, f"val-{trainer.step:06d}.png"))
+    if not os.path.isfile(os.path.join(run_dir, LATEST)):
+        trainer.save()
+    return {"encoder": os.path.join(run_dir, LATEST), "step": trainer.step, "history": history,
+            "trainer": trainer}

@@ -1,0 +1,132 @@
+"""Invert images into a QC-StyleGAN (encoder or optimisation, then PTI), and train the encoders.
+
+Examples:
+    python invert.py run --network qc-ffhq256.pt --encoder enc/encoder.pt --input photos/ --outdir out/inv
+    python invert.py run --network qc-ffhq256.pt --input face.png --outdir out/inv --w-steps 300 --pti-steps 350
+    python invert.py train-encoder --network qc-ffhq256.pt --mode synthetic --outdir enc --steps 100000
+    python invert.py train-encoder --network qc-ffhq256.pt --data ffhq256.zip --mode mixed --outdir enc
+"""
+from __future__ import annotations
+
+import click
+
+from dnnlib.util import UserError, cli_main
+from torch_utils.misc import resolve_device
+
+
+def _load_generator(path, device):
+    from training.checkpoint import load_network
+    nets = load_network(path, device=device)
+    G = nets.get("G_ema", nets.get("G"))
+    if G is None:
+        raise UserError(f"{path}: holds no generator")
+    return G
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Inversion: `run` inverts images, `train-encoder` trains the w/q encoders."""
+
+
+@main.command("run")
+@click.option("--network", "network_path", required=True, help="Generator file (our .pt, official .pkl, ...)")
+@click.option("--encoder", "encoder_path", default=None, help="Encoder checkpoint from train-encoder [default: optimise w, q]")
+@click.option("--input", "input_path", required=True, help="Image file or folder (searched recursively)")
+@click.option("--outdir", required=True, help="Output folder: DIR/<name>/ per image and DIR/results.jsonl")
+@click.option("--w-steps", type=int, default=None, help="Stage-1 optimisation steps [default: 0 with --encoder, 300 without]")
+@click.option("--pti-steps", type=int, default=350, show_default=True, help="Stage-2 pivotal tuning steps (0 = none)")
+@click.option("--w-lr", type=float, default=5e-3, show_default=True, help="Stage 1: learning rate of w")
+@click.option("--q-lr", type=float, default=3e-2, show_default=True, help="Stage 1: learning rate of q")
+@click.option("--w-plus", is_flag=True, help="Stage 1: optimise one w per layer (W+)")
+@click.option("--pti-lr", type=float, default=3e-4, show_default=True, help="Stage 2: learning rate")
+@click.option("--lpips-threshold", type=float, default=0.06, show_default=True, help="Stage 2: stop when the perceptual term is below this")
+@click.option("--degrad-weight", type=float, default=1000.0, show_default=True, help="Stage 2: weight of the residual mean/std term")
+@click.option("--locality-weight", type=float, default=0.0, show_default=True, help="Stage 2: PTI locality regulariser weight (0 = off)")
+@click.option("--tune-blocks", type=int, default=None, help="Stage 2: tune only the last N synthesis blocks [default: all]")
+@click.option("--delta", "delta_encoding", default="fp16", show_default=True, help="Delta storage: fp16 or lowrank:R")
+@click.option("--perceptual", type=click.Choice(["auto", "lpips", "lpips-random", "fallback"]), default="auto", show_default=True,
+              help="auto: LPIPS when its backbone is in the torch hub cache, else the no-download fallback")
+@click.option("--batch", type=int, default=8, show_default=True, help="Images per encoder pass / stage-1 batch")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
+@cli_main
+def run(network_path, encoder_path, input_path, outdir, w_steps, pti_steps, w_lr, q_lr, w_plus, pti_lr, lpips_threshold,
+        degrad_weight, locality_weight, tune_blocks, delta_encoding, perceptual, batch, device):
+    """Invert images: DIR/<name>/{w.npy, q.npy, delta.pt, reconstruction.png, sharp.png, result.json}."""
+    from inversion.delta import parse_encoding
+    from inversion.encoders import load_encoder
+    from inversion.folder import invert_folder
+    from inversion.pti import PTIOptions
+    if batch < 1:
+        raise UserError("--batch must be >= 1")
+    parse_encoding(delta_encoding)
+    dev = resolve_device(device)
+    G = _load_generator(network_path, dev)
+    E = load_encoder(encoder_path, device=dev) if encoder_path else None
+    opts = PTIOptions(w_lr=w_lr, q_lr=q_lr, w_plus=w_plus, pti_lr=pti_lr, lpips_threshold=lpips_threshold,
+                      degrad_weight=degrad_weight, locality_weight=locality_weight, tune_blocks=tune_blocks,
+                      delta_encoding=delta_encoding)
+    counts = invert_folder(G, input_path, outdir, encoder=E, pti_steps=pti_steps, w_steps=w_steps, device=dev,
+                           batch=batch, perceptual=perceptual, options=opts)
+    click.echo(f"inverted {counts['done']}, skipped {counts['skipped']} (done before), failed {counts['failed']} -> {outdir}")
+
+
+@main.command("train-encoder")
+@click.option("--network", "network_path", required=True, help="Generator file (frozen during training)")
+@click.option("--data", default=None, help="Sharp real images (ZIP or folder, dataset_tool.py layout); needed for real/mixed")
+@click.option("--outdir", required=True, help="Run folder (running again resumes from DIR/encoder.pt)")
+@click.option("--mode", type=click.Choice(["synthetic", "real", "mixed"]), default=None, help="[default: real with --data, else synthetic]")
+@click.option("--synthetic-frac", type=float, default=0.5, show_default=True, help="mixed: share of synthetic rows")
+@click.option("--steps", type=int, default=10000, show_default=True, help="Total optimisation steps")
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--w-space", type=click.Choice(["w+", "w"]), default="w+", show_default=True, help="One w per layer or one for all")
+@click.option("--depth", type=click.Choice(["18", "34"]), default="18", show_default=True, help="ResNet depth")
+@click.option("--width", type=int, default=64, show_default=True, help="Backbone width (64 = torchvision)")
+@click.option("--backbone-weights", default=None, help="torchvision resnet18/34 weights file for both backbones")
+@click.option("--degradations", default="psp", show_default=True, help="Pipeline for real rows (preset name or JSON spec)")
+@click.option("--l2-weight", type=float, default=1.0, show_default=True)
+@click.option("--lpips-weight", type=float, default=0.8, show_default=True)
+@click.option("--w-norm-weight", type=float, default=0.005, show_default=True, help="||w - w_avg||^2 regulariser (real rows)")
+@click.option("--latent-weight", type=float, default=1.0, show_default=True, help="MSE to the known (w, q) (synthetic rows)")
+@click.option("--perceptual", type=click.Choice(["auto", "lpips", "lpips-random", "fallback"]), default="auto", show_default=True)
+@click.option("--log-steps", type=int, default=50, show_default=True, help="Steps per stats.jsonl line")
+@click.option("--snap-steps", type=int, default=1000, show_default=True, help="Steps per snapshot and validation image")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
+@click.option("--dry-run", is_flag=True, help="Print the resolved options and exit")
+@cli_main
+def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, batch, lr, w_space, depth, width,
+                      backbone_weights, degradations, l2_weight, lpips_weight, w_norm_weight, latent_weight, perceptual,
+                      log_steps, snap_steps, seed, device, dry_run):
+    """Train the content (w) and quality (q) encoders for one generator."""
+    import json
+    mode = mode or ("real" if data else "synthetic")
+    if mode != "synthetic" and not data:
+        raise UserError(f"--mode {mode} needs --data")
+    if min(steps, batch, log_steps, snap_steps) < 1:
+        raise UserError("--steps, --batch, --log-steps and --snap-steps must be >= 1")
+    if not 0 <= synthetic_frac <= 1:
+        raise UserError("--synthetic-frac must be in [0, 1]")
+    opts = dict(mode=mode, synthetic_frac=synthetic_frac, steps=steps, batch=batch, lr=lr, w_plus=(w_space == "w+"),
+                depth=int(depth), width=width, backbone_weights=backbone_weights, degradations=degradations,
+                l2_weight=l2_weight, lpips_weight=lpips_weight, w_norm_weight=w_norm_weight, latent_weight=latent_weight,
+                perceptual=perceptual, log_steps=log_steps, snap_steps=snap_steps, seed=seed)
+    if dry_run:
+        click.echo(json.dumps({"network": network_path, "data": data, "outdir": outdir, **opts}, indent=2))
+        return
+    from inversion.training import train_encoder
+    dev = resolve_device(device)
+    opts["device"] = str(dev)
+    G = _load_generator(network_path, dev)
+    dataset = None
+    if data:
+        from training.dataset import ImageDataset
+        dataset = ImageDataset(data)
+    out = train_encoder(outdir, G, opts, dataset,
+                        progress_fn=lambda s: click.echo(f"step {s['step']:<7d} loss {s['loss']:<9.4f} "
+                                                         f"sec/step {s['sec_per_step']:.3f}"))
+    click.echo(f"encoder: {out['encoder']} (step {out['step']})")
+
+
+if __name__ == "__main__":
+    main()
