@@ -47,15 +47,15 @@ class FullyConnectedLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert_shape(x, [None, self.in_features])            # x: [N, in_features]
-        w = self.weight.to(x.dtype) * self.weight_gain
+        w = self.weight.to(x.dtype)
         b = self.bias
         if b is not None:
             b = b.to(x.dtype)
             if self.bias_gain != 1:
                 b = b * self.bias_gain
-        if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act(x.matmul(w.t()), b, act=self.activation)
+        if self.activation == "linear" and b is not None:   # weight gain applied to the output
+            return torch.addmm(b.unsqueeze(0), x, w.t(), alpha=self.weight_gain)
+        return bias_act(x.matmul(w.t()) * self.weight_gain, b, act=self.activation)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, act={self.activation}"

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from torch_utils.misc import assert_shape
-from torch_utils.ops.bias_act import bias_act
+from torch_utils.ops.bias_act import POSITIVELY_HOMOGENEOUS, bias_act
 from torch_utils.ops.modulated_conv2d import modulated_conv2d
 from torch_utils.ops.upfirdn2d import upsample2d
 
@@ -161,11 +161,22 @@ class SynthesisLayer(nn.Module):
         weight, bias = self.weight, self.bias
         if rows is not None:
             weight, bias = weight[rows], bias[rows]
+        act_gain = self.act_gain * gain
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        if (self.activation in POSITIVELY_HOMOGENEOUS and not torch.is_grad_enabled()
+                and x.dtype in (torch.bfloat16, torch.float16)):
+            # Low-precision inference: act(y + n + b) * g == act(y * g + (n + b) * g), so the gain
+            # and the bias ride along with the demodulation and the noise: one pass after the
+            # convolution. (float32 keeps the reference order, which the fixtures pin down.)
+            nb = bias.reshape(-1, 1, 1) if noise is None else noise + bias.reshape(-1, 1, 1)
+            x = modulated_conv2d(x, weight, styles, noise=nb * act_gain, up=self.up, padding=self.padding,
+                                 resample_filter=self.resample_filter, flip_weight=(self.up == 1),
+                                 fused_modconv=fused_modconv, gain=act_gain)
+            return bias_act(x, None, act=self.activation, gain=1, clamp=act_clamp, overwrite=True)
         x = modulated_conv2d(x, weight, styles, noise=noise, up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter, flip_weight=(self.up == 1),
                              fused_modconv=fused_modconv)
-        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
+        return bias_act(x, bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
 
 
 class ToRGBLayer(nn.Module):

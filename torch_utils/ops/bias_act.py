@@ -14,6 +14,10 @@ import torch
 import torch.nn.functional as F
 
 
+# act(k x) = k act(x) for k > 0: a gain can be applied before these activations.
+POSITIVELY_HOMOGENEOUS = ("linear", "relu", "lrelu")
+
+
 class ActSpec(NamedTuple):
     func: Callable[[torch.Tensor, float], torch.Tensor]  # f(x, alpha)
     def_alpha: float                                       # default alpha (0 when unused)
@@ -45,16 +49,16 @@ def _resolve(act: str, alpha: Optional[float], gain: Optional[float]):
 
 def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
                  alpha: Optional[float] = None, gain: Optional[float] = None,
-                 clamp: Optional[float] = None) -> torch.Tensor:
-    """Reference implementation. x: any shape; b: [x.shape[dim]] or None."""
+                 clamp: Optional[float] = None, overwrite: bool = False) -> torch.Tensor:
+    """Reference implementation. x: any shape; b: [x.shape[dim]] or None.
+    ``overwrite``: the caller's ``x`` is a temporary that may be overwritten."""
     spec, alpha, gain = _resolve(act, alpha, gain)
+    fresh = overwrite                     # may we write into x?
     if b is not None:
         if b.ndim != 1 or b.shape[0] != x.shape[dim]:
             raise ValueError(f"bias shape {tuple(b.shape)} does not match x.shape[{dim}]={x.shape[dim]}")
         x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
         fresh = True                      # x is now our own tensor
-    else:
-        fresh = False
     # Without autograd, work in place on our own intermediate (same values, less memory traffic).
     inplace = not (torch.is_grad_enabled() and x.requires_grad)
     if act == "lrelu" and inplace and fresh:
@@ -74,7 +78,7 @@ def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1
 
 def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
              alpha: Optional[float] = None, gain: Optional[float] = None, clamp: Optional[float] = None,
-             impl: str = "auto") -> torch.Tensor:
+             impl: str = "auto", overwrite: bool = False) -> torch.Tensor:
     """Bias, activation, gain and clamp in one call.
 
     Args:
@@ -86,6 +90,8 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
         gain:  output scale; None = the activation's default (sqrt(2) for (l)relu/swish).
         clamp: clamp the output to [-clamp, clamp]; None = no clamping.
         impl:  'auto' (CUDA kernel when available on a CUDA tensor), 'ref' or 'cuda'.
+        overwrite: ``x`` is a temporary of the caller; without autograd the reference path may
+               then work in place on it.
     """
     if impl not in ("auto", "ref", "cuda"):
         raise ValueError(f"impl must be auto|ref|cuda, got {impl}")
@@ -98,4 +104,4 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
                       clamp=(-1.0 if clamp is None else float(clamp)))
         if impl == "cuda":
             raise RuntimeError("bias_act: the CUDA kernel is not available (see the warning above)")
-    return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+    return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, overwrite=overwrite)

@@ -23,15 +23,17 @@ DEMOD_EPS = 1e-8
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
                      noise: Optional[torch.Tensor] = None, up: int = 1, down: int = 1, padding=0,
                      resample_filter: Optional[torch.Tensor] = None, demodulate: bool = True,
-                     flip_weight: bool = True, fused_modconv: bool = True) -> torch.Tensor:
-    """Modulated (and demodulated) convolution.
+                     flip_weight: bool = True, fused_modconv: bool = True, gain: float = 1.0) -> torch.Tensor:
+    """Modulated (and demodulated) convolution: ``conv(x, s * w) * d * gain + noise``.
 
     Args:
         x:       [N, I, H, W] activations.
         weight:  [O, I, kh, kw] shared weight (already scaled by the equalized-lr gain or not; the
                  demodulated result does not depend on its scale).
         styles:  [N, I] per-sample modulation.
-        noise:   broadcastable to the output [N, O, H', W'], added after demodulation; or None.
+        noise:   broadcastable to the output [N, O, H', W'], added after demodulation and gain
+                 (so a caller can fold a bias into it); or None.
+        gain:    scale of the convolution's output (folded into the demodulation coefficients).
         others:  as in ``conv2d_resample``.
     Returns:
         [N, O, H', W'].
@@ -49,23 +51,27 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     dcoefs = None
     if demodulate:
         # Eq. 3 without forming the per-sample weights: sum_{i,k} (s_i w_oik)^2 = sum_i s_i^2 W2_oi.
-        w2 = weight.float().square().sum(dim=[2, 3])                          # [O, I]
-        dcoefs = (styles.float().square() @ w2.t() + DEMOD_EPS).rsqrt()       # [N, O]
+        w2 = weight.square().sum(dim=[2, 3])                                  # [O, I]
+        dcoefs = (styles.square() @ w2.t() + DEMOD_EPS).rsqrt()               # [N, O]
+        if gain != 1:
+            dcoefs = dcoefs * gain
+    elif gain != 1:
+        dcoefs = torch.full([n, out_ch], float(gain), device=x.device)
 
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down,
                             padding=padding, flip_weight=flip_weight)
-        if demodulate and noise is not None:
+        if dcoefs is not None and noise is not None:
             return fma(x, dcoefs.to(x.dtype).reshape(n, -1, 1, 1), noise.to(x.dtype))
-        if demodulate:
+        if dcoefs is not None:
             return x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
         if noise is not None:
             return x.add(noise.to(x.dtype))
         return x
 
     w = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)           # Eq. 1: [N, O, I, kh, kw]
-    if demodulate:
+    if dcoefs is not None:
         w = w * dcoefs.reshape(n, -1, 1, 1, 1)
     x = x.reshape(1, -1, *x.shape[2:])                                  # [1, N*I, H, W]
     w = w.reshape(-1, in_ch, kh, kw)                                    # [N*O, I, kh, kw]
