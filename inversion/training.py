@@ -167,7 +167,7 @@ class EncoderTrainer:
                 img_sharp, rec_deg = G.synthesis(ws_r, None, noise_mode="const"), torch.zeros([], device=self.device)
             rec_sharp = self.recon(img_sharp, sharp).mean()
             w_norm = (ws_r - self.E.w_avg).square().sum(dim=2).mean()
-            terms.update(rec_degraded=float(rec_deg), rec_sharp=float(rec_sharp), w_norm=float(w_norm))
+            terms.update(rec_degraded=float(rec_deg.detach()), rec_sharp=float(rec_sharp.detach()), w_norm=float(w_norm.detach()))
             loss = loss + rec_deg + rec_sharp + o.w_norm_weight * w_norm
         if not torch.isfinite(loss):
             raise UserError(f"encoder training diverged at step {self.step} (loss {float(loss)}); "

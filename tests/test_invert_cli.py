@@ -1,0 +1,128 @@
+"""invert.py: train-encoder (loss falls, resume, real rows) and run (end to end, resumable)."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dnnlib.image_io import write_image
+from dnnlib.util import read_jsonl
+from training.checkpoint import save_checkpoint
+from test_inversion_utils import sample_images, tiny_generator
+
+import invert
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    G = tiny_generator()
+    path = str(tmp_path_factory.mktemp("net") / "tiny.pt")
+    save_checkpoint(path, nets={"G_ema": G})
+    return path, G
+
+
+def _invoke(args):
+    result = CliRunner().invoke(invert.main, args, catch_exceptions=False)
+    return result
+
+
+def test_train_encoder_loss_falls_and_resumes(network, tmp_path):
+    path, G = network
+    out = str(tmp_path / "enc")
+    args = ["train-encoder", "--network", path, "--outdir", out, "--steps", "60", "--batch", "8", "--lr", "1e-3",
+            "--width", "8", "--log-steps", "20", "--snap-steps", "30", "--perceptual", "fallback", "--device", "cpu"]
+    r = _invoke(args)
+    assert r.exit_code == 0, r.output
+    lines = read_jsonl(os.path.join(out, "stats.jsonl"))
+    assert [l["step"] for l in lines] == [20, 40, 60]
+    losses = [l["loss"] for l in lines]          # seeded, so deterministic on one machine
+    assert losses[-1] < losses[0] and np.mean(losses[1:]) < 0.9 * losses[0], losses
+    assert lines[0]["perceptual_loss"] == "lap1+msssim"
+    for name in ("encoder.pt", "encoder-000030.pt", "encoder-000060.pt", "val-000060.png", "training_options.json"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    # Running again with more steps continues from step 60.
+    r = _invoke(args[:6] + ["80"] + args[7:])
+    assert r.exit_code == 0, r.output
+    assert [l["step"] for l in read_jsonl(os.path.join(out, "stats.jsonl"))] == [20, 40, 60, 80]
+
+
+def test_train_encoder_real_rows(network, tmp_path):
+    path, G = network
+    data = tmp_path / "data"
+    images, _, _ = sample_images(G, 6, seed=7)
+    for i, im in enumerate(images):
+        write_image(str(data / f"{i}.png"), im)
+    out = str(tmp_path / "enc")
+    r = _invoke(["train-encoder", "--network", path, "--data", str(data), "--mode", "mixed", "--outdir", out,
+                 "--steps", "4", "--batch", "4", "--width", "8", "--log-steps", "2", "--perceptual", "fallback",
+                 "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    line = read_jsonl(os.path.join(out, "stats.jsonl"))[-1]
+    assert {"latent", "rec_degraded", "rec_sharp", "w_norm"} <= set(line)
+    r = CliRunner().invoke(invert.main, ["train-encoder", "--network", path, "--outdir", out, "--mode", "real"])
+    assert r.exit_code == 1 and "error: --mode real needs --data" in r.output
+
+
+def test_run_end_to_end_and_second_run_skips(network, tmp_path):
+    path, G = network
+    images, _, _ = sample_images(G, 3, seed=11)
+    inp = tmp_path / "in"
+    write_image(str(inp / "a.png"), images[0])
+    write_image(str(inp / "sub" / "b.png"), images[1])
+    big = np.asarray(torch.nn.functional.interpolate(torch.from_numpy(images[2]).permute(2, 0, 1)[None].float(),
+                                                     size=[24, 20]).round()[0].permute(1, 2, 0).to(torch.uint8))
+    write_image(str(inp / "c.png"), big)                 # another size: resized
+    (inp / "broken.png").write_bytes(b"not an image")
+    out = str(tmp_path / "out")
+    args = ["run", "--network", path, "--input", str(inp), "--outdir", out, "--w-steps", "20", "--pti-steps", "5",
+            "--lpips-threshold", "0", "--perceptual", "fallback", "--device", "cpu", "--batch", "2"]
+    r = CliRunner().invoke(invert.main, args)
+    assert r.exit_code == 0, r.output
+    assert "inverted 3, skipped 0 (done before), failed 1" in r.output
+    for name in ("a", "sub/b", "c"):
+        for f in ("w.npy", "q.npy", "delta.pt", "reconstruction.png", "sharp.png", "result.json"):
+            assert os.path.isfile(os.path.join(out, name, f)), (name, f)
+    assert np.load(os.path.join(out, "a", "w.npy")).shape == (G.num_ws, G.w_dim)
+    assert np.load(os.path.join(out, "a", "q.npy")).shape == (G.q_dim,)
+    lines = read_jsonl(os.path.join(out, "results.jsonl"))
+    ok = {l["name"]: l for l in lines if "error" not in l}
+    assert set(ok) == {"a", "sub/b", "c"} and [l["name"] for l in lines if "error" in l] == ["broken.png"]
+    assert ok["c"]["input_size"] == [24, 20] and ok["a"]["pti_steps"] == 5
+    assert ok["a"]["psnr"] > 10 and ok["a"]["perceptual_loss"] == "lap1+msssim" and ok["a"]["seconds"] > 0
+    with open(os.path.join(out, "sub", "b", "result.json")) as f:
+        assert json.load(f)["name"] == "sub/b"
+    # Second run: the three finished images are skipped, nothing is recomputed.
+    mtime = os.path.getmtime(os.path.join(out, "a", "w.npy"))
+    r = CliRunner().invoke(invert.main, args)
+    assert r.exit_code == 0 and "inverted 0, skipped 3 (done before), failed 1" in r.output
+    assert os.path.getmtime(os.path.join(out, "a", "w.npy")) == mtime
+    assert len([l for l in read_jsonl(os.path.join(out, "results.jsonl")) if "error" not in l]) == 3
+
+
+def test_run_with_encoder_and_errors(network, tmp_path):
+    path, G = network
+    from inversion.encoders import InversionEncoder, save_encoder
+    save_encoder(str(tmp_path / "e.pt"), InversionEncoder.for_generator(G, width=8))
+    images, _, _ = sample_images(G, 1, seed=2)
+    write_image(str(tmp_path / "x.png"), images[0])
+    r = CliRunner().invoke(invert.main, ["run", "--network", path, "--encoder", str(tmp_path / "e.pt"), "--input",
+                                         str(tmp_path / "x.png"), "--outdir", str(tmp_path / "o"), "--pti-steps", "0",
+                                         "--perceptual", "fallback", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    line = read_jsonl(str(tmp_path / "o" / "results.jsonl"))[0]
+    assert line["w_steps"] == 0 and line["pti_steps"] == 0
+    assert not os.path.exists(tmp_path / "o" / "x" / "delta.pt")
+    for extra, msg in [(["--delta", "zip"], "delta encoding"), (["--input", str(tmp_path / "none")], "no such file")]:
+        args = ["run", "--network", path, "--input", str(tmp_path / "x.png"), "--outdir", str(tmp_path / "o2")] + extra
+        r = CliRunner().invoke(invert.main, args)
+        assert r.exit_code == 1 and "error:" in r.output and msg in r.output, r.output
