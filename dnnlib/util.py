@@ -107,6 +107,9 @@ def atomic_write(path: str, mode: str = "wb") -> Iterator[io.IOBase]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)                 # mkstemp makes 0600 files; give the usual mode
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

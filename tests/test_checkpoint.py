@@ -206,3 +206,14 @@ def test_convert_network_cli(tmp_path):
     assert nets["G_ema"].q_dim == 8
     z, c = torch.randn(2, 64), torch.eye(4)[:2]
     torch.testing.assert_close(nets["G_ema"](z, c), ref(z, c), rtol=0, atol=0)
+
+
+def test_atomic_write_gives_umask_mode(tmp_path):
+    from dnnlib.util import atomic_write
+    old = os.umask(0o022)
+    try:
+        with atomic_write(str(tmp_path / "f.txt"), "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "f.txt").st_mode & 0o777) == 0o644

@@ -37,7 +37,7 @@ from .networks import Generator
 FORMAT_TAG = "qc-stylegan-checkpoint"
 FORMAT_VERSION = 1
 NETWORK_CLASSES = {"Generator": Generator, "Discriminator": Discriminator}
-NETWORK_KEYS = ("G", "G_ema", "D", "D_degraded")
+NETWORK_KEYS = ("G", "G_ema", "D", "D_degraded", "G_teacher")
 
 # StyleGAN2-ADA's training configs all use these; a bare state_dict cannot tell them.
 INFERRED_DEFAULTS = dict(conv_clamp=256, mapping_lr_multiplier=0.01, num_fp16_res=4)
