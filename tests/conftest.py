@@ -10,7 +10,9 @@ SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Test tensors are small: one thread avoids oversubscription (and subprocesses inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 def shared_path(*parts: str) -> str:
