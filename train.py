@@ -47,6 +47,7 @@ from dnnlib.util import UserError
 @click.option("--p", "aug_p", type=float, default=None, help="Augmentation probability for --aug fixed [default: 0.2]")
 @click.option("--target", type=float, default=None, help="ADA target for E[sign(D(real))] [default: 0.6]")
 @click.option("--metrics", default=None, help="Comma-separated metrics at each snapshot, or 'none' [default: none]")
+@click.option("--inception", default=None, help="Inception weights for FID/KID (see calc_metrics.py) [default: the cache]")
 @click.option("--seed", type=int, default=None, help="Random seed [default: 0]")
 @click.option("--workers", type=int, default=None, help="Data loader processes per rank [default: 2]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[default: auto]")

@@ -126,3 +126,13 @@ def test_cli_dry_run_and_error(blobs, tmp_path):
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--outdir", str(tmp_path), "--data",
                           str(tmp_path / "missing.zip"), "--cfg", "smoke"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+def test_fid_metric_without_inception_fails_before_training(tmp_path, monkeypatch, blobs):
+    monkeypatch.setenv("QC_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+    with pytest.raises(UserError, match="(?i)inception"):
+        _opts(blobs, metrics="fid2k_full")
+    with pytest.raises(UserError, match="not found"):
+        _opts(blobs, metrics="fid2k_full", inception=str(tmp_path / "missing.pt"))
+    assert _opts(blobs, metrics="swd2k").metrics == ["swd2k"]     # SWD needs no network

@@ -21,7 +21,7 @@ DEGRADATION = "paper"          # the registered degradation mix used by training
 # Options that are not preset values, with their defaults.
 RUN_DEFAULTS = dict(gpus=1, seed=0, workers=2, device="auto", precision="fp32", cond=False, mirror=False,
                     max_size=None, resume=None, teacher=None, metrics=[], aug_p=0.2, batch_gpu=None,
-                    degradation=DEGRADATION)
+                    degradation=DEGRADATION, inception=None)
 
 
 def list_configs():
@@ -103,6 +103,8 @@ def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
         opts.metrics = parse_metric_list(opts.metrics)
         if opts.q_dim == 0 and any("degraded" in m for m in opts.metrics):
             raise UserError("degraded metrics need a QC generator; with --q-dim 0 use the sharp ones")
+        from metrics.metric_main import preflight
+        preflight(opts.metrics, opts.inception)      # a missing Inception file fails now, not at a snapshot
     else:
         opts.metrics = []
     return opts

@@ -499,7 +499,8 @@ class Trainer:
         dataset_kwargs = dict(path=self.opts.data, use_labels=self.opts.cond, max_size=self.opts.max_size)
         for name in self.opts.metrics:
             result = metric_main.calc_metric(name, G=self.G_ema, dataset_kwargs=dataset_kwargs, num_gpus=self.world,
-                                             rank=self.rank, device=self.device, degradation=self.opts.degradation)
+                                             rank=self.rank, device=self.device, degradation=self.opts.degradation,
+                                             feature_net=self.opts.get("inception"))
             if self.rank == 0:
                 metric_main.report_metric(result, run_dir=self.run_dir, snapshot_pkl=snapshot_path,
                                           kimg=self.cur_nimg / 1000)
