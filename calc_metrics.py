@@ -13,62 +13,10 @@ Image folders (PSNR/SSIM/LPIPS against ground truth, NIQE without):
 """
 from __future__ import annotations
 
-import os
-import sys
-
 import click
 
-import dnnlib
-from dnnlib.util import UserError
-
-
-def _fail(exc: UserError):
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(1)
-
-
-def _snapshot_kimg(nets: dict):
-    state = nets.get("training_state") or {}
-    if "kimg" in state:
-        return float(state["kimg"])
-    if "cur_nimg" in state:
-        return float(state["cur_nimg"]) / 1000
-    return None
-
-
-def run_generator_metrics(network: str, metrics: str, data=None, inception=None, inception_resize="auto",
-                          outdir=None, device="auto", cache_dir=None, seed=0, degradation="paper",
-                          degrade_seed=0, progress=True, echo=print) -> list:
-    """Load ``network``, compute each metric, append the JSONL lines; returns the result dicts."""
-    from metrics import metric_main
-    from torch_utils.misc import resolve_device
-    from training.checkpoint import load_network
-    names = metric_main.parse_metric_list(metrics)
-    if not names:
-        raise UserError("no metrics given (--metrics fid50k_full,...)")
-    dev = resolve_device(device)
-    nets = load_network(network, device=dev)
-    G = nets.get("G_ema") if nets.get("G_ema") is not None else nets.get("G")
-    if G is None:
-        raise UserError(f"{network} holds no generator")
-    if data is None:
-        data = ((nets.get("metadata") or {}).get("training_set_kwargs") or {}).get("path")
-        if data is None or not os.path.exists(data):
-            raise UserError("pass --data DATASET (the real images to compare with); the network file "
-                            "names no existing training set")
-    dataset_kwargs = dnnlib.EasyDict(path=data)
-    run_dir = outdir or os.path.dirname(os.path.abspath(network))
-    out = []
-    for name in names:
-        result = metric_main.calc_metric(name, G=G, dataset_kwargs=dataset_kwargs, device=dev,
-                                         cache_dir=cache_dir, feature_net=inception,
-                                         inception_resize=inception_resize, degradation=degradation,
-                                         degrade_seed=degrade_seed, seed=seed, progress=progress)
-        path = metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=network, kimg=_snapshot_kimg(nets))
-        values = "  ".join(f"{k} {v:.4f}" for k, v in result["results"].items())
-        echo(f"{values}  ({result['total_time_str']}) -> {path}")
-        out.append(result)
-    return out
+from dnnlib.util import UserError, cli_main
+from metrics.network_metrics import run_generator_metrics
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,20 +38,18 @@ def run_generator_metrics(network: str, metrics: str, data=None, inception=None,
 @click.option("--degrade-seed", type=int, default=0, show_default=True, help="Seed of the real-image degradations.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
+@cli_main
 def main(ctx, network, metrics, data, inception, inception_resize, outdir, device, cache_dir, seed,
          degradation, degrade_seed, quiet):
     """Generator metrics (default command) or `compare` for image folders."""
     if ctx.invoked_subcommand is not None:
         return
-    try:
-        if not network:
-            raise UserError("--network FILE is required (or use the `compare` command)")
-        run_generator_metrics(network, metrics, data=data, inception=inception, inception_resize=inception_resize,
-                              outdir=outdir, device=device, cache_dir=cache_dir, seed=seed,
-                              degradation=degradation, degrade_seed=degrade_seed, progress=not quiet,
-                              echo=click.echo)
-    except UserError as exc:
-        _fail(exc)
+    if not network:
+        raise UserError("--network FILE is required (or use the `compare` command)")
+    run_generator_metrics(network, metrics, data=data, inception=inception, inception_resize=inception_resize,
+                          outdir=outdir, device=device, cache_dir=cache_dir, seed=seed,
+                          degradation=degradation, degrade_seed=degrade_seed, progress=not quiet,
+                          echo=click.echo)
 
 
 @main.command("compare")
@@ -120,16 +66,14 @@ def main(ctx, network, metrics, data, inception, inception_resize, outdir, devic
 @click.option("--lpips-random", is_flag=True, help="Debug/tests only: random LPIPS backbone (not LPIPS).")
 @click.option("--device", default="auto", show_default=True, help="Device for LPIPS.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@cli_main
 def compare(pred, gt, metric_list, out, channel, crop_border, lpips_net, lpips_random, device, quiet):
     """Compare --pred against --gt by relative path (PSNR, SSIM, LPIPS, NIQE)."""
     from metrics.compare import compare_folders, format_table
     from torch_utils.misc import resolve_device
-    try:
-        res = compare_folders(pred, gt, metrics=metric_list, channel=channel, crop_border=crop_border,
-                              lpips_net=lpips_net, lpips_backbone="random" if lpips_random else "imagenet",
-                              device=resolve_device(device), out=out, progress=not quiet)
-    except UserError as exc:
-        _fail(exc)
+    res = compare_folders(pred, gt, metrics=metric_list, channel=channel, crop_border=crop_border,
+                          lpips_net=lpips_net, lpips_backbone="random" if lpips_random else "imagenet",
+                          device=resolve_device(device), out=out, progress=not quiet)
     click.echo(format_table(res["summary"]))
     if res["unmatched"]:
         click.echo(f"warning: {len(res['unmatched'])} file(s) without ground truth skipped, "

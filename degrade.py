@@ -7,11 +7,9 @@ Writes PNGs under the same relative paths, ``degradations.jsonl`` (file, seed, r
 """
 from __future__ import annotations
 
-import sys
-
 import click
 
-from dnnlib.util import UserError
+from dnnlib.util import cli_main
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,15 +26,12 @@ from dnnlib.util import UserError
               help="Range scaling [default: relative below 256, absolute at 256 and above].")
 @click.option("--dry-run", is_flag=True, help="List what would be done and stop.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@cli_main
 def main(input_path, outdir, pipeline, seed, copies, resolution, mode, dry_run, quiet):
     """Degrade images for restoration test sets and degraded-image evaluation."""
     from degradations.folder import degrade_folder
-    try:
-        summary = degrade_folder(input_path, outdir, pipeline=pipeline, seed=seed, copies=copies,
-                                 resolution=resolution, mode=mode, progress=not quiet, dry_run=dry_run)
-    except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    summary = degrade_folder(input_path, outdir, pipeline=pipeline, seed=seed, copies=copies,
+                             resolution=resolution, mode=mode, progress=not quiet, dry_run=dry_run)
     click.echo(f"{summary['written']} written, {summary['skipped']} already there, "
                f"{summary['failed']} unreadable (of {summary['outputs']} outputs)")
 
