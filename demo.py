@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import click
 import numpy as np
 import torch
 
-from dnnlib.util import UserError, atomic_write, cli_main
+from dnnlib.util import atomic_write, cli_main
 from training.checkpoint import load_network
 from training.generation import generate_images
 from training.pretrained import default_network_path

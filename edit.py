@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -53,7 +52,7 @@ def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, dev
     """Invert the images under ``input_path`` into ``outdir/inversions`` (reused on a rerun)."""
     from dnnlib import image_io
     from inversion.applications.latents import load_latents
-    from inversion.applications.restore import list_sources
+    from dnnlib.image_io import list_sources
     from inversion.api import invert_images
     from inversion.api import save_inversion
     root, sources = list_sources(input_path, outdir)

@@ -54,24 +54,6 @@ def plan_outputs(sources: List[str], copies: int) -> List[Tuple[str, int, str]]:
     return jobs
 
 
-def _list_sources(input_path: str, outdir: str) -> Tuple[str, List[str]]:
-    input_path = os.path.abspath(input_path)
-    outdir = os.path.abspath(outdir)
-    if os.path.isfile(input_path):
-        if not image_io.is_image_file(input_path):
-            raise UserError(f"{input_path} is not an image file ({', '.join(image_io.IMAGE_EXTENSIONS)})")
-        return os.path.dirname(input_path), [os.path.basename(input_path)]
-    if not os.path.isdir(input_path):
-        raise UserError(f"--input not found: {input_path}")
-    if outdir == input_path:
-        raise UserError("--outdir must differ from --input (inputs are never overwritten)")
-    sources = image_io.list_images(input_path)
-    rel_out = os.path.relpath(outdir, input_path).replace(os.sep, "/")
-    if not rel_out.startswith(".."):  # outdir inside the input folder: leave earlier outputs out
-        sources = [s for s in sources if not (s + "/").startswith(rel_out + "/")]
-    return input_path, sources
-
-
 def degrade_folder(input_path: str, outdir: str, pipeline: Any = "paper", seed: int = 0, copies: int = 1,
                    resolution: Optional[int] = None, mode: Optional[str] = None, progress: bool = True,
                    dry_run: bool = False, log=None) -> Dict[str, Any]:
@@ -83,7 +65,7 @@ def degrade_folder(input_path: str, outdir: str, pipeline: Any = "paper", seed: 
         raise UserError("--copies must be at least 1")
     spec = load_spec(pipeline)
     build_pipeline(spec, resolution or 256, mode=mode)   # validate the spec before any work
-    root, sources = _list_sources(input_path, outdir)
+    root, sources = image_io.list_sources(input_path, outdir)
     if not sources:
         raise UserError(f"no images found under {input_path}")
     jobs = plan_outputs(sources, copies)

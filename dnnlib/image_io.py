@@ -57,6 +57,30 @@ def list_images(root: str) -> List[str]:
     return sorted(out)
 
 
+def list_sources(input_path: str, outdir: str) -> Tuple[str, List[str]]:
+    """The inputs of a folder job: ``(root, image paths relative to root)``.
+
+    ``input_path`` is an image file or a folder (searched recursively). The output folder must
+    differ from the input folder, and when it lies inside it, earlier outputs are not read as
+    inputs. Raises ``UserError`` when nothing usable is found.
+    """
+    input_path, outdir = os.path.abspath(os.fspath(input_path)), os.path.abspath(os.fspath(outdir))
+    if os.path.isfile(input_path):
+        if not is_image_file(input_path):
+            raise UserError(f"{input_path} is not an image file ({', '.join(IMAGE_EXTENSIONS)})")
+        return os.path.dirname(input_path), [os.path.basename(input_path)]
+    if not os.path.isdir(input_path):
+        raise UserError(f"--input not found: {input_path}")
+    if outdir == input_path:
+        raise UserError("--outdir must differ from --input (inputs are never overwritten)")
+    rel_out = os.path.relpath(outdir, input_path).replace(os.sep, "/")
+    sources = [s for s in list_images(input_path)
+               if rel_out.startswith("..") or not (s + "/").startswith(rel_out + "/")]
+    if not sources:
+        raise UserError(f"no images found under {input_path}")
+    return input_path, sources
+
+
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 
 from tqdm import tqdm
 
-from dnnlib.image_io import list_images, read_image
+from dnnlib.image_io import list_sources, read_image
 from dnnlib.util import UserError, append_jsonl
 
 from .api import RESULT_FILES, invert_images, save_inversion
@@ -26,10 +26,7 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int 
                   w_steps: Optional[int] = None, device: Any = None, batch: int = 8, progress: bool = True,
                   **invert_kwargs) -> Dict[str, Any]:
     """Invert the images under ``input_path``; returns {'done', 'skipped', 'failed'} counts."""
-    names = list_images(input_path)
-    if not names:
-        raise UserError(f"no images found in {input_path}")
-    root = input_path if os.path.isdir(input_path) else os.path.dirname(os.path.abspath(input_path))
+    root, names = list_sources(input_path, outdir)
     todo = [n for n in names if not os.path.isfile(os.path.join(outdir, os.path.splitext(n)[0], RESULT_FILES["result"]))]
     counts = {"done": 0, "skipped": len(names) - len(todo), "failed": 0}
     os.makedirs(outdir, exist_ok=True)

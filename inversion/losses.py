@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import List, Optional
+from typing import List
 
 import torch
 import torch.nn.functional as F

@@ -10,13 +10,11 @@ with q ~ N(0, I) against real images degraded by the training pipeline (``build_
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib
 import json
 import os
-import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch

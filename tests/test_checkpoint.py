@@ -2,7 +2,6 @@
 import io
 import os
 import pickle
-import pickletools
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import torch
 
 from conftest import shared_path
 from dnnlib.util import UserError
-from torch_utils.safe_pickle import UnsafePickleError, load_pickle
+from torch_utils.safe_pickle import load_pickle
 from training.checkpoint import (infer_generator_kwargs, load_network, save_checkpoint,
                                  widen_generator)
 from training.networks import Generator

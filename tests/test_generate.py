@@ -69,7 +69,6 @@ def test_generate_conditional_stylegan2_and_q_options(tmp_path):
 
 
 def test_generate_from_projected_w(tmp_path):
-    G = load_network(shared_path("fixtures", "qc_stylegan", "network.pkl"))["G_ema"]
     e = torch.load(shared_path("fixtures", "qc_stylegan", "expected.pt"), weights_only=True)
     np.savez(tmp_path / "projected_w.npz", w=e["ws"][:2].numpy(), q=e["q"][:2].numpy())
     res = _run("--network", shared_path("fixtures", "qc_stylegan", "network.pkl"),

@@ -13,13 +13,6 @@ from inversion.training import train_encoder
 from test_inversion_utils import sample_images, tiny_generator
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # One thread: on a shared 2-core machine two threads spin-wait and run ~10x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,6 @@ from dnnlib.util import UserError
 from inversion.losses import PerceptualLoss, ReconstructionLoss, laplacian_pyramid, ms_ssim
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _images(seed=0, n=2, res=32):

@@ -15,12 +15,6 @@ from test_inversion_utils import sample_images, tiny_generator
 import invert
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +116,7 @@ def test_run_with_encoder_and_errors(network, tmp_path):
     line = read_jsonl(str(tmp_path / "o" / "results.jsonl"))[0]
     assert line["w_steps"] == 0 and line["pti_steps"] == 0
     assert not os.path.exists(tmp_path / "o" / "x" / "delta.pt")
-    for extra, msg in [(["--delta", "zip"], "delta encoding"), (["--input", str(tmp_path / "none")], "no such file")]:
+    for extra, msg in [(["--delta", "zip"], "delta encoding"), (["--input", str(tmp_path / "none")], "not found")]:
         args = ["run", "--network", path, "--input", str(tmp_path / "x.png"), "--outdir", str(tmp_path / "o2")] + extra
         r = CliRunner().invoke(invert.main, args)
         assert r.exit_code == 1 and "error:" in r.output and msg in r.output, r.output

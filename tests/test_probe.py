@@ -5,7 +5,6 @@ import sys
 import warnings
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

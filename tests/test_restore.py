@@ -56,8 +56,6 @@ def test_restore_folder_end_to_end(tmp_path, setup):
         assert x["pti_steps"] == 2 and x["w_steps"] == 3 and x["psnr"] > 0 and x["perceptual_loss"]
         for kind in ("input", "restored"):
             assert set(x[kind]) == {"psnr", "ssim", "lpips", "niqe"} and x[kind]["psnr"] > 0
-    # the restored image is G(w, 0) of the tuned generator, resized back
-    from inversion.api import load_inversion  # noqa: F401  (the package is importable)
     summary = json.load(open(out / "restore-summary.json"))
     assert summary["input"]["psnr"]["n"] == 3 and summary["restored"]["ssim"]["n"] == 3
     assert summary["restored"]["lpips"]["n"] == 2          # 16x16 is too small for LPIPS: recorded as null

@@ -19,12 +19,6 @@ FIX = os.path.join(os.path.dirname(ROOT), "shared", "fixtures")
 pytestmark = pytest.mark.skipif(not os.path.isdir(FIX), reason="../shared/fixtures absent")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _data32(root, labels):

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch

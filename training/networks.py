@@ -10,7 +10,7 @@ Data flow: z [N, z_dim] --mapping--> ws [N, num_ws, w_dim] --synthesis(q)--> img
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch

@@ -16,7 +16,6 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 
 from dnnlib.util import UserError, append_jsonl, read_jsonl

@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -38,25 +38,6 @@ SUMMARY_FILE = "restore-summary.json"
 OPTIONS_FILE = "restore_options.json"
 COMPARE_DIR = "compare"
 INVERSIONS_DIR = "inversions"
-
-
-def list_sources(input_path: str, outdir: str) -> Tuple[str, List[str]]:
-    """(root folder, image paths relative to it); the output folder is never read as input."""
-    input_path, outdir = os.path.abspath(input_path), os.path.abspath(outdir)
-    if os.path.isfile(input_path):
-        if not image_io.is_image_file(input_path):
-            raise UserError(f"{input_path} is not an image file ({', '.join(image_io.IMAGE_EXTENSIONS)})")
-        return os.path.dirname(input_path), [os.path.basename(input_path)]
-    if not os.path.isdir(input_path):
-        raise UserError(f"--input not found: {input_path}")
-    if outdir == input_path:
-        raise UserError("--outdir must differ from --input (inputs are never overwritten)")
-    rel_out = os.path.relpath(outdir, input_path).replace(os.sep, "/")
-    sources = [s for s in image_io.list_images(input_path)
-               if rel_out.startswith("..") or not (s + "/").startswith(rel_out + "/")]
-    if not sources:
-        raise UserError(f"no images found under {input_path}")
-    return input_path, sources
 
 
 def resize_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -141,7 +122,7 @@ def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Op
         raise UserError(f"--gt must be a folder: {gt}")
     if inversions is not None and not os.path.isdir(inversions):
         raise UserError(f"--inversions folder not found: {inversions}")
-    root, sources = list_sources(input_path, outdir)
+    root, sources = image_io.list_sources(input_path, outdir)
     scorer = ImageScorer(metrics or (), lpips_backbone, device) if gt is not None else None
     jobs = [(src, out_rel) for src, _, out_rel in plan_outputs(sources, 1)]
     in_paths = {os.path.abspath(os.path.join(root, s)) for s in sources}

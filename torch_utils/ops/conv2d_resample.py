@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .upfirdn2d import filter_size, parse_padding, parse_scaling, upfirdn2d
+from .upfirdn2d import filter_size, parse_padding, upfirdn2d
 
 
 def _transpose_weight(w: torch.Tensor, groups: int) -> torch.Tensor:

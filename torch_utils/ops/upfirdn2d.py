@@ -11,7 +11,7 @@ Filters are 2-D ``[fh, fw]`` or 1-D ``[fw]`` (separable, applied along both axes
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
