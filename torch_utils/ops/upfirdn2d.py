@@ -96,6 +96,8 @@ def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, d
     downx, downy = parse_scaling(down)
     px0, px1, py0, py1 = parse_padding(padding)
     n, c, h, w = x.shape
+    # Padding and reshapes below return NCHW; hand back the caller's layout (channels_last stays).
+    channels_last = c > 1 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
     # 1. Zero insertion: [N, C, H, 1, W, 1] padded to [N, C, H, upy, W, upx].
     if upx > 1 or upy > 1:
@@ -121,6 +123,8 @@ def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, d
     # 4. Subsample.
     if downx > 1 or downy > 1:
         x = x[:, :, ::downy, ::downx]
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     return x
 
 
