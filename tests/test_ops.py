@@ -449,3 +449,28 @@ def test_modulated_conv2d_gradcheck(fused, up, demodulate):
 def test_fma():
     a, b, c = torch.randn(2, 3, 1), torch.randn(1, 3, 4), torch.randn(4)
     torch.testing.assert_close(fma(a, b, c), a * b + c)
+
+
+def test_channels_last_survives_fma_and_resampling():
+    """CPU inference keeps channels_last end to end (a lost layout costs a reorder per conv),
+    with the same values as the NCHW computation."""
+    from torch_utils.ops.conv2d_resample import conv2d_resample
+    from torch_utils.ops.fma import fma
+    from torch_utils.ops.upfirdn2d import setup_filter, upfirdn2d
+    cl = torch.channels_last
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 6, 6)
+    xc = x.contiguous(memory_format=cl)
+    d, noise, w = torch.rand(2, 8, 1, 1), torch.randn(6, 6), torch.randn(8, 8, 3, 3)
+    f = setup_filter([1, 3, 3, 1])
+    with torch.no_grad():
+        y = fma(xc, d, noise)
+        assert y.is_contiguous(memory_format=cl)
+        torch.testing.assert_close(y, x * d + noise)
+        for kw in (dict(up=2), dict(down=2), dict()):
+            z = conv2d_resample(xc, w, f=f, padding=1, **kw)
+            assert z.is_contiguous(memory_format=cl), kw
+            torch.testing.assert_close(z, conv2d_resample(x, w, f=f, padding=1, **kw), rtol=1e-5, atol=1e-5)
+        z = upfirdn2d(xc, f, down=2, padding=1)
+        assert z.is_contiguous(memory_format=cl)
+        torch.testing.assert_close(z, upfirdn2d(x, f, down=2, padding=1))
