@@ -124,3 +124,45 @@ def test_edit_cli_bad_input_is_one_clean_line(tmp_path, args, needle):
     save_tiny_checkpoint(net)
     r = CliRunner().invoke(edit.cli, ["--network", str(net), "--outdir", str(tmp_path / "o"), "--device", "cpu"] + args)
     assert r.exit_code == 1 and needle in r.output and "Traceback" not in r.output, r.output
+
+
+def test_fit_boundary_cli_recovers_a_hidden_direction(tmp_path):
+    """Inversions labelled by the side of a hidden hyperplane in W: the CLI's boundary separates
+    held-out images and points along the hidden normal."""
+    from inversion.api import InversionResult, save_inversion
+    net = tmp_path / "G.pt"
+    G = save_tiny_checkpoint(net)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(80, G.z_dim, generator=torch.Generator().manual_seed(0)), None)
+    hidden = torch.randn(G.w_dim, generator=torch.Generator().manual_seed(1))
+    hidden /= hidden.norm()
+    score = (ws[:, 0] - ws[:, 0].mean(0)) @ hidden
+    labels = []
+    for i, w in enumerate(ws):
+        save_inversion(str(tmp_path / "inv" / f"img{i:03d}"),
+                       InversionResult(w=w, q=torch.zeros(G.q_dim), delta=None, stats={}, name=f"img{i:03d}"))
+        labels.append([f"img{i:03d}.png", int(score[i] > 0)])
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels}))
+    out = tmp_path / "hidden.npy"
+    r = CliRunner().invoke(edit.cli, ["fit-boundary", "--network", str(net), "--inversions", str(tmp_path / "inv"),
+                                      "--labels", str(tmp_path / "dataset.json"), "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    normal = np.load(out)
+    assert normal.shape == (1, G.w_dim) and abs(np.linalg.norm(normal) - 1) < 1e-5
+    info = json.load(open(tmp_path / "hidden.json"))
+    assert info["test_accuracy"] >= 0.8 and info["images"] == 80
+    assert float(normal[0] @ hidden.numpy()) > 0.6
+
+
+def test_edit_cli_ganspace_moves_the_image_monotonically(tmp_path):
+    net = tmp_path / "G.pt"
+    save_tiny_checkpoint(net)
+    r = CliRunner().invoke(edit.cli, ["--network", str(net), "--inversions", "seeds:3", "--ganspace", "0",
+                                      "--strengths", "-2,-1,0,1,2", "--outdir", str(tmp_path / "out"),
+                                      "--device", "cpu", "--quiet"])
+    assert r.exit_code == 0, r.output
+    from PIL import Image
+    sharp = [np.asarray(Image.open(tmp_path / "out" / "seed0003" / f"sharp_{a:+.2f}.png"), np.float64)
+             for a in (-2.0, -1.0, 0.0, 1.0, 2.0)]
+    dist = [np.sqrt(((s - sharp[2]) ** 2).mean()) for s in sharp]
+    assert dist[0] > dist[1] > dist[2] == 0 < dist[3] < dist[4], dist
