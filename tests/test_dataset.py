@@ -125,3 +125,18 @@ def test_dataset_tool_cli_from_zip(tmp_path):
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "dataset_tool.py"), "--source", str(tmp_path / "x"),
                           "--dest", dest], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+def test_dataset_tool_webp_is_lossless_and_smaller(tmp_path):
+    from conftest import shared_path
+    from training.dataset import ImageDataset, convert_dataset
+    src = shared_path("datasets", "utkface64-mini.zip")
+    png, webp = str(tmp_path / "png.zip"), str(tmp_path / "webp.zip")
+    convert_dataset(src, png, max_images=40, progress=False)
+    report = convert_dataset(src, webp, max_images=40, progress=False, image_format="webp")
+    assert report["written"] == 40 and report["labels"]
+    a, b = ImageDataset(png, use_labels=True), ImageDataset(webp, use_labels=True)
+    assert len(a) == len(b) == 40
+    for i in (0, 17, 39):
+        assert np.array_equal(a[i][0], b[i][0]) and np.array_equal(a[i][1], b[i][1])
+    assert os.path.getsize(webp) < 0.9 * os.path.getsize(png)

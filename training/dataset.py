@@ -322,11 +322,14 @@ def _read_source_labels(source: str) -> Optional[dict]:
     return None if labels is None else {str(k).replace("\\", "/"): v for k, v in labels}
 
 
+IMAGE_FORMATS = ("png", "webp")   # training ZIP members: uncompressed PNG, or lossless WebP (smaller)
+
+
 def convert_dataset(source: str, dest: str, resolution: Optional[int] = None,
                     transform: str = "center-crop", max_images: Optional[int] = None,
-                    progress: bool = True) -> dict:
-    """Write a training ZIP (uncompressed PNGs ``00000/img00000000.png``..., and
-    ``dataset.json`` with the source's labels renamed to the new paths).
+                    progress: bool = True, image_format: str = "png") -> dict:
+    """Write a training ZIP (uncompressed PNGs ``00000/img00000000.png``... or lossless WebP,
+    and ``dataset.json`` with the source's labels renamed to the new paths).
 
     Unreadable files are skipped and reported. Returns ``{'written': n, 'skipped': [(name,
     reason), ...], 'resolution': r, 'labels': bool}``.
@@ -338,6 +341,8 @@ def convert_dataset(source: str, dest: str, resolution: Optional[int] = None,
         raise UserError(f"--dest must be a .zip file: {dest}")
     if resolution is not None and (resolution < 4 or resolution & (resolution - 1)):
         raise UserError(f"--resolution must be a power of two >= 4, got {resolution}")
+    if image_format not in IMAGE_FORMATS:
+        raise UserError(f"unknown image format '{image_format}' (choose from {', '.join(IMAGE_FORMATS)})")
     if transform not in TRANSFORMS:
         raise UserError(f"unknown transform '{transform}' (choose from {', '.join(TRANSFORMS)})")
     src_labels = _read_source_labels(source)
@@ -367,9 +372,12 @@ def convert_dataset(source: str, dest: str, resolution: Optional[int] = None,
                 elif h != out_res:
                     skipped.append((name, f"size {w}x{h} differs from {out_res}x{out_res}"))
                     continue
-                arcname = f"{written // 1000:05d}/img{written:08d}.png"
+                arcname = f"{written // 1000:05d}/img{written:08d}.{image_format}"
                 buf = io.BytesIO()
-                PIL.Image.fromarray(array).save(buf, format="png", compress_level=0, optimize=False)
+                if image_format == "png":
+                    PIL.Image.fromarray(array).save(buf, format="png", compress_level=0, optimize=False)
+                else:
+                    PIL.Image.fromarray(array).save(buf, format="webp", lossless=True, quality=100, method=4)
                 zf.writestr(arcname, buf.getvalue())
                 if src_labels is not None:
                     if name not in src_labels:
