@@ -166,3 +166,29 @@ def test_edit_cli_ganspace_moves_the_image_monotonically(tmp_path):
              for a in (-2.0, -1.0, 0.0, 1.0, 2.0)]
     dist = [np.sqrt(((s - sharp[2]) ** 2).mean()) for s in sharp]
     assert dist[0] > dist[1] > dist[2] == 0 < dist[3] < dist[4], dist
+
+
+def test_edit_cli_from_images_inverts_first_and_reuses(tmp_path):
+    """--input: images are inverted into OUT/inversions, edited, and a rerun reuses both."""
+    from PIL import Image
+    net = tmp_path / "G.pt"
+    G = save_tiny_checkpoint(net)
+    (tmp_path / "in").mkdir()
+    with torch.no_grad():
+        for s in (1, 2):
+            lat = seed_latents(G, [s])[0]
+            img = G.synthesis(lat.w[None], q=lat.q[None], noise_mode="const")
+            Image.fromarray((img[0] * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()).save(
+                tmp_path / "in" / f"face{s}.png")
+    args = ["--network", str(net), "--input", str(tmp_path / "in"), "--sefa", "0", "--strengths", "-1,0,1",
+            "--w-steps", "5", "--pti-steps", "0", "--outdir", str(tmp_path / "out"), "--device", "cpu", "--quiet"]
+    r = CliRunner().invoke(edit.cli, args)
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out"
+    for name in ("face1", "face2"):
+        assert (out / "inversions" / name / "w.npy").is_file()
+        for a in (-1.0, 0.0, 1.0):
+            assert (out / name / f"sharp_{a:+.2f}.png").is_file() and (out / name / f"degraded_{a:+.2f}.png").is_file()
+    assert len([json.loads(line) for line in open(out / "edit.jsonl")]) == 6
+    r2 = CliRunner().invoke(edit.cli, args)
+    assert r2.exit_code == 0 and "0 edited, 2 already there" in r2.output
