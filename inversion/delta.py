@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import io
-import os
 import re
 from typing import Mapping, Optional
 
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from dnnlib.util import UserError, atomic_write
+from torch_utils.misc import load_torch_file
 
 FORMAT_TAG = "qc-stylegan-delta"
 FORMAT_VERSION = 1
@@ -133,11 +133,6 @@ def save_delta(path: str, delta: Mapping) -> None:
 
 
 def load_delta(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise UserError(f"delta file not found: {path}")
-    try:
-        delta = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{path}: corrupt or unreadable delta ({type(exc).__name__})") from None
+    delta = load_torch_file(path, "delta file")
     _check_format(delta, path)
     return delta

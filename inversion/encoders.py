@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import copy
 import io
-import os
-import pickle
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -27,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnnlib.util import UserError, atomic_write
-from torch_utils.misc import assert_shape
+from torch_utils.misc import assert_shape, load_torch_file
 
 FORMAT_TAG = "qc-stylegan-encoder"
 FORMAT_VERSION = 1
@@ -186,12 +184,7 @@ class InversionEncoder(nn.Module):
 
     def load_backbone_weights(self, path: str) -> None:
         """Initialise both backbones from a torchvision ResNet file (``--backbone-weights``)."""
-        if not os.path.isfile(path):
-            raise UserError(f"backbone weights not found: {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise UserError(f"{path}: unreadable torch file ({type(exc).__name__})") from None
+        state = load_torch_file(path, "backbone weights")
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         self.content.load_torchvision(state, path)
@@ -216,15 +209,7 @@ def save_encoder(path: str, E: InversionEncoder, training_state: Optional[dict] 
 
 def read_encoder_file(path: str) -> Dict[str, Any]:
     """The raw payload of an encoder checkpoint (UserError for missing/foreign/corrupt files)."""
-    if not os.path.isfile(path):
-        raise UserError(f"encoder file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UserError(f"{path}: refused or unreadable torch file (weights_only=True): "
-                        f"{str(exc).splitlines()[0]}") from None
-    except Exception as exc:
-        raise UserError(f"{path}: corrupt or truncated file ({type(exc).__name__})") from None
+    payload = load_torch_file(path, "encoder file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
         raise UserError(f"{path}: not an encoder checkpoint (train one with 'invert.py train-encoder')")
     if not isinstance(payload.get("version"), int) or payload["version"] > FORMAT_VERSION:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dnnlib.util import UserError
-from torch_utils.misc import assert_shape
+from torch_utils.misc import assert_shape, load_torch_file
 
 # Backbone checkpoints as torchvision names them (ImageNet weights, IMAGENET1K_V1).
 BACKBONE_FILES = {
@@ -85,7 +85,7 @@ class LPIPS:
     def _load_backbone(model, path: str) -> None:
         # torchvision names the layers 'features.<i>.<param>'; lpips splits the same layers into
         # slices named 'slice<k>.<i>.<param>', keeping the index i.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_file(path, "LPIPS backbone weights")
         own = model.net.state_dict()
         mapped = {}
         for key in own:

@@ -39,3 +39,21 @@ def resolve_device(name: str = "auto") -> torch.device:
         from dnnlib.util import UserError
         raise UserError("--device cuda was asked for, but no CUDA device is available")
     return dev
+
+
+def load_torch_file(path: str, what: str = "file"):
+    """``torch.load(path, weights_only=True)`` on CPU with one-line ``UserError``s: missing file,
+    refused content (anything but tensors and plain data: nothing is executed), corrupt bytes."""
+    import os
+    import pickle
+    from dnnlib.util import UserError
+    if not os.path.isfile(path):
+        raise UserError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"{path}: refused or unreadable torch file (weights_only=True): "
+                        f"{str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # torch raises many kinds for corrupt files (KeyError, RuntimeError, ...)
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"{path}: corrupt or truncated {what} ({type(exc).__name__}: {detail})") from None

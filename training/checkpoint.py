@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import io
 import os
-import pickle
 import re
 import zipfile
 from typing import Any, Dict, Mapping, Optional
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from dnnlib.util import UserError, atomic_write, is_url, open_url
+from torch_utils.misc import load_torch_file
 from torch_utils.safe_pickle import ModuleRecord, UnsafePickleError, load_pickle
 
 from .discriminator import Discriminator
@@ -292,13 +292,7 @@ def load_network(path: str, device: Any = "cpu") -> Dict[str, Any]:
 
 
 def _load_torch_file(path: str) -> Dict[str, Any]:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UserError(f"{path}: refused or unreadable torch file (weights_only=True): "
-                        f"{str(exc).splitlines()[0]}") from None
-    except Exception as exc:  # torch raises many kinds for corrupt files (KeyError, RuntimeError, ...)
-        raise UserError(f"{path}: corrupt or truncated file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    payload = load_torch_file(path, "network file")
     if isinstance(payload, dict) and payload.get("format") == FORMAT_TAG:
         return _load_ours(payload, path)
     return _load_state_dict_file(payload, path)
