@@ -78,9 +78,9 @@ def _degrade_and_restore(G, outdir: str, lines: list) -> dict:
         return result
     restored_dir = os.path.join(outdir, "restored")
     results = invert_images(G, list(degraded), progress=True)
+    from inversion import apply_delta
     with torch.no_grad():
         for n, res in zip(names, results):
-            from inversion import apply_delta
             G_t = apply_delta(G, res.delta) if res.delta is not None else G
             img = G_t.synthesis(res.w[None].to(torch.float32), q=None, noise_mode="const")
             out = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from torch_utils.misc import assert_shape
-from torch_utils.ops.bias_act import POSITIVELY_HOMOGENEOUS, bias_act
+from torch_utils.ops.bias_act import ACTIVATIONS, POSITIVELY_HOMOGENEOUS, bias_act
 from torch_utils.ops.modulated_conv2d import modulated_conv2d
-from torch_utils.ops.upfirdn2d import upsample2d
+from torch_utils.ops.upfirdn2d import setup_filter, upsample2d
 
 from .degrad_block import DegradBlock
 from .discriminator import Discriminator  # noqa: F401  (re-exported: networks live here)
@@ -119,9 +119,8 @@ class SynthesisLayer(nn.Module):
         self.use_noise = use_noise
         self.activation = activation
         self.conv_clamp = conv_clamp
-        self.register_buffer("resample_filter", torch.as_tensor(_filter(resample_filter)))
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.padding = kernel_size // 2
-        from torch_utils.ops.bias_act import ACTIVATIONS
         self.act_gain = ACTIVATIONS[activation].def_gain
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -200,11 +199,6 @@ class ToRGBLayer(nn.Module):
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
 
-def _filter(f: Sequence[float]) -> torch.Tensor:
-    from torch_utils.ops.upfirdn2d import setup_filter
-    return setup_filter(f)
-
-
 # ---------------------------------------------------------------------------------------------
 # Synthesis block and network.
 
@@ -240,7 +234,7 @@ class SynthesisBlock(nn.Module):
         self.use_fp16 = use_fp16
         self.channels_last = use_fp16 and fp16_channels_last
         self.q_dim = q_dim
-        self.register_buffer("resample_filter", _filter(resample_filter))
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
         common = dict(conv_clamp=conv_clamp, channels_last=self.channels_last, **layer_kwargs)
