@@ -13,14 +13,16 @@ Image folders (PSNR/SSIM/LPIPS against ground truth, NIQE without):
 """
 from __future__ import annotations
 
+import os
+
 import click
 
-from dnnlib.util import UserError, cli_main
+from dnnlib.util import cli_main
 from metrics.network_metrics import run_generator_metrics
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--network", metavar="FILE", help="Network file (our checkpoint or an official pickle).")
+@click.option("--network", metavar="FILE", help="Network file (our checkpoint or an official pickle) [default: the shipped model].")
 @click.option("--metrics", default="fid50k_full", show_default=True, metavar="LIST",
               help="Comma-separated metric names, e.g. fid50k_full,fid50k_degraded_full,kid50k_full,swd16k "
                    "(counted variants like fid2k_full, swd2k_degraded also work).")
@@ -30,7 +32,7 @@ from metrics.network_metrics import run_generator_metrics
                    "torch-fidelity .pth; default: the usual cache locations. 'random' = tiny test net (debug).")
 @click.option("--inception-resize", type=click.Choice(["auto", "tf1", "torch"]), default="auto", show_default=True,
               help="Resize to 299 for state-dict Inception files (auto: as the publishing tool does).")
-@click.option("--outdir", metavar="DIR", help="Where metric-<name>.jsonl goes (default: beside the network).")
+@click.option("--outdir", metavar="DIR", help="Where metric-<name>.jsonl goes (default: beside the network; out/metrics for the shipped model).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--cache-dir", metavar="DIR", help="Real-statistics cache (default: ~/.cache/qc-stylegan/gan-metrics).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of z, q, labels and noise.")
@@ -45,7 +47,9 @@ def main(ctx, network, metrics, data, inception, inception_resize, outdir, devic
     if ctx.invoked_subcommand is not None:
         return
     if not network:
-        raise UserError("--network FILE is required (or use the `compare` command)")
+        from training.pretrained import default_network_path
+        network = default_network_path(announce=True)
+        outdir = outdir or os.path.join("out", "metrics")      # never write into pretrained/
     run_generator_metrics(network, metrics, data=data, inception=inception, inception_resize=inception_resize,
                           outdir=outdir, device=device, cache_dir=cache_dir, seed=seed,
                           degradation=degradation, degrade_seed=degrade_seed, progress=not quiet,

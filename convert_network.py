@@ -3,13 +3,14 @@
     python convert_network.py network-snapshot-025000.pkl ffhq256.pt
     python convert_network.py G_teacher_FFHQ.pth.tar teacher.pt
     python convert_network.py stylegan2-ffhq-256.pkl qc-init.pt --widen-q-dim 16
+    python convert_network.py runs/.../network-snapshot-000100.pt release.pt --only G_ema --note kimg=100
 
 The result loads with ``torch.load(weights_only=True)``; official pickles are read through the
 restricted unpickler and never execute code.
 """
 import click
 
-from dnnlib.util import cli_main
+from dnnlib.util import UserError, cli_main
 from training.checkpoint import convert_network
 
 
@@ -18,10 +19,20 @@ from training.checkpoint import convert_network
 @click.argument("dst")
 @click.option("--widen-q-dim", type=int, default=None,
               help="Widen a plain StyleGAN2 generator into a QC generator with this q_dim (renders the same at q=0)")
+@click.option("--only", default=None, metavar="LIST",
+              help="Keep only these networks, e.g. G_ema (a small release file) [default: all]")
+@click.option("--note", "notes", multiple=True, metavar="KEY=VALUE", help="Add KEY=VALUE to the file's metadata (repeatable)")
 @cli_main
-def main(src, dst, widen_q_dim):
+def main(src, dst, widen_q_dim, only, notes):
     """Convert SRC (official .pkl, teacher .pth.tar, or ours) to DST in our format."""
-    written = convert_network(src, dst, widen_q_dim=widen_q_dim)
+    keep = [k.strip() for k in only.split(",") if k.strip()] if only else None
+    meta = {}
+    for note in notes:
+        key, sep, value = note.partition("=")
+        if not sep or not key:
+            raise UserError(f"--note must be KEY=VALUE, got '{note}'")
+        meta[key] = value
+    written = convert_network(src, dst, widen_q_dim=widen_q_dim, only=keep, metadata=meta)
     click.echo(f"wrote {dst}: " + ", ".join(f"{k} ({v})" for k, v in written.items()))
 
 

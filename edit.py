@@ -43,8 +43,8 @@ def _floats(spec: str, what: str):
 
 def _load_G(network, device):
     from training.checkpoint import load_network
-    from training.pretrained import default_network_path
-    G = load_network(network or default_network_path(announce=True), device="cpu")["G_ema"]
+    from training.pretrained import resolve_network
+    G = load_network(resolve_network(network), device="cpu")["G_ema"]
     return G.to(device)
 
 
@@ -66,7 +66,7 @@ def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, dev
             except UserError as exc:
                 print(f"skipped {s}: {exc}", file=sys.stderr)
     E = None
-    if encoder:
+    if encoder:         # already resolved by the caller (resolve_encoder)
         from inversion.encoders import load_encoder
         E = load_encoder(encoder, device=device)
     if todo:
@@ -101,10 +101,10 @@ def cli():
 @click.option("--network", default=None, help="QC generator checkpoint [default: the shipped model].")
 @click.option("--inversions", default=None, type=click.Path(), help="invert.py output folder (or one image's folder), or seeds:RANGE.")
 @click.option("--input", "input_path", default=None, type=click.Path(), help="Images to invert first (instead of --inversions).")
-@click.option("--encoder", default=None, help="Encoder checkpoint for --input.")
+@click.option("--encoder", default=None, help="Encoder checkpoint for --input [default: the shipped encoder with the shipped model].")
 @click.option("--pti-steps", type=click.IntRange(min=0), default=None, help="PTI steps for --input [default: the inversion default].")
 @click.option("--w-steps", type=click.IntRange(min=0), default=None, help="Stage-1 steps for --input [default: the inversion default].")
-@click.option("--direction", default=None, type=click.Path(), help="Boundary / direction .npy ([1, w_dim], [w_dim] or [num_ws, w_dim]).")
+@click.option("--direction", default=None, help="Boundary / direction .npy ([1, w_dim], [w_dim] or [num_ws, w_dim]), or 'gender' (the shipped model's boundary).")
 @click.option("--sefa", type=click.IntRange(min=0), default=None, help="Use the K-th SeFa direction.")
 @click.option("--ganspace", type=click.IntRange(min=0), default=None, help="Use the K-th GANSpace component.")
 @click.option("--layers", default=None, help="w rows to edit, e.g. '0-5' [default: all].")
@@ -119,15 +119,17 @@ def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, direc
     import torch
     from inversion.applications.editing import edit_latents
     from inversion.applications.latents import load_latents
+    from training.pretrained import resolve_direction, resolve_encoder
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if (inversions is None) == (input_path is None):
         raise UserError("give exactly one of --inversions DIR or --input DIR")
     strengths = _floats(strengths, "--strengths")
     G = _load_G(network, device)
     layers = parse_range(layers) if layers is not None else None
-    d, info = _direction(G, direction, sefa, ganspace, layers, device)
+    d, info = _direction(G, resolve_direction(direction), sefa, ganspace, layers, device)
     if input_path is not None:
-        latents = _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, device)
+        latents = _latents_from_images(G, input_path, outdir, resolve_encoder(encoder, network), pti_steps,
+                                       w_steps, device)
     else:
         latents = load_latents(G, inversions, device=device)
     summary = edit_latents(G, latents, d, strengths, outdir, device=device, direction_info=info, progress=not quiet)
@@ -181,7 +183,7 @@ def degradation_cmd(network, source, reference, alphas, q_seeds, scales, outdir,
 @click.option("--network", default=None, help="QC generator checkpoint [default: the shipped model].")
 @click.option("--inversions", default=None, type=click.Path(), help="invert.py output folder of the labelled images.")
 @click.option("--input", "input_path", default=None, type=click.Path(), help="Labelled images to invert first.")
-@click.option("--encoder", default=None, help="Encoder checkpoint for --input (fast: no PTI is needed for w).")
+@click.option("--encoder", default=None, help="Encoder checkpoint for --input (fast: no PTI is needed for w) [default: the shipped one with the shipped model].")
 @click.option("--w-steps", type=click.IntRange(min=0), default=None, help="Stage-1 steps for --input.")
 @click.option("--labels", required=True, type=click.Path(), help="dataset.json ({'labels': [[file, label], ...]}) or file,label CSV.")
 @click.option("--attribute", type=int, default=None, help="Entry of vector labels to use.")
@@ -206,7 +208,8 @@ def fit_boundary_cmd(network, inversions, input_path, encoder, w_steps, labels, 
     G = _load_G(network, device)
     if input_path is not None:
         outdir = os.path.splitext(out)[0] + "-inversions-root"
-        latents = _latents_from_images(G, input_path, outdir, encoder, 0, w_steps, device)
+        from training.pretrained import resolve_encoder
+        latents = _latents_from_images(G, input_path, outdir, resolve_encoder(encoder, network), 0, w_steps, device)
     else:
         latents = load_latents(G, inversions, device=device)
     ws, ys, missing = [], [], []

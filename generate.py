@@ -1,7 +1,7 @@
 """Render sharp/degraded image pairs from a QC-StyleGAN (or plain StyleGAN2-ADA) network.
 
 Examples:
-    python generate.py --network pretrained/qc-utkface64.pt --seeds 0-7 --outdir out/gen --grid
+    python generate.py --seeds 0-7 --outdir out/gen --grid            # the shipped model
     python generate.py --network network-snapshot.pkl --seeds 1,2 --q-seeds 100 --q-scale 1.5 --outdir out
 """
 from __future__ import annotations
@@ -12,10 +12,11 @@ from dnnlib.util import UserError, cli_main, parse_range
 from torch_utils.misc import resolve_device
 from training.checkpoint import load_network
 from training.generation import DTYPES, generate_images
+from training.pretrained import resolve_network
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--network", "network_path", required=True, help="Network file: our .pt, an official .pkl, or a teacher .pth.tar")
+@click.option("--network", "network_path", default=None, help="Network file: our .pt, an official .pkl, or a teacher .pth.tar [default: the shipped model]")
 @click.option("--seeds", default=None, help="Seeds, e.g. '0-3,10' (z = RandomState(seed).randn(1, z_dim))")
 @click.option("--projected-w", default=None, help="Render saved latents instead: .npz/.npy/.pt with 'w' [N, num_ws, w_dim] (and optional 'q')")
 @click.option("--outdir", required=True, help="Output folder")
@@ -41,6 +42,7 @@ def main(network_path, seeds, projected_w, outdir, truncation_psi, truncation_cu
     if batch < 1:
         raise UserError("--batch must be >= 1")
     dev = resolve_device(device)
+    network_path = resolve_network(network_path)
     G = load_network(network_path, device=dev).get("G_ema")
     if G is None:
         raise UserError(f"{network_path}: holds no generator")

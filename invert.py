@@ -1,10 +1,12 @@
 """Invert images into a QC-StyleGAN (encoder or optimisation, then PTI), and train the encoders.
 
 Examples:
+    python invert.py run --input photos/ --outdir out/inv            # the shipped model and encoder
     python invert.py run --network qc-ffhq256.pt --encoder enc/encoder.pt --input photos/ --outdir out/inv
     python invert.py run --network qc-ffhq256.pt --input face.png --outdir out/inv --w-steps 300 --pti-steps 350
     python invert.py train-encoder --network qc-ffhq256.pt --mode synthetic --outdir enc --steps 100000
     python invert.py train-encoder --network qc-ffhq256.pt --data ffhq256.zip --mode mixed --outdir enc
+    python invert.py export-encoder enc/encoder.pt release-encoder.pt --half
 """
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ def main():
 
 
 @main.command("run")
-@click.option("--network", "network_path", required=True, help="Generator file (our .pt, official .pkl, ...)")
-@click.option("--encoder", "encoder_path", default=None, help="Encoder checkpoint from train-encoder [default: optimise w, q]")
+@click.option("--network", "network_path", default=None, help="Generator file (our .pt, official .pkl, ...) [default: the shipped model]")
+@click.option("--encoder", "encoder_path", default=None, help="Encoder checkpoint from train-encoder [default: the shipped encoder with the shipped model, else optimise w, q]")
 @click.option("--input", "input_path", required=True, help="Image file or folder (searched recursively)")
 @click.option("--outdir", required=True, help="Output folder: DIR/<name>/ per image and DIR/results.jsonl")
 @click.option("--w-steps", type=int, default=None, help="Stage-1 optimisation steps [default: 0 with --encoder, 300 without]")
@@ -56,10 +58,13 @@ def run(network_path, encoder_path, input_path, outdir, w_steps, pti_steps, w_lr
     from inversion.encoders import load_encoder
     from inversion.folder import invert_folder
     from inversion.pti import PTIOptions
+    from training.pretrained import resolve_encoder, resolve_network
     if batch < 1:
         raise UserError("--batch must be >= 1")
     parse_encoding(delta_encoding)
     dev = resolve_device(device)
+    encoder_path = resolve_encoder(encoder_path, network_path)
+    network_path = resolve_network(network_path)
     G = _load_generator(network_path, dev)
     E = load_encoder(encoder_path, device=dev) if encoder_path else None
     opts = PTIOptions(w_lr=w_lr, q_lr=q_lr, w_plus=w_plus, pti_lr=pti_lr, lpips_threshold=lpips_threshold,
@@ -126,6 +131,19 @@ def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, b
                         progress_fn=lambda s: click.echo(f"step {s['step']:<7d} loss {s['loss']:<9.4f} "
                                                          f"sec/step {s['sec_per_step']:.3f}"))
     click.echo(f"encoder: {out['encoder']} (step {out['step']})")
+
+
+@main.command("export-encoder")
+@click.argument("src")
+@click.argument("dst")
+@click.option("--half", is_flag=True, help="Store the weights as float16 (half the size; loads as float32)")
+@cli_main
+def export_encoder_cmd(src, dst, half):
+    """Write a release copy of encoder SRC to DST (no optimiser state)."""
+    import os
+    from inversion.encoders import export_encoder
+    size = export_encoder(src, dst, half=half, metadata={"exported_from": os.path.basename(src)})
+    click.echo(f"wrote {dst} ({size / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from dnnlib.util import UserError, cli_main
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--network", default=None, help="QC generator checkpoint [default: the shipped model].")
-@click.option("--encoder", default=None, help="Encoder checkpoint (w, q start; else optimisation from w_avg).")
+@click.option("--encoder", default=None, help="Encoder checkpoint (w, q start) [default: the shipped encoder with the shipped model, else optimisation from w_avg].")
 @click.option("--input", "input_path", required=True, type=click.Path(), help="Image file or folder (recursive).")
 @click.option("--outdir", required=True, type=click.Path(), help="Output folder (must differ from --input).")
 @click.option("--inversions", default=None, type=click.Path(), help="Reuse an invert.py run folder (DIR/<name>/).")
@@ -40,12 +40,13 @@ def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, 
     import torch
     from inversion.applications.restore import restore_folder
     from training.checkpoint import load_network
-    from training.pretrained import default_network_path
+    from training.pretrained import resolve_encoder, resolve_network
     from metrics.compare import format_table
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if metrics is not None and gt is None:
         raise UserError("--metrics needs --gt")
-    G = load_network(network or default_network_path(announce=True), device="cpu")["G_ema"].to(device)
+    encoder = resolve_encoder(encoder, network)
+    G = load_network(resolve_network(network), device="cpu")["G_ema"].to(device)
     E = None
     if encoder is not None:
         from inversion.encoders import load_encoder

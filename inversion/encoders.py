@@ -217,6 +217,26 @@ def read_encoder_file(path: str) -> Dict[str, Any]:
     return payload
 
 
+def export_encoder(src: str, dst: str, half: bool = False, metadata: Optional[dict] = None) -> int:
+    """Write a release copy of an encoder checkpoint: no optimiser/training state, metadata merged,
+    and with ``half`` the weights stored as float16 (BatchNorm statistics stay float32; loading
+    casts back to float32). Returns the file size in bytes."""
+    import os
+    payload = read_encoder_file(src)
+    state = payload["state_dict"]
+    if half:
+        state = {k: v.half() if v.is_floating_point() and not k.endswith(("running_mean", "running_var"))
+                 else v for k, v in state.items()}
+    out = {**payload, "state_dict": state, "training_state": None,
+           "metadata": {**dict(payload.get("metadata") or {}), **dict(metadata or {}),
+                        "weights_dtype": "float16" if half else "float32"}}
+    buf = io.BytesIO()
+    torch.save(out, buf)
+    with atomic_write(dst, "wb") as f:
+        f.write(buf.getvalue())
+    return os.path.getsize(dst)
+
+
 def load_encoder(path: str, device: Any = "cpu") -> InversionEncoder:
     """Load an encoder checkpoint, in eval mode with gradients off, on ``device``."""
     payload = read_encoder_file(path)

@@ -207,6 +207,21 @@ def test_convert_network_cli(tmp_path):
     torch.testing.assert_close(nets["G_ema"](z, c), ref(z, c), rtol=0, atol=0)
 
 
+def test_convert_network_only_keeps_the_named_networks(tmp_path):
+    from training.checkpoint import convert_network
+    src = shared_path("fixtures", "qc_stylegan", "network.pkl")
+    dst = tmp_path / "release.pt"
+    assert convert_network(src, str(dst), only=["G_ema"], metadata={"kimg": "12"}) == {"G_ema": "Generator"}
+    raw = torch.load(dst, weights_only=True)
+    assert set(raw["networks"]) == {"G_ema"} and raw["training_state"] is None
+    assert raw["metadata"]["kimg"] == "12"
+    z = torch.randn(1, 64)
+    torch.testing.assert_close(load_network(str(dst))["G_ema"](z, None), load_network(src)["G_ema"](z, None),
+                               rtol=0, atol=0)
+    with pytest.raises(UserError, match="has no G_teacher"):
+        convert_network(src, str(tmp_path / "x.pt"), only=["G_teacher"])
+
+
 def test_atomic_write_gives_umask_mode(tmp_path):
     from dnnlib.util import atomic_write
     old = os.umask(0o022)

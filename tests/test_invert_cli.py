@@ -120,3 +120,28 @@ def test_run_with_encoder_and_errors(network, tmp_path):
         args = ["run", "--network", path, "--input", str(tmp_path / "x.png"), "--outdir", str(tmp_path / "o2")] + extra
         r = CliRunner().invoke(invert.main, args)
         assert r.exit_code == 1 and "error:" in r.output and msg in r.output, r.output
+
+
+def test_export_encoder_half_drops_state_and_predicts_the_same(network, tmp_path):
+    path, G = network
+    from inversion.encoders import InversionEncoder, load_encoder, save_encoder
+    torch.manual_seed(0)
+    E = InversionEncoder.for_generator(G, width=8)
+    with torch.no_grad():
+        for p in E.parameters():
+            p.add_(0.05 * torch.randn_like(p))          # non-trivial weights
+    save_encoder(str(tmp_path / "e.pt"), E, training_state={"step": 3, "opt": {"lr": 1.0}})
+    r = _invoke(["export-encoder", str(tmp_path / "e.pt"), str(tmp_path / "r.pt"), "--half"])
+    assert r.exit_code == 0 and "MiB" in r.output, r.output
+    raw = torch.load(tmp_path / "r.pt", weights_only=True)
+    assert raw["training_state"] is None and raw["metadata"]["weights_dtype"] == "float16"
+    assert raw["state_dict"]["content.conv1.weight"].dtype == torch.float16
+    assert raw["state_dict"]["content.bn1.running_var"].dtype == torch.float32
+    assert os.path.getsize(tmp_path / "r.pt") < 0.6 * os.path.getsize(tmp_path / "e.pt")
+    E2 = load_encoder(str(tmp_path / "r.pt"))
+    assert E2.content.conv1.weight.dtype == torch.float32
+    x = torch.rand(2, G.img_channels, G.img_resolution, G.img_resolution) * 2 - 1
+    ws, q = E.eval()(x)
+    ws2, q2 = E2(x)
+    torch.testing.assert_close(ws2, ws, rtol=0, atol=2e-2)
+    torch.testing.assert_close(q2, q, rtol=0, atol=2e-2)

@@ -22,7 +22,7 @@ import io
 import os
 import re
 import zipfile
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -325,15 +325,24 @@ def widen_generator(G: Generator, q_dim: int = 16, degrad_blocks: int = 2, degra
     return G_qc.to(next(G.parameters()).device).train(G.training)
 
 
-def convert_network(src: str, dst: str, widen_q_dim: Optional[int] = None) -> Dict[str, Any]:
+def convert_network(src: str, dst: str, widen_q_dim: Optional[int] = None, only: Optional[Sequence[str]] = None,
+                    metadata: Optional[dict] = None) -> Dict[str, Any]:
     """Convert any supported network file to our format (optionally widening a plain generator
-    into a QC one with ``widen_q_dim``). Returns what was written: {name: class}."""
+    into a QC one with ``widen_q_dim``; ``only`` keeps just these networks, e.g. ``['G_ema']`` for
+    a release file; ``metadata`` is merged into the file's). Training state is never copied.
+    Returns what was written: {name: class}."""
     nets = load_network(src)
     out = {name: nets[name] for name in NETWORK_KEYS if name in nets}
+    if only:
+        missing = [name for name in only if name not in out]
+        if missing:
+            raise UserError(f"{src} has no {', '.join(missing)} (it has {', '.join(out) or 'no networks'})")
+        out = {name: out[name] for name in only}
     if widen_q_dim:
         for name in ("G", "G_ema"):
             if name in out and out[name].q_dim == 0:
                 out[name] = widen_generator(out[name], q_dim=widen_q_dim)
-    metadata = dict(nets.get("metadata") or {}, converted_from=os.path.basename(src), source=nets["source"])
+    metadata = dict(nets.get("metadata") or {}, converted_from=os.path.basename(src), source=nets["source"],
+                    **(metadata or {}))
     save_checkpoint(dst, out, training_state=None, metadata=metadata)
     return {name: type(net).__name__ for name, net in out.items()}
