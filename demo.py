@@ -1,97 +1,165 @@
-"""`make demo`: show the project's main jobs on the shipped default model, offline, on CPU.
+"""`make demo`: the project's main jobs on the shipped default model, offline, on CPU.
 
-Steps: render sharp/degraded pairs with generate's library call, degrade a few generated faces
-with the `paper` pipeline, restore them through the inversion path (when available), and write
-``demo-out/index.md`` with the images and a summary table.
+Steps, each a library call the CLIs use too:
+
+1. ``pairs/``: sharp/degraded pairs G(w, 0) / G(w, q) of ``--pairs`` seeds (generate.py);
+2. ``clean/`` -> ``degraded/``: the first ``--restore`` sharp faces degraded with the ``paper``
+   pipeline (degrade.py), so their clean originals are known;
+3. ``restored/``: blind restoration (restore.py: encoder, then ``--pti-steps`` of PTI, render
+   G(w, 0)), scored against the clean originals (PSNR, SSIM; LPIPS when its weights are cached);
+4. ``edit/``: the shipped gender boundary applied to the restored inversions with q kept (edit.py);
+5. ``overview.png`` (rows: clean, degraded, restored), ``index.md`` and ``summary.json``; the
+   summary table is printed.
+
+Rerunning reuses what is already there (each step resumes).
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import click
 import numpy as np
-import torch
 
-from dnnlib.util import atomic_write, cli_main
-from training.checkpoint import load_network
-from training.generation import generate_images
-from training.pretrained import default_network_path
+from dnnlib.util import UserError, atomic_write, cli_main
+
+DEMO_PTI_STEPS = 100     # light PTI: the encoder gives the start; keeps the demo to minutes on 2 cores
+EDIT_STRENGTHS = (-3.0, 0.0, 3.0)
+VIEW_SCALE = 2           # overview tiles are upscaled (nearest) for viewing
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--network", default=None, help="Network file (default: the shipped model)")
+@click.option("--network", default=None, help="QC generator [default: the shipped model]")
+@click.option("--encoder", default=None, help="Encoder [default: the shipped encoder with the shipped model]")
 @click.option("--outdir", default="demo-out", show_default=True)
-@click.option("--count", type=int, default=8, show_default=True, help="Pairs to render")
+@click.option("--pairs", type=click.IntRange(1, 64), default=16, show_default=True, help="Sharp/degraded pairs to render")
+@click.option("--restore", "n_restore", type=click.IntRange(1, 64), default=6, show_default=True,
+              help="Generated faces to degrade and restore")
+@click.option("--pti-steps", type=click.IntRange(min=0), default=DEMO_PTI_STEPS, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars")
 @cli_main
-def main(network, outdir, count):
-    """Run the demo."""
+def main(network, encoder, outdir, pairs, n_restore, pti_steps, quiet):
+    """Run the demo and write OUTDIR/index.md."""
+    summary = run_demo(network, encoder, outdir, pairs, n_restore, pti_steps, progress=not quiet)
+    click.echo("\n" + format_summary(summary))
+    click.echo(f"\nopen {os.path.join(outdir, 'index.md')}  ({summary['seconds']:.0f} s)")
+
+
+def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6, pti_steps: int = DEMO_PTI_STEPS,
+             progress: bool = True) -> dict:
+    """Run every step (module docstring); returns the summary written to ``summary.json``."""
+    import torch
+    from degradations.folder import degrade_folder
+    from dnnlib.image_io import read_image
+    from inversion.applications.restore import restore_folder
+    from inversion.encoders import load_encoder
+    from training.checkpoint import load_network
+    from training.generation import generate_images, make_grid, save_png
+    from training.pretrained import BOUNDARIES, resolve_encoder, resolve_network
+
     t0 = time.time()
-    network = network or default_network_path(announce=True, allow_fixture=True)
-    G = load_network(network)["G_ema"]
+    torch.set_grad_enabled(True)
+    encoder = resolve_encoder(encoder, network)
+    network = resolve_network(network)
+    G = load_network(network, device="cpu")["G_ema"].eval()
+    if G.q_dim == 0:
+        raise UserError(f"{network} is a plain StyleGAN2 (q_dim = 0); the demo needs a QC generator")
+    E = load_encoder(encoder) if encoder else None
     os.makedirs(outdir, exist_ok=True)
+    d = {k: os.path.join(outdir, k) for k in ("pairs", "clean", "degraded", "restored", "edit")}
 
-    pairs_dir = os.path.join(outdir, "pairs")
-    generate_images(G, pairs_dir, seeds=list(range(count)), grid=True, progress=True)
+    # 1. Pairs.
+    generate_images(G, d["pairs"], seeds=list(range(pairs)), grid=True, progress=progress)
+    # 2. Known clean faces, degraded with the paper's random mixture.
+    n_restore = min(n_restore, pairs)
+    names = [f"seed{s:04d}.png" for s in range(n_restore)]
+    os.makedirs(d["clean"], exist_ok=True)
+    for n in names:
+        if not os.path.isfile(os.path.join(d["clean"], n)):
+            shutil.copyfile(os.path.join(d["pairs"], n), os.path.join(d["clean"], n))
+    degrade_folder(d["clean"], d["degraded"], "paper", seed=0, progress=progress)
+    # 3. Restoration, scored against the clean originals.
+    metrics = ["psnr", "ssim"] + (["lpips"] if lpips_available() else [])
+    rs = restore_folder(G, d["degraded"], d["restored"], encoder=E, gt=d["clean"], compare=True,
+                        keep_inversions=True, metrics=metrics, pti_steps=pti_steps, progress=progress)
+    # 4. Editing with the degradation kept.
+    edited = []
+    if os.path.isfile(BOUNDARIES["gender"]):
+        from inversion.applications.directions import get_direction
+        from inversion.applications.editing import edit_latents
+        from inversion.applications.latents import load_latents
+        direction = get_direction(G, "boundary", BOUNDARIES["gender"])
+        latents = load_latents(G, os.path.join(d["restored"], "inversions"))
+        edit_latents(G, latents, direction, EDIT_STRENGTHS, d["edit"], progress=progress,
+                     direction_info={"kind": "boundary", "arg": "gender (shipped)"})
+        edited = [lat.name for lat in latents]
+    # 5. Overview and index.
+    rows = [[read_image(os.path.join(d[k], n)) for n in names] for k in ("clean", "degraded", "restored")]
+    tiles = [np.kron(im, np.ones((VIEW_SCALE, VIEW_SCALE, 1), np.uint8)) for row in rows for im in row]
+    save_png(os.path.join(outdir, "overview.png"), make_grid(tiles, len(names)))
 
-    lines = ["# QC-StyleGAN demo", "", f"Network: `{network}`", "",
-             "## Generated sharp / degraded pairs (q = 0 / q ~ N(0, I))", "",
-             "![pairs](pairs/grid.png)", ""]
-    summary = {"network": network, "pairs": count}
-    if G.q_dim > 0:
-        summary.update(_degrade_and_restore(G, outdir, lines))
-    summary["seconds"] = round(time.time() - t0, 1)
-    with atomic_write(os.path.join(outdir, "index.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    summary = {"network": os.path.relpath(network), "encoder": os.path.relpath(encoder) if encoder else None,
+               "pairs": pairs, "restored": n_restore, "pti_steps": pti_steps,
+               "metrics": rs.get("metrics", {}), "lpips": "lpips" in metrics,
+               "niqe": f"not reported: NIQE needs images of at least 96x96 pixels; these are "
+                       f"{G.img_resolution}x{G.img_resolution}",
+               "edited": len(edited), "seconds": round(time.time() - t0, 1)}
     with atomic_write(os.path.join(outdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    click.echo(json.dumps(summary, indent=2))
-    click.echo(f"open {os.path.join(outdir, 'index.md')}")
+        f.write("\n")
+    with atomic_write(os.path.join(outdir, "index.md"), "w") as f:
+        f.write(_index(summary, names, edited))
+    return summary
 
 
-def _degrade_and_restore(G, outdir: str, lines: list) -> dict:
-    """Degrade generated sharp faces with the paper pipeline and restore them."""
-    from degradations import build_pipeline
-    from dnnlib.image_io import read_image, write_image
-    from metrics.image_metrics import psnr, ssim
-
-    pairs_dir = os.path.join(outdir, "pairs")
-    names = sorted(f for f in os.listdir(pairs_dir) if f.endswith(".png") and "_degraded" not in f
-                   and f != "grid.png")[:4]
-    clean = np.stack([read_image(os.path.join(pairs_dir, n)) for n in names])        # [N, H, W, 3]
-    pipe = build_pipeline("paper", resolution=G.img_resolution)
-    x = torch.from_numpy(clean).permute(0, 3, 1, 2).float()
-    y, records = pipe(x, generator=torch.Generator().manual_seed(0))
-    degraded = y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    deg_dir = os.path.join(outdir, "degraded")
-    for n, im in zip(names, degraded):
-        write_image(os.path.join(deg_dir, n), im)
-    result = {"degraded_psnr": float(np.mean([psnr(d, c) for d, c in zip(degraded, clean)])),
-              "degraded_ssim": float(np.mean([ssim(d, c) for d, c in zip(degraded, clean)]))}
-    lines += ["## Real degradations (`paper` pipeline) of generated faces", ""]
-    lines += [f"![{n}](degraded/{n})" for n in names] + [""]
+def lpips_available() -> bool:
+    """Whether LPIPS's AlexNet backbone is in the torch hub cache (nothing is downloaded)."""
+    from metrics.lpips_metric import backbone_path
     try:
-        from inversion import invert_images
-    except ImportError:
-        lines += ["(restoration: the inversion package is not available in this checkout)", ""]
-        return result
-    restored_dir = os.path.join(outdir, "restored")
-    results = invert_images(G, list(degraded), progress=True)
-    from inversion import apply_delta
-    with torch.no_grad():
-        for n, res in zip(names, results):
-            G_t = apply_delta(G, res.delta) if res.delta is not None else G
-            img = G_t.synthesis(res.w[None].to(torch.float32), q=None, noise_mode="const")
-            out = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
-            write_image(os.path.join(restored_dir, n), out)
-    restored = np.stack([read_image(os.path.join(restored_dir, n)) for n in names])
-    result.update(restored_psnr=float(np.mean([psnr(r, c) for r, c in zip(restored, clean)])),
-                  restored_ssim=float(np.mean([ssim(r, c) for r, c in zip(restored, clean)])))
-    lines += ["## Restored (invert, render with q = 0)", ""]
-    lines += [f"![{n}](restored/{n})" for n in names] + [""]
-    return result
+        backbone_path("alex")
+        return True
+    except UserError:
+        return False
+
+
+def format_summary(summary: dict) -> str:
+    """Markdown table: PSNR / SSIM (/ LPIPS) of the degraded inputs and the restorations vs clean."""
+    names = ["psnr", "ssim"] + (["lpips"] if summary["lpips"] else [])
+    heads = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓"}
+    lines = ["| vs clean original | " + " | ".join(heads[n] for n in names) + " |",
+             "|---|" + "---:|" * len(names)]
+    for kind, label in (("input", "degraded (input)"), ("restored", "restored")):
+        vals = summary["metrics"].get(kind, {})
+        cells = [f"{vals[n]['mean']:.3f}" if vals.get(n, {}).get("mean") is not None else "-" for n in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    notes = [f"{summary['restored']} generated faces, `paper` degradations, restored with "
+             f"{'the encoder + ' if summary['encoder'] else ''}{summary['pti_steps']} PTI steps."]
+    if not summary["lpips"]:
+        notes.append("LPIPS: not reported (AlexNet weights alexnet-owt-7be5be79.pth are not in the torch hub cache).")
+    notes.append(f"NIQE: {summary['niqe']}.")
+    return "\n".join(lines + [""] + notes)
+
+
+def _img(path: str, width: int) -> str:
+    return f'<img src="{path}" width="{width}">'
+
+
+def _index(summary: dict, names, edited) -> str:
+    out = ["# QC-StyleGAN demo", "",
+           f"Network `{summary['network']}`, encoder `{summary['encoder']}`; {summary['seconds']:.0f} s.", "",
+           "## Sharp / degraded pairs: G(w, 0) and G(w, q), q ~ N(0, I)", "", _img("pairs/grid.png", 512), "",
+           "## Restoration of degraded generated faces", "",
+           "Rows: clean original, `paper` degradation, restored G(w, 0) of its inversion.", "",
+           _img("overview.png", 96 * len(names)), "", format_summary(summary), "",
+           "Per image: `restored/restore.jsonl`; side by side (input | restored | original): `restored/compare/`.", ""]
+    if edited:
+        out += ["## Editing with the degradation kept (gender boundary)", "",
+                f"Strengths {', '.join(f'{a:+g}' for a in EDIT_STRENGTHS)}; top row G(w + αn, q), bottom row G(w + αn, 0).", ""]
+        out += [_img(f"edit/{n}/grid.png", 3 * 64 * VIEW_SCALE) for n in edited] + [""]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
-    main()
+    main()  # pylint: disable=no-value-for-parameter
