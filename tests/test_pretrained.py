@@ -1,0 +1,130 @@
+"""The shipped default model (pretrained/): loads safely, renders faces, and its parts fit together."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from training import pretrained
+from training.checkpoint import load_network
+from training.generation import to_uint8
+
+
+@pytest.fixture(scope="module")
+def G():
+    return load_network(pretrained.DEFAULT_NETWORK)["G_ema"].eval()
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return load_network(pretrained.DEFAULT_TEACHER)["G_ema"].eval()
+
+
+def _render(G, seeds, q_scale=1.0):
+    z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds])).float()
+    q = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.q_dim) for s in seeds])).float() * q_scale \
+        if G.q_dim else None
+    with torch.no_grad():
+        ws = G.mapping(z, None)
+        sharp = G.synthesis(ws, q=None, noise_mode="const")
+        degraded = G.synthesis(ws, q=q, noise_mode="const") if q is not None else None
+    return ws, sharp, degraded
+
+
+def _psnr(a, b):
+    mse = float(((a.clamp(-1, 1) - b.clamp(-1, 1)) ** 2).mean()) / 4      # [-1, 1] -> [0, 1]
+    return 10 * np.log10(1 / mse)
+
+
+def test_release_files_are_plain_data_and_small():
+    for path in (pretrained.DEFAULT_NETWORK, pretrained.DEFAULT_TEACHER):
+        raw = torch.load(path, weights_only=True)
+        assert set(raw["networks"]) == {"G_ema"} and raw["training_state"] is None
+        assert os.path.getsize(path) < 30 * 2**20
+    enc = torch.load(pretrained.DEFAULT_ENCODER, weights_only=True)
+    assert enc["training_state"] is None and os.path.getsize(pretrained.DEFAULT_ENCODER) < 30 * 2**20
+    assert np.load(pretrained.BOUNDARIES["gender"], allow_pickle=False).shape == (1, 256)
+
+
+def test_shipped_generator_renders_varied_faces(G):
+    assert (G.q_dim, G.img_resolution, G.img_channels) == (16, 64, 3)
+    _, sharp, degraded = _render(G, range(8))
+    assert sharp.shape == (8, 3, 64, 64) and torch.isfinite(sharp).all() and torch.isfinite(degraded).all()
+    img = to_uint8(sharp).astype(np.float64)                     # [N, H, W, 3]
+    assert 60 < img.mean() < 200                                 # exposed like photographs
+    assert img.std(axis=(1, 2, 3)).min() > 20                    # no flat images
+    assert img.mean(axis=(1, 2, 3)).std() > 3 or img.std(axis=0).mean() > 20   # the seeds differ
+    # The degraded companion differs from the sharp image, and more so with a larger q.
+    d1 = float((degraded - sharp).abs().mean())
+    _, _, degraded2 = _render(G, range(8), q_scale=2.0)
+    assert 0.01 < d1 < float((degraded2 - sharp).abs().mean())
+
+
+def test_shipped_generator_keeps_close_to_its_teacher(G, teacher):
+    """QC fine-tuning distils the teacher's features (lambda_KD = 3): at q = 0 the QC generator
+    renders nearly the teacher's image for the same w (the top blocks also train against D, so
+    not exactly); another w's image is far less alike."""
+    assert teacher.q_dim == 0 and teacher.num_ws == G.num_ws
+    ws, sharp, _ = _render(G, range(8))
+    with torch.no_grad():
+        ref = teacher.synthesis(ws, noise_mode="const")
+    same, other = _psnr(sharp, ref), _psnr(sharp, ref.roll(1, dims=0))
+    assert same > 17 and same > other + 5, (same, other)
+
+
+def test_shipped_encoder_inverts_the_models_own_images(G):
+    from inversion.encoders import load_encoder
+    E = load_encoder(pretrained.DEFAULT_ENCODER)
+    E.check_generator(G)
+    _, sharp, degraded = _render(G, range(100, 108))
+    with torch.no_grad():
+        ws, q = E(degraded)
+        rec = G.synthesis(ws, q=q, noise_mode="const")
+        avg = G.synthesis(G.mapping.w_avg.expand(8, G.num_ws, -1), q=None, noise_mode="const")
+    assert _psnr(rec, degraded) > _psnr(avg, degraded) + 3     # far better than the average face
+
+
+def test_gender_boundary_reports_held_out_accuracy():
+    info = json.load(open(os.path.splitext(pretrained.BOUNDARIES["gender"])[0] + ".json"))
+    assert info["test_accuracy"] > 0.65 and info["test_accuracy"] > info["chance"] + 0.1
+    assert info["n_test"] >= 500
+
+
+def test_resolvers():
+    assert pretrained.resolve_network(None, announce=False) == pretrained.DEFAULT_NETWORK
+    assert pretrained.resolve_network("x.pt") == "x.pt"
+    assert pretrained.resolve_encoder(None, None, announce=False) == pretrained.DEFAULT_ENCODER
+    assert pretrained.resolve_encoder(None, pretrained.DEFAULT_NETWORK, announce=False) == pretrained.DEFAULT_ENCODER
+    assert pretrained.resolve_encoder(None, "other.pt") is None          # never pair it with another model
+    assert pretrained.resolve_encoder("e.pt", None) == "e.pt"
+    assert pretrained.resolve_direction("gender") == pretrained.BOUNDARIES["gender"]
+    assert pretrained.resolve_direction("smile.npy") == "smile.npy"
+
+
+def test_generate_without_network_uses_the_shipped_model(tmp_path):
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "generate.py"), "--seeds", "0-1", "--outdir",
+                          str(tmp_path), "--device", "cpu"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "--network not given: using the shipped pretrained/qc-utkface64.pt" in res.stderr
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".png")) == [
+        "seed0000.png", "seed0000_degraded.png", "seed0001.png", "seed0001_degraded.png"]
+
+
+def test_demo_runs_every_step(tmp_path):
+    import demo
+    out = str(tmp_path / "demo")
+    s = demo.run_demo(None, None, out, pairs=2, n_restore=2, pti_steps=2, w_steps=2, progress=False)
+    assert s["network"].endswith("qc-utkface64.pt") and s["encoder"].endswith("encoder.pt")
+    for kind in ("input", "restored"):
+        for m in ("psnr", "ssim"):
+            assert np.isfinite(s["metrics"][kind][m]["mean"]) and s["metrics"][kind][m]["n"] == 2
+    assert "96x96" in s["niqe"] and s["edited"] == 2
+    for rel in ("pairs/grid.png", "degraded/seed0000.png", "restored/seed0001.png", "overview.png",
+                "edit/seed0000/grid.png", "summary.json"):
+        assert os.path.isfile(os.path.join(out, rel)), rel
+    index = open(os.path.join(out, "index.md")).read()
+    assert "overview.png" in index and "| restored |" in index and "edit/seed0001/grid.png" in index
