@@ -5,8 +5,9 @@ Steps, each a library call the CLIs use too:
 1. ``pairs/``: sharp/degraded pairs G(w, 0) / G(w, q) of ``--pairs`` seeds (generate.py);
 2. ``clean/`` -> ``degraded/``: the first ``--restore`` sharp faces degraded with the ``paper``
    pipeline (degrade.py), so their clean originals are known;
-3. ``restored/``: blind restoration (restore.py: encoder, then ``--pti-steps`` of PTI, render
-   G(w, 0)), scored against the clean originals (PSNR, SSIM; LPIPS when its weights are cached);
+3. ``restored/``: blind restoration (restore.py: encoder, ``--w-steps`` refining its (w, q), then
+   ``--pti-steps`` of PTI, render G(w, 0)), scored against the clean originals (PSNR, SSIM; LPIPS
+   when its weights are cached);
 4. ``edit/``: the shipped gender boundary applied to the restored inversions with q kept (edit.py);
 5. ``overview.png`` (rows: clean, degraded, restored), ``index.md`` and ``summary.json``; the
    summary table is printed.
@@ -25,7 +26,8 @@ import numpy as np
 
 from dnnlib.util import UserError, atomic_write, cli_main
 
-DEMO_PTI_STEPS = 100     # light PTI: the encoder gives the start; keeps the demo to minutes on 2 cores
+DEMO_PTI_STEPS = 50      # light PTI: the encoder gives the start; keeps the demo to minutes on 2 cores
+DEMO_W_STEPS = 50         # stage-1 refinement of the encoder's (w, q): the shipped q head is weakly trained
 EDIT_STRENGTHS = (-3.0, 0.0, 3.0)
 VIEW_SCALE = 2           # overview tiles are upscaled (nearest) for viewing
 
@@ -37,18 +39,20 @@ VIEW_SCALE = 2           # overview tiles are upscaled (nearest) for viewing
 @click.option("--pairs", type=click.IntRange(1, 64), default=16, show_default=True, help="Sharp/degraded pairs to render")
 @click.option("--restore", "n_restore", type=click.IntRange(1, 64), default=6, show_default=True,
               help="Generated faces to degrade and restore")
+@click.option("--w-steps", type=click.IntRange(min=0), default=DEMO_W_STEPS, show_default=True,
+              help="Stage-1 steps refining the encoder's (w, q)")
 @click.option("--pti-steps", type=click.IntRange(min=0), default=DEMO_PTI_STEPS, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars")
 @cli_main
-def main(network, encoder, outdir, pairs, n_restore, pti_steps, quiet):
+def main(network, encoder, outdir, pairs, n_restore, w_steps, pti_steps, quiet):
     """Run the demo and write OUTDIR/index.md."""
-    summary = run_demo(network, encoder, outdir, pairs, n_restore, pti_steps, progress=not quiet)
+    summary = run_demo(network, encoder, outdir, pairs, n_restore, pti_steps, w_steps, progress=not quiet)
     click.echo("\n" + format_summary(summary))
     click.echo(f"\nopen {os.path.join(outdir, 'index.md')}  ({summary['seconds']:.0f} s)")
 
 
 def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6, pti_steps: int = DEMO_PTI_STEPS,
-             progress: bool = True) -> dict:
+             w_steps: int = DEMO_W_STEPS, progress: bool = True) -> dict:
     """Run every step (module docstring); returns the summary written to ``summary.json``."""
     import torch
     from degradations.folder import degrade_folder
@@ -83,7 +87,8 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     # 3. Restoration, scored against the clean originals.
     metrics = ["psnr", "ssim"] + (["lpips"] if lpips_available() else [])
     rs = restore_folder(G, d["degraded"], d["restored"], encoder=E, gt=d["clean"], compare=True,
-                        keep_inversions=True, metrics=metrics, pti_steps=pti_steps, progress=progress)
+                        keep_inversions=True, metrics=metrics, pti_steps=pti_steps, w_steps=w_steps,
+                        progress=progress)
     # 4. Editing with the degradation kept.
     edited = []
     if os.path.isfile(BOUNDARIES["gender"]):
@@ -101,7 +106,7 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     save_png(os.path.join(outdir, "overview.png"), make_grid(tiles, len(names)))
 
     summary = {"network": os.path.relpath(network), "encoder": os.path.relpath(encoder) if encoder else None,
-               "pairs": pairs, "restored": n_restore, "pti_steps": pti_steps,
+               "pairs": pairs, "restored": n_restore, "w_steps": w_steps, "pti_steps": pti_steps,
                "metrics": rs.get("metrics", {}), "lpips": "lpips" in metrics,
                "niqe": f"not reported: NIQE needs images of at least 96x96 pixels; these are "
                        f"{G.img_resolution}x{G.img_resolution}",
@@ -135,7 +140,8 @@ def format_summary(summary: dict) -> str:
         cells = [f"{vals[n]['mean']:.3f}" if vals.get(n, {}).get("mean") is not None else "-" for n in names]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     notes = [f"{summary['restored']} generated faces, `paper` degradations, restored with "
-             f"{'the encoder + ' if summary['encoder'] else ''}{summary['pti_steps']} PTI steps."]
+             f"{'the encoder + ' if summary['encoder'] else ''}{summary['w_steps']} stage-1 steps + "
+             f"{summary['pti_steps']} PTI steps."]
     if not summary["lpips"]:
         notes.append("LPIPS: not reported (AlexNet weights alexnet-owt-7be5be79.pth are not in the torch hub cache).")
     notes.append(f"NIQE: {summary['niqe']}.")

@@ -67,8 +67,10 @@ def test_cli_generator_metrics_on_fixture_network(faces32, tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    res = run_cli("--metrics", "fid2k_full")
-    assert res.returncode == 1 and res.stderr.strip().startswith("error: --network") and "Traceback" not in res.stderr
+    res = run_cli("--metrics", "fid2k_full")      # no --network: the shipped model, announced; no --data
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert lines[0].startswith("--network not given: using the shipped") and lines[-1].startswith("error: pass --data")
     res = run_cli("--network", str(tmp_path / "missing.pkl"))
     assert res.returncode == 1 and res.stderr.startswith("error:") and "missing.pkl" in res.stderr
 

@@ -82,7 +82,8 @@ def test_generate_from_projected_w(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--network", "/no/such/file.pkl", "--seeds", "1"], "not found"),
     (["--network", "https://example.invalid/net.pkl", "--seeds", "1"], "not available offline"),
-    (["--seeds", "1"], None),
+    (["--seeds", "1", "--batch", "0"], "--batch must be >= 1"),
+    (["--network", "/no/such/file.pkl"], "exactly one of --seeds"),
 ])
 def test_generate_bad_input_is_one_clean_line(tmp_path, args, needle):
     res = _run(*args, "--outdir", str(tmp_path / "x"))
