@@ -2,7 +2,7 @@
 
     python benchmarks/bench_generate.py                       # paper256-size QC generator, CPU
     python benchmarks/bench_generate.py --dtype bfloat16 --batch 8
-    python benchmarks/bench_generate.py --network pretrained/qc-utkface64.pt
+    python benchmarks/bench_generate.py --network pretrained/qc-faces64.pt
 
 Runs the same call generate.py makes (``render_batch``: mapping, then a sharp/degraded pair
 sharing the trunk) on random weights of the chosen size; prints one JSON line per setting.

@@ -109,7 +109,7 @@ def test_generate_without_network_uses_the_shipped_model(tmp_path):
     res = subprocess.run([sys.executable, os.path.join(ROOT, "generate.py"), "--seeds", "0-1", "--outdir",
                           str(tmp_path), "--device", "cpu"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr
-    assert "--network not given: using the shipped pretrained/qc-utkface64.pt" in res.stderr
+    assert "--network not given: using the shipped pretrained/qc-faces64.pt" in res.stderr
     assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".png")) == [
         "seed0000.png", "seed0000_degraded.png", "seed0001.png", "seed0001_degraded.png"]
 
@@ -118,7 +118,7 @@ def test_demo_runs_every_step(tmp_path):
     import demo
     out = str(tmp_path / "demo")
     s = demo.run_demo(None, None, out, pairs=2, n_restore=2, pti_steps=2, w_steps=2, progress=False)
-    assert s["network"].endswith("qc-utkface64.pt") and s["encoder"].endswith("encoder.pt")
+    assert s["network"].endswith("qc-faces64.pt") and s["encoder"].endswith("encoder.pt")
     for kind in ("input", "restored"):
         for m in ("psnr", "ssim"):
             assert np.isfinite(s["metrics"][kind][m]["mean"]) and s["metrics"][kind][m]["n"] == 2

@@ -15,10 +15,10 @@ from dnnlib.util import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED_DIR = os.path.join(ROOT, "pretrained")
-DEFAULT_NETWORK = os.path.join(PRETRAINED_DIR, "qc-utkface64.pt")             # QC generator (G_ema)
-DEFAULT_TEACHER = os.path.join(PRETRAINED_DIR, "stylegan2-utkface64.pt")      # its plain StyleGAN2 teacher
-DEFAULT_ENCODER = os.path.join(PRETRAINED_DIR, "qc-utkface64-encoder.pt")     # w/q encoders for it
-BOUNDARIES = {"gender": os.path.join(PRETRAINED_DIR, "qc-utkface64-gender.npy")}   # InterfaceGAN normals
+DEFAULT_NETWORK = os.path.join(PRETRAINED_DIR, "qc-faces64.pt")             # QC generator (G_ema)
+DEFAULT_TEACHER = os.path.join(PRETRAINED_DIR, "stylegan2-faces64.pt")      # its plain StyleGAN2 teacher
+DEFAULT_ENCODER = os.path.join(PRETRAINED_DIR, "qc-faces64-encoder.pt")     # w/q encoders for it
+BOUNDARIES = {"gender": os.path.join(PRETRAINED_DIR, "qc-faces64-gender.npy")}   # InterfaceGAN normals
 
 
 def _announce(what: str, path: str) -> None:
