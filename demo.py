@@ -54,7 +54,6 @@ def main(network, encoder, outdir, pairs, n_restore, w_steps, pti_steps, quiet):
 def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6, pti_steps: int = DEMO_PTI_STEPS,
              w_steps: int = DEMO_W_STEPS, progress: bool = True) -> dict:
     """Run every step (module docstring); returns the summary written to ``summary.json``."""
-    import torch
     from degradations.folder import degrade_folder
     from dnnlib.image_io import read_image
     from inversion.applications.restore import restore_folder
@@ -64,7 +63,6 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     from training.pretrained import BOUNDARIES, resolve_encoder, resolve_network
 
     t0 = time.time()
-    torch.set_grad_enabled(True)
     encoder = resolve_encoder(encoder, network)
     network = resolve_network(network)
     G = load_network(network, device="cpu")["G_ema"].eval()
