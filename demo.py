@@ -8,7 +8,8 @@ Steps, each a library call the CLIs use too:
 3. ``restored/``: blind restoration (restore.py: encoder, ``--w-steps`` refining its (w, q), then
    ``--pti-steps`` of PTI, render G(w, 0)), scored against the clean originals (PSNR, SSIM; LPIPS
    when its weights are cached);
-4. ``edit/``: the shipped gender boundary applied to the restored inversions with q kept (edit.py);
+4. ``edit/``: the shipped gender boundary applied to the restored inversions with q kept (edit.py;
+   with the shipped model only: the boundary belongs to its W space);
 5. ``overview.png`` (rows: clean, degraded, restored), ``index.md`` and ``summary.json``; the
    summary table is printed.
 
@@ -60,10 +61,11 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     from inversion.encoders import load_encoder
     from training.checkpoint import load_network
     from training.generation import generate_images, make_grid, save_png
-    from training.pretrained import BOUNDARIES, resolve_encoder, resolve_network
+    from training.pretrained import BOUNDARIES, is_shipped, resolve_encoder, resolve_network
 
     t0 = time.time()
     encoder = resolve_encoder(encoder, network)
+    shipped = is_shipped(network)
     network = resolve_network(network)
     G = load_network(network, device="cpu")["G_ema"].eval()
     if G.q_dim == 0:
@@ -87,9 +89,9 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     rs = restore_folder(G, d["degraded"], d["restored"], encoder=E, gt=d["clean"], compare=True,
                         keep_inversions=True, metrics=metrics, pti_steps=pti_steps, w_steps=w_steps,
                         progress=progress)
-    # 4. Editing with the degradation kept.
+    # 4. Editing with the degradation kept (the shipped boundary lives in the shipped model's W).
     edited = []
-    if os.path.isfile(BOUNDARIES["gender"]):
+    if shipped:
         from inversion.applications.directions import get_direction
         from inversion.applications.editing import edit_latents
         from inversion.applications.latents import load_latents

@@ -11,7 +11,8 @@ import torch
 from conftest import ROOT
 from training import pretrained
 from training.checkpoint import load_network
-from training.generation import to_uint8
+from metrics.image_metrics import psnr
+from training.generation import seed_to_q, seed_to_z, to_uint8
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,8 @@ def teacher():
 
 
 def _render(G, seeds, q_scale=1.0):
-    z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds])).float()
-    q = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.q_dim) for s in seeds])).float() * q_scale \
+    z = torch.from_numpy(np.concatenate([seed_to_z(s, G.z_dim) for s in seeds])).float()
+    q = torch.from_numpy(np.concatenate([seed_to_q(s, G.q_dim) for s in seeds])).float() * q_scale \
         if G.q_dim else None
     with torch.no_grad():
         ws = G.mapping(z, None)
@@ -36,8 +37,8 @@ def _render(G, seeds, q_scale=1.0):
 
 
 def _psnr(a, b):
-    mse = float(((a.clamp(-1, 1) - b.clamp(-1, 1)) ** 2).mean()) / 4      # [-1, 1] -> [0, 1]
-    return 10 * np.log10(1 / mse)
+    """Mean PSNR (dB) over two image batches [N, C, H, W] in [-1, 1], as uint8 pictures."""
+    return float(np.mean([psnr(x, y) for x, y in zip(to_uint8(a), to_uint8(b))]))
 
 
 def test_release_files_are_plain_data_and_small():
@@ -101,6 +102,8 @@ def test_resolvers():
     assert pretrained.resolve_encoder(None, pretrained.DEFAULT_NETWORK, announce=False) == pretrained.DEFAULT_ENCODER
     assert pretrained.resolve_encoder(None, "other.pt") is None          # never pair it with another model
     assert pretrained.resolve_encoder("e.pt", None) == "e.pt"
+    assert pretrained.is_shipped(None) and pretrained.is_shipped(os.path.relpath(pretrained.DEFAULT_NETWORK))
+    assert not pretrained.is_shipped(pretrained.DEFAULT_TEACHER)
     assert pretrained.resolve_direction("gender") == pretrained.BOUNDARIES["gender"]
     assert pretrained.resolve_direction("smile.npy") == "smile.npy"
 

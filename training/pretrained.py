@@ -40,13 +40,18 @@ def resolve_network(network: Optional[str], announce: bool = True) -> str:
     return network if network else default_network_path(announce)
 
 
+def is_shipped(network: Optional[str]) -> bool:
+    """Whether ``network`` (None = omitted) means the shipped QC generator: the shipped encoder and
+    boundaries belong to its W space and are used with it only."""
+    return not network or os.path.abspath(network) == os.path.abspath(DEFAULT_NETWORK)
+
+
 def resolve_encoder(encoder: Optional[str], network: Optional[str], announce: bool = True) -> Optional[str]:
     """``encoder`` when given; else the shipped encoder when ``network`` is the shipped model (or
     omitted) and the file exists; else None (inversion then optimises from w_avg)."""
     if encoder:
         return encoder
-    shipped = not network or os.path.abspath(network) == os.path.abspath(DEFAULT_NETWORK)
-    if shipped and os.path.isfile(DEFAULT_ENCODER):
+    if is_shipped(network) and os.path.isfile(DEFAULT_ENCODER):
         if announce:
             _announce("--encoder", DEFAULT_ENCODER)
         return DEFAULT_ENCODER
