@@ -60,6 +60,7 @@ class ImageDataset(torch.utils.data.Dataset):
                  ):
         self._path = os.fspath(path)
         self._zipfile: Optional[zipfile.ZipFile] = None
+        self._zipfile_pid: Optional[int] = None     # process that opened _zipfile
         if os.path.isdir(self._path):
             self._type = "dir"
             names = []
@@ -110,12 +111,24 @@ class ImageDataset(torch.utils.data.Dataset):
         self._raw_labels = self._load_raw_labels() if use_labels else None
         self.label_dim = 0 if self._raw_labels is None else int(self._raw_labels.shape[1])
         self.has_labels = self.label_dim > 0
+        # No handle outlives the constructor: DataLoader workers fork later and would share it.
+        self.close()
 
     # -----------------------------------------------------------------------------------------
     def _get_zipfile(self) -> zipfile.ZipFile:
+        """This process's own handle of the archive.
+
+        A handle inherited through ``fork`` (DataLoader workers) shares one file offset with the
+        parent and its siblings, so concurrent reads interleave (``Bad CRC-32``). Such a handle
+        is never read: it is dropped (closing this process's descriptor leaves the parent's
+        alone) and the archive is reopened, keyed by pid.
+        """
         assert self._type == "zip"
+        if self._zipfile is not None and self._zipfile_pid != os.getpid():
+            self._zipfile = None   # inherited through fork: never read from it
         if self._zipfile is None:
             self._zipfile = zipfile.ZipFile(self._path)
+            self._zipfile_pid = os.getpid()
         return self._zipfile
 
     def _open_file(self, name: str):
@@ -124,13 +137,15 @@ class ImageDataset(torch.utils.data.Dataset):
         return self._get_zipfile().open(name, "r")
 
     def __getstate__(self):
-        # ZipFile handles do not pickle; each DataLoader worker reopens the archive.
-        return dict(self.__dict__, _zipfile=None)
+        # ZipFile handles do not pickle; each spawned worker reopens the archive.
+        return dict(self.__dict__, _zipfile=None, _zipfile_pid=None)
 
     def close(self) -> None:
-        if self._zipfile is not None:
+        """Close this process's handle (an inherited one is only dropped)."""
+        if self._zipfile is not None and self._zipfile_pid == os.getpid():
             self._zipfile.close()
-            self._zipfile = None
+        self._zipfile = None
+        self._zipfile_pid = None
 
     def __del__(self):
         try:
