@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_path
+from conftest import assert_close_scaled, shared_path
 from dnnlib.util import UserError
 from torch_utils.safe_pickle import load_pickle
 from training.checkpoint import (infer_generator_kwargs, load_network, save_checkpoint,
@@ -81,7 +81,7 @@ def test_persistent_record_source_is_never_executed(tmp_path, monkeypatch):
     assert src.encode() in buf.getvalue()
     nets = load_network(str(path))
     e = torch.load(shared_path("fixtures", "qc_stylegan", "expected.pt"), weights_only=True)
-    torch.testing.assert_close(nets["G"].synthesis(e["ws"], q=e["q"]), e["img_degraded"], rtol=1e-4, atol=1e-4)
+    assert_close_scaled(nets["G"].synthesis(e["ws"], q=e["q"]), e["img_degraded"])   # conftest: across CPU kernels
     assert not marker.exists()
 
 
