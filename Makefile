@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # torch/torchvision pinned for this environment's local wheels; setup.py itself asks for a range.
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv test test-slow demo bench clean
+.PHONY: venv test test-isa test-slow demo bench clean
 
 $(STAMP): setup.py
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -19,6 +19,21 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(VPY) -m pytest -q -m "not slow" tests
+
+# The numerics-heavy tests again under capped kernels (ATen and oneDNN pick kernels by CPU
+# capability): AVX2, then the plain non-vectorised ATen path with oneDNN at SSE4.1. Any machine
+# then also runs the kernels of the other CPUs this project meets (tests/test_isa.py).
+ISA_TESTS := tests/test_isa.py tests/test_networks_fixtures.py tests/test_ops.py \
+             tests/test_checkpoint.py tests/test_generate.py tests/test_training.py tests/test_loss.py
+ISA_CAPS  := avx2:AVX2 default:SSE41
+
+test-isa: $(STAMP)
+	@for cap in $(ISA_CAPS); do \
+	  aten=$${cap%%:*}; onednn=$${cap##*:}; \
+	  echo "== ATEN_CPU_CAPABILITY=$$aten ONEDNN_MAX_CPU_ISA=$$onednn"; \
+	  ATEN_CPU_CAPABILITY=$$aten ONEDNN_MAX_CPU_ISA=$$onednn QC_EXPECT_ATEN_CAPABILITY=$$aten \
+	    $(VPY) -m pytest -q -m "not slow" -k "not trains_a_few_kimg" $(ISA_TESTS) || exit 1; \
+	done
 
 test-slow: $(STAMP)
 	$(VPY) -m pytest -q -m slow tests
