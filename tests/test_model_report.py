@@ -1,0 +1,58 @@
+"""inversion/model_report.py: the model card's measurements."""
+import json
+import os
+import zipfile
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from dnnlib.util import UserError
+from inversion import model_report as mr
+from inversion.encoders import InversionEncoder
+from test_inversion_utils import tiny_generator
+
+
+def test_linear_r2_reads_linear_codes_and_rejects_noise():
+    rng = np.random.RandomState(0)
+    true = rng.randn(400, 4)
+    mixed = true @ rng.randn(4, 4) + 0.5                     # an invertible linear code of q
+    assert mr.linear_r2(mixed, true) > 0.999
+    assert abs(mr.linear_r2(rng.randn(400, 4), true)) < 0.1   # unrelated predictions: ~0
+    noisy = true + rng.randn(400, 4)                         # half the variance is noise: R^2 ~ 0.5
+    assert 0.4 < mr.linear_r2(noisy, true) < 0.6
+    with pytest.raises(UserError):
+        mr.linear_r2(mixed[:5], true[:5])
+
+
+def _heldout_zip(path, faces):
+    with zipfile.ZipFile(path, "w") as z:
+        for i, f in enumerate(faces):
+            import io
+            buf = io.BytesIO()
+            PIL.Image.fromarray(f).save(buf, "PNG")
+            z.writestr(f"00000/img{i:08d}.png", buf.getvalue())
+    return str(path)
+
+
+def test_report_sections_on_a_tiny_model(tmp_path):
+    G = tiny_generator(resolution=16, q_dim=2)
+    T = tiny_generator(seed=1, resolution=16, q_dim=0)
+    E = InversionEncoder.for_generator(G, width=8)
+    rng = np.random.RandomState(0)
+    heldout = _heldout_zip(tmp_path / "faces.zip", [rng.randint(0, 256, (16, 16, 3)).astype(np.uint8) for _ in range(24)])
+    rep = mr.model_report(G, E, heldout, G_teacher=T, probe_images=20, restore_images=2, q_samples=40,
+                          teacher_seeds=3, w_steps=1, pti_steps=1,
+                          sections=("teacher", "q_recovery", "probe", "restoration"))
+    assert set(rep) >= {"teacher", "q_recovery", "probe", "restoration"}
+    assert np.isfinite(rep["teacher"]["psnr_db_mean"]) and rep["teacher"]["seeds"] == [0, 1, 2]
+    # An untrained q head answers ~0 for everything: no linear read-out of q.
+    assert rep["q_recovery"]["r2"] < 0.3 and rep["q_recovery"]["norm_pred_mean"] < rep["q_recovery"]["norm_true_mean"]
+    assert set(rep["probe"]["tasks"]) >= {"blurry_vs_sharp", "blur_5_levels"}
+    scores = rep["restoration"]["scores"]
+    assert set(scores) == {"degraded", "nlm", "restored"}
+    assert all(-1 <= s["ssim"] <= 1 and np.isfinite(s["psnr_db"]) for s in scores.values())   # noise faces: SSIM may be < 0
+    json.dumps(rep)                                          # JSON-ready
+    with pytest.raises(UserError, match="need --encoder"):
+        mr.model_report(G, None, heldout, sections=("probe",))
