@@ -300,7 +300,11 @@ def load_generator(path: str, device: Any = "cpu", require_qc: bool = False) -> 
     ``G`` (eval mode, on ``device``). ``BadFileError`` (exit status 2) for a file without a
     generator (e.g. a discriminator-only pickle) and, with ``require_qc``, for a plain StyleGAN2
     generator where a QC-StyleGAN one is needed."""
-    nets = load_network(path, device=device)
+    return pick_generator(load_network(path, device=device), path, require_qc)
+
+
+def pick_generator(nets: Dict[str, Any], path: str, require_qc: bool = False) -> Generator:
+    """``load_generator``'s rule on an already loaded ``load_network`` result."""
     G = nets.get("G_ema") if nets.get("G_ema") is not None else nets.get("G")
     if G is None:
         have = [k for k in NETWORK_KEYS if k in nets]
