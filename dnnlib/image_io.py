@@ -161,6 +161,8 @@ def _exif_orientation(data: bytes) -> int:
 def _decode_cv2(data: bytes) -> Optional[np.ndarray]:
     """Decode with OpenCV keeping depth and alpha (no orientation applied); RGB(A) order."""
     import cv2
+    if hasattr(cv2, "utils") and hasattr(cv2.utils, "logging"):     # a refused file is reported once, by us
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         return None
@@ -241,7 +243,9 @@ def read_image_alpha(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         try:
             arr = _decode_pil(data)
         except Exception as exc:
-            raise UserError(f"cannot decode {path}: {exc or 'not an image'}") from None
+            from PIL import UnidentifiedImageError
+            why = "not an image (format not recognised)" if isinstance(exc, UnidentifiedImageError) else exc
+            raise UserError(f"cannot decode {path}: {why or 'not an image'}") from None
     arr = _apply_orientation(arr, _exif_orientation(data))
     if arr.ndim == 2:
         arr = arr[:, :, None]
