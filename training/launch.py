@@ -105,7 +105,7 @@ def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
     for path_opt in ("resume", "init", "teacher"):
         if opts.get(path_opt) and not dnnlib.util.is_url(opts[path_opt]) and not os.path.isfile(opts[path_opt]):
             raise UserError(f"--{path_opt} file not found: {opts[path_opt]}")
-    if opts.q_dim > 0 and opts.kd_weight > 0 and not (opts.resume or opts.teacher):
+    if opts.q_dim > 0 and opts.kd_weight > 0 and not (opts.resume or opts.teacher or opts.auto_resume):
         raise UserError("QC training needs a teacher: pass --resume with a stock StyleGAN2 file or "
                         "--teacher FILE (or --q-dim 0 to train a plain StyleGAN2)")
     if opts.metrics:
