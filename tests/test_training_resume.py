@@ -213,6 +213,10 @@ def test_resume_latest_without_a_run_or_snapshot_starts_fresh(blobs, tmp_path):
     with contextlib.redirect_stdout(buf):
         launch(resolve_options(_cli(blobs, kimg=0.016)), str(tmp_path), dry_run=True)
     assert f"{run} has no complete snapshot yet" in buf.getvalue() and f"would be: {run}" in buf.getvalue()
-    from dnnlib.util import UserError
+    from dnnlib.util import BadFileError, UserError
     with pytest.raises(UserError, match="only one of them"):
         resolve_options(_cli(blobs, resume=blobs.stock))
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(open(blobs.stock, "rb").read()[:1000])
+    with pytest.raises(BadFileError, match="corrupt or truncated"):      # before any run folder is made
+        resolve_options(_cli(blobs, init=str(cut)))

@@ -327,6 +327,18 @@ def is_complete_checkpoint(path: str) -> bool:
         return False
 
 
+def check_network_file(path: str) -> None:
+    """Cheap up-front check of a network file (before a run folder is made): ``BadFileError`` for an
+    empty file or a ZIP-format torch file that is cut short or damaged (pickles are checked when
+    loaded)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise BadFileError(f"{path}: empty file")
+    if head[:1] != b"\x80" and not is_complete_checkpoint(path):
+        raise BadFileError(f"{path}: corrupt or truncated network file (not a complete ZIP archive)")
+
+
 def _load_torch_file(path: str) -> Dict[str, Any]:
     payload = load_torch_file(path, "network file")
     if isinstance(payload, dict) and payload.get("format") == FORMAT_TAG:

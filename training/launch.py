@@ -102,9 +102,12 @@ def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
         except ValueError:
             raise UserError(f"--train-blocks must be 'all' or a number, got {tb}") from None
     _resolve_resume(opts)
+    from training.checkpoint import check_network_file
     for path_opt in ("resume", "init", "teacher"):
-        if opts.get(path_opt) and not dnnlib.util.is_url(opts[path_opt]) and not os.path.isfile(opts[path_opt]):
-            raise UserError(f"--{path_opt} file not found: {opts[path_opt]}")
+        if opts.get(path_opt) and not dnnlib.util.is_url(opts[path_opt]):
+            if not os.path.isfile(opts[path_opt]):
+                raise UserError(f"--{path_opt} file not found: {opts[path_opt]}")
+            check_network_file(opts[path_opt])          # a truncated file fails before a run folder exists
     if opts.q_dim > 0 and opts.kd_weight > 0 and not (opts.resume or opts.teacher or opts.auto_resume):
         raise UserError("QC training needs a teacher: pass --resume with a stock StyleGAN2 file or "
                         "--teacher FILE (or --q-dim 0 to train a plain StyleGAN2)")

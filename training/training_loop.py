@@ -65,9 +65,8 @@ class StopSignals:
         self._previous: Dict[int, Any] = {}
 
     def _handle(self, signum, _frame):
-        if self.requested is None:
+        if self.requested is None:        # no printing here: the main thread may be inside a print
             self.requested = signal.Signals(signum).name
-            print(f"{self.requested} received: stopping after this step with a snapshot", flush=True)
 
     def install(self) -> "StopSignals":
         for name in STOP_SIGNALS:
