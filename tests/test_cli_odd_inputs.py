@@ -223,3 +223,15 @@ def test_full_disk_during_a_snapshot_keeps_the_last_one(tmp_path, monkeypatch):
         training_loop(str(run), opts)
     assert latest_snapshot(str(run)).endswith("network-snapshot-000000.016.pt")
     assert is_complete_checkpoint(str(run / "network-snapshot-000000.016.pt")) and not _leftovers(run)
+
+
+def test_jsonl_after_a_writer_killed_mid_line(tmp_path):
+    from dnnlib.util import append_jsonl, rewrite_jsonl
+    path = tmp_path / "r.jsonl"
+    append_jsonl(str(path), {"file": "a"})
+    with open(path, "a") as f:
+        f.write('{"file": "b", "psn')                  # killed mid-line
+    append_jsonl(str(path), {"file": "c"})
+    assert [r["file"] for r in read_jsonl(str(path))] == ["a", "c"]
+    assert rewrite_jsonl(str(path), lambda r: r["file"] != "a") == 2      # 'a' and the cut line
+    assert path.read_text() == '{"file": "c"}\n'
