@@ -10,6 +10,10 @@ appends one line per metric to ``metric-<name>.jsonl`` beside the network (or in
 Image folders (PSNR/SSIM/LPIPS against ground truth, NIQE without):
 
     python calc_metrics.py compare --pred out/restored --gt data/clean --metrics psnr,ssim,lpips,niqe
+
+Exit status: 0 done (unreadable files of `compare` get an ``error`` line and are left out); 1 bad
+option or nothing comparable; 2 a wrong --network file. Without --metrics, `compare` skips LPIPS
+with a note when its weights are absent.
 """
 from __future__ import annotations
 
@@ -79,6 +83,9 @@ def compare(pred, gt, metric_list, out, channel, crop_border, lpips_net, lpips_r
                           lpips_net=lpips_net, lpips_backbone="random" if lpips_random else "imagenet",
                           device=resolve_device(device), out=out, progress=not quiet)
     click.echo(format_table(res["summary"]))
+    if res["errors"]:
+        click.echo(f"warning: {len(res['errors'])} file(s) could not be compared, e.g. {res['errors'][0]['error']} "
+                   f"(each has an 'error' line in {res['per_image']})", err=True)
     if res["unmatched"]:
         click.echo(f"warning: {len(res['unmatched'])} file(s) without ground truth skipped, "
                    f"e.g. {res['unmatched'][0]}", err=True)

@@ -7,11 +7,14 @@
     python edit.py fit-boundary --network QC.pt --inversions INV --labels dataset.json --out smile.npy
 
 ``edit`` is the default command (``python edit.py --network ...`` runs it).
+
+Exit status: 0 when something was edited (now or before); 1 for a bad option or when no --input
+image could be read (reasons in OUTDIR/inversions/results.jsonl); 2 for a wrong --network /
+--encoder file, e.g. a plain StyleGAN2 one (nothing is written).
 """
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
@@ -41,42 +44,25 @@ def _floats(spec: str, what: str):
     return vals
 
 
-def _load_G(network, device):
-    from training.checkpoint import load_network
+def _load_G(network, device, require_qc=True):
+    from training.checkpoint import load_generator
     from training.pretrained import resolve_network
-    G = load_network(resolve_network(network), device="cpu")["G_ema"]
-    return G.to(device)
+    return load_generator(resolve_network(network), device="cpu", require_qc=require_qc).to(device)
 
 
 def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, device):
-    """Invert the images under ``input_path`` into ``outdir/inversions`` (reused on a rerun)."""
-    from dnnlib import image_io
+    """Invert the images under ``input_path`` into ``outdir/inversions`` with the resumable folder
+    loop of ``invert.py run`` (reused on a rerun; unreadable files reported in its results.jsonl)."""
+    from inversion.api import DEFAULT_PTI_STEPS
     from inversion.applications.latents import load_latents
-    from dnnlib.image_io import list_sources
-    from inversion.api import invert_images
-    from inversion.api import save_inversion
-    root, sources = list_sources(input_path, outdir)
-    inv_dir = os.path.join(outdir, "inversions")
-    todo = []
-    for s in sources:
-        folder = os.path.join(inv_dir, os.path.splitext(s)[0])
-        if not os.path.isfile(os.path.join(folder, "result.json")):
-            try:
-                todo.append((folder, s, image_io.read_image(os.path.join(root, s))))
-            except UserError as exc:
-                print(f"skipped {s}: {exc}", file=sys.stderr)
+    from inversion.folder import invert_folder
     E = None
     if encoder:         # already resolved by the caller (resolve_encoder)
         from inversion.encoders import load_encoder
-        E = load_encoder(encoder, device=device)
-    if todo:
-        kw = {"pti_steps": pti_steps} if pti_steps is not None else {}
-        res = invert_images(G, [t[2] for t in todo], encoder=E, w_steps=w_steps, device=device,
-                            names=[os.path.splitext(t[1])[0] for t in todo], **kw)
-        for (folder, _, _), r in zip(todo, res):
-            save_inversion(folder, r)
-    if not os.path.isdir(inv_dir):
-        raise UserError(f"no readable images under {input_path}")
+        E = load_encoder(encoder, device=device, generator=G)
+    inv_dir = os.path.join(outdir, "inversions")
+    invert_folder(G, input_path, inv_dir, encoder=E, pti_steps=DEFAULT_PTI_STEPS if pti_steps is None else pti_steps,
+                  w_steps=w_steps, device=device)
     return load_latents(G, inv_dir, device=device)
 
 
@@ -205,7 +191,7 @@ def fit_boundary_cmd(network, inversions, input_path, encoder, w_steps, labels, 
         raise UserError("give exactly one of --inversions DIR or --input DIR")
     label_map = read_labels(labels, attribute, threshold)
     by_stem = {os.path.splitext(k)[0]: v for k, v in label_map.items()}
-    G = _load_G(network, device)
+    G = _load_G(network, device, require_qc=False)
     if input_path is not None:
         outdir = os.path.splitext(out)[0] + "-inversions-root"
         from training.pretrained import resolve_encoder

@@ -3,6 +3,9 @@
 Examples:
     python generate.py --seeds 0-7 --outdir out/gen --grid            # the shipped model
     python generate.py --network network-snapshot.pkl --seeds 1,2 --q-seeds 100 --q-scale 1.5 --outdir out
+
+Exit status: 0 done; 1 bad option; 2 a wrong --network file (no generator, truncated, newer
+format): nothing is written.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import click
 
 from dnnlib.util import UserError, cli_main, parse_range
 from torch_utils.misc import resolve_device
-from training.checkpoint import load_network
+from training.checkpoint import load_generator
 from training.generation import DTYPES, generate_images
 from training.pretrained import resolve_network
 
@@ -43,9 +46,7 @@ def main(network_path, seeds, projected_w, outdir, truncation_psi, truncation_cu
         raise UserError("--batch must be >= 1")
     dev = resolve_device(device)
     network_path = resolve_network(network_path)
-    G = load_network(network_path, device=dev).get("G_ema")
-    if G is None:
-        raise UserError(f"{network_path}: holds no generator")
+    G = load_generator(network_path, device=dev)
     generate_images(G, outdir, seeds=parse_range(seeds) if seeds else (), projected_w=projected_w,
                     truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, class_idx=class_idx,
                     noise_mode=noise_mode, q_seeds=parse_range(q_seeds) if q_seeds else None, q_file=q_file,

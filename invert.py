@@ -7,6 +7,10 @@ Examples:
     python invert.py train-encoder --network qc-ffhq256.pt --mode synthetic --outdir enc --steps 100000
     python invert.py train-encoder --network qc-ffhq256.pt --data ffhq256.zip --mode mixed --outdir enc
     python invert.py export-encoder enc/encoder.pt release-encoder.pt --half
+
+Exit status of `run`: 0 when at least one image was inverted (now or before); 1 for a bad option
+or when no input could be read (reasons in DIR/results.jsonl); 2 for a wrong --network /
+--encoder file (nothing is written).
 """
 from __future__ import annotations
 
@@ -17,12 +21,8 @@ from torch_utils.misc import resolve_device
 
 
 def _load_generator(path, device):
-    from training.checkpoint import load_network
-    nets = load_network(path, device=device)
-    G = nets.get("G_ema", nets.get("G"))
-    if G is None:
-        raise UserError(f"{path}: holds no generator")
-    return G
+    from training.checkpoint import load_generator
+    return load_generator(path, device=device)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,7 +66,7 @@ def run(network_path, encoder_path, input_path, outdir, w_steps, pti_steps, w_lr
     encoder_path = resolve_encoder(encoder_path, network_path)
     network_path = resolve_network(network_path)
     G = _load_generator(network_path, dev)
-    E = load_encoder(encoder_path, device=dev) if encoder_path else None
+    E = load_encoder(encoder_path, device=dev, generator=G) if encoder_path else None
     opts = PTIOptions(w_lr=w_lr, q_lr=q_lr, w_plus=w_plus, pti_lr=pti_lr, lpips_threshold=lpips_threshold,
                       degrad_weight=degrad_weight, locality_weight=locality_weight, tune_blocks=tune_blocks,
                       delta_encoding=delta_encoding)

@@ -6,6 +6,10 @@ G_θ(w, 0), resize back to each input's size.
 
 Writes the restored PNGs under the inputs' relative paths, ``restore.jsonl`` (per image) and,
 with ``--gt``, ``restore-summary.json``. Rerunning the same command skips finished images.
+
+Exit status: 0 when at least one image was restored (now or before); 1 for a bad option, a
+missing path, or when no input could be read (each unreadable file has an ``error`` line in
+restore.jsonl); 2 for a wrong --network / --encoder file (nothing is written).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from dnnlib.util import UserError, cli_main
 @click.option("--inversions", default=None, type=click.Path(), help="Reuse an invert.py run folder (DIR/<name>/).")
 @click.option("--keep-inversions", is_flag=True, help="Save new inversions under OUTDIR/inversions (for edit.py).")
 @click.option("--gt", default=None, type=click.Path(), help="Ground-truth folder (same relative paths) for metrics.")
-@click.option("--metrics", default=None, help="With --gt: comma list of psnr, ssim, lpips, niqe [default: all].")
+@click.option("--metrics", default=None, help="With --gt: comma list of psnr, ssim, lpips, niqe [default: all; lpips skipped with a note when its weights are absent].")
 @click.option("--lpips-backbone", type=click.Choice(["imagenet", "random"]), default="imagenet", show_default=True,
               help="'random' is for debugging only: its numbers are not LPIPS.")
 @click.option("--compare", is_flag=True, help="Also write OUTDIR/compare/<name>.png: input | restored (| gt).")
@@ -39,18 +43,18 @@ def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, 
     """Restore degraded images: G(w, 0) of their QC-StyleGAN inversion."""
     import torch
     from inversion.applications.restore import restore_folder
-    from training.checkpoint import load_network
+    from training.checkpoint import load_generator
     from training.pretrained import resolve_encoder, resolve_network
     from metrics.compare import format_table
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if metrics is not None and gt is None:
         raise UserError("--metrics needs --gt")
     encoder = resolve_encoder(encoder, network)
-    G = load_network(resolve_network(network), device="cpu")["G_ema"].to(device)
+    G = load_generator(resolve_network(network), device="cpu", require_qc=True).to(device)
     E = None
     if encoder is not None:
         from inversion.encoders import load_encoder
-        E = load_encoder(encoder, device=device)
+        E = load_encoder(encoder, device=device, generator=G)
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     s = restore_folder(G, input_path, outdir, encoder=E, inversions=inversions, gt=gt, compare=compare,
                        keep_inversions=keep_inversions, metrics=names, lpips_backbone=lpips_backbone,

@@ -13,13 +13,16 @@ Examples:
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
         train.py --outdir runs --data ... --cfg paper256 --resume ...
 
-Resume an interrupted run by passing its latest ``network-snapshot-*.pt`` as --resume.
-"""
-import sys
+    # preemptible clusters: the same command again continues the run (SIGTERM/SIGUSR1 -> snapshot,
+    # exit 0; see docs/preemption.md for a SLURM script)
+    torchrun --nproc-per-node 8 train.py --outdir runs --data ... --cfg paper256 --init stock.pkl --resume latest
 
+``--resume latest`` continues the newest complete snapshot of this run's folder (or starts it);
+``--resume FILE`` continues a snapshot or starts from an official or stock file.
+"""
 import click
 
-from dnnlib.util import UserError
+from dnnlib.util import cli_main
 
 
 @click.command(context_settings=dict(show_default=True))
@@ -32,7 +35,8 @@ from dnnlib.util import UserError
 @click.option("--kimg", type=float, default=None, help="Training length in thousands of images [default: preset]")
 @click.option("--tick", "tick_kimg", type=float, default=None, help="kimg per progress tick [default: preset]")
 @click.option("--snap", type=int, default=None, help="Snapshot every N ticks (0 = only at the end) [default: preset]")
-@click.option("--resume", default=None, metavar="FILE", help="Our snapshot (continues the run), a StyleGAN2-ADA or QC-StyleGAN pickle, or a generator state_dict")
+@click.option("--resume", default=None, metavar="FILE|latest|DIR", help="Our snapshot (continues the run), a StyleGAN2-ADA or QC-StyleGAN pickle, or a generator state_dict; 'latest' (or 'auto'): continue the newest complete snapshot of this run's folder, or start it; DIR: that run folder's newest snapshot")
+@click.option("--init", default=None, metavar="FILE", help="With --resume latest: what a fresh start loads (the forms --resume FILE takes)")
 @click.option("--teacher", default=None, metavar="FILE", help="Distillation teacher [default: the stock generator of --resume]")
 @click.option("--q-dim", type=int, default=None, help="Quality code size; 0 = plain StyleGAN2-ADA [default: preset, 16]")
 @click.option("--kd-weight", type=float, default=None, help="lambda_KD, weight of the distillation loss [default: preset, 3]")
@@ -54,15 +58,12 @@ from dnnlib.util import UserError
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
               help="fp16: float16 in the preset's highest-resolution blocks (CUDA); bf16: bfloat16 autocast (CPU or CUDA) [default: fp32]")
 @click.option("--dry-run", is_flag=True, help="Print the resolved options and the run directory, then exit")
+@cli_main
 def main(outdir, dry_run, **cli):
     """Train a QC-StyleGAN or StyleGAN2-ADA generator."""
     from training.launch import launch, resolve_options
-    try:
-        opts = resolve_options(cli)
-        run_dir = launch(opts, outdir, dry_run=dry_run)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    opts = resolve_options(cli)
+    run_dir = launch(opts, outdir, dry_run=dry_run)
     if run_dir:
         print(f"run directory: {run_dir}")
 

@@ -40,14 +40,10 @@ def output_seed(seed: int, source: str, copy: int) -> int:
 
 def plan_outputs(sources: List[str], copies: int) -> List[Tuple[str, int, str]]:
     """``(source, copy, output relative path)`` for every job (see the module docstring)."""
-    def stem(rel: str) -> str:
-        return os.path.splitext(rel)[0]
-    counts: Dict[str, int] = {}
-    for rel in sources:
-        counts[stem(rel)] = counts.get(stem(rel), 0) + 1
+    stems = image_io.output_stems(sources)
     jobs = []
     for rel in sources:
-        base = rel if counts[stem(rel)] > 1 else stem(rel)
+        base = stems[rel]
         for k in range(copies):
             name = f"{base}_{k}.png" if copies > 1 else f"{base}.png"
             jobs.append((rel, k, name))
@@ -128,4 +124,5 @@ def degrade_folder(input_path: str, outdir: str, pipeline: Any = "paper", seed: 
         append_jsonl(records_path, {"file": out_rel, "source": source, "copy": k, "seed": s, "record": record})
     if bar is not None:
         bar.close()
+    image_io.require_progress(summary["written"] + summary["skipped"], summary["failed"], "the messages above")
     return summary

@@ -10,7 +10,13 @@ Reading (``read_image``):
   ``read_image_alpha`` returns ``(rgb, alpha or None)`` for callers that keep alpha
   (``degrade.py`` degrades the colour and copies alpha unchanged into its RGBA PNG output);
 - EXIF orientation is applied, so the array is upright as a viewer shows it;
-- an unreadable, empty or truncated file raises ``dnnlib.util.UserError`` naming the file.
+- an unreadable, empty or truncated file, a folder, pipe or broken link where a file is
+  expected, and an image above ``max_pixels()`` (64 Mpixel, ``$QC_MAX_IMAGE_PIXELS``; checked
+  from the header, before decoding, so memory stays bounded) raise ``dnnlib.util.UserError``
+  naming the file: folder jobs report it and go on with the next file.
+
+Output names of folder jobs (``output_stems``): the input's relative path without its extension,
+or with it where two inputs would share a name (``b.jpg`` and ``b.png`` -> ``b.jpg``, ``b.png``).
 
 Writing (``write_image``): PNG/JPEG/WebP/BMP/TIFF chosen by the extension, through a temporary
 file renamed into place (``dnnlib.util.atomic_write``), so an interrupted run never leaves a
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,6 +35,25 @@ from .util import UserError, atomic_write
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 _EXIF_ORIENTATION_TAG = 0x0112
+DEFAULT_MAX_PIXELS = 64_000_000      # a 48-Mpixel phone photo reads; a 12000x9000 scan is refused
+
+
+def max_pixels() -> int:
+    """Largest image (width x height) ``read_image`` decodes: ``$QC_MAX_IMAGE_PIXELS`` or 64 M."""
+    try:
+        return int(os.environ.get("QC_MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS))
+    except ValueError:
+        return DEFAULT_MAX_PIXELS
+
+
+def output_stems(sources: Sequence[str]) -> Dict[str, str]:
+    """Output name (relative, without extension) of each source of a folder job (module docstring)."""
+    def stem(rel: str) -> str:
+        return os.path.splitext(rel)[0]
+    counts: Dict[str, int] = {}
+    for rel in sources:
+        counts[stem(rel)] = counts.get(stem(rel), 0) + 1
+    return {rel: rel if counts[stem(rel)] > 1 else stem(rel) for rel in sources}
 
 
 def is_image_file(path: str) -> bool:
@@ -81,6 +106,14 @@ def list_sources(input_path: str, outdir: str) -> Tuple[str, List[str]]:
     return input_path, sources
 
 
+def require_progress(done: int, failed: int, records: str) -> None:
+    """The exit rule of folder jobs: status 0 when at least one input was processed (now or by an
+    earlier run); a ``UserError`` (status 1) when there were inputs and none could be, with the
+    per-file reasons in ``records``."""
+    if done == 0 and failed > 0:
+        raise UserError(f"none of the {failed} input(s) could be processed; the reasons are in {records}")
+
+
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr
@@ -128,6 +161,8 @@ def _exif_orientation(data: bytes) -> int:
 def _decode_cv2(data: bytes) -> Optional[np.ndarray]:
     """Decode with OpenCV keeping depth and alpha (no orientation applied); RGB(A) order."""
     import cv2
+    if hasattr(cv2, "utils") and hasattr(cv2.utils, "logging"):     # a refused file is reported once, by us
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         return None
@@ -151,19 +186,54 @@ def _decode_pil(data: bytes) -> np.ndarray:
         return np.asarray(im)
 
 
+def _read_bytes(path: str) -> bytes:
+    if not os.path.isfile(path):
+        if os.path.islink(path) and not os.path.exists(path):
+            why = "broken symbolic link"
+        elif os.path.isdir(path):
+            why = "a folder, not an image file"
+        elif os.path.exists(path):
+            why = "not a regular file (a pipe, socket or device)"
+        else:
+            why = "no such file"
+        raise UserError(f"cannot read {path}: {why}")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _check_size(data: bytes, path: str) -> None:
+    """Refuse images above ``max_pixels()`` from the header alone (nothing is decoded)."""
+    import warnings
+    from PIL import Image
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+    except Image.DecompressionBombError:
+        w = h = None
+    except Exception:           # a header Pillow does not know: the decoders decide
+        return
+    limit = max_pixels()
+    if w is None or w * h > limit:
+        size = f"{w}x{h} ({w * h / 1e6:.0f} Mpixel)" if w is not None else "far too large"
+        raise UserError(f"cannot read {path}: {size}, above the {limit / 1e6:.0f}-Mpixel limit; downscale it "
+                        f"first or raise QC_MAX_IMAGE_PIXELS")
+
+
 def read_image_alpha(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Read an image as ``(rgb uint8 [H, W, 3], alpha uint8 [H, W] or None)``, upright.
 
     Raises ``UserError`` when the file is missing or cannot be decoded.
     """
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    data = _read_bytes(path)
     if not data:
         raise UserError(f"cannot read {path}: empty file")
+    _check_size(data, path)
     arr = None
     try:
         arr = _decode_cv2(data)
@@ -173,7 +243,9 @@ def read_image_alpha(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         try:
             arr = _decode_pil(data)
         except Exception as exc:
-            raise UserError(f"cannot decode {path}: {exc or 'not an image'}") from None
+            from PIL import UnidentifiedImageError
+            why = "not an image (format not recognised)" if isinstance(exc, UnidentifiedImageError) else exc
+            raise UserError(f"cannot decode {path}: {why or 'not an image'}") from None
     arr = _apply_orientation(arr, _exif_orientation(data))
     if arr.ndim == 2:
         arr = arr[:, :, None]

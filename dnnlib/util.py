@@ -21,6 +21,22 @@ class UserError(Exception):
     """
 
 
+class BadFileError(UserError):
+    """A file given as a model (network, encoder, checkpoint) exists but cannot serve: wrong kind,
+    truncated or corrupt, a newer format version, or built for another network. CLIs exit with
+    status 2 (``EXIT_BAD_FILE``) and write nothing."""
+
+    exit_code = 2
+
+
+# Exit statuses of every CLI (``cli_main``): 0 = done (something processed, or nothing left to do),
+# 1 = a user error (bad option, missing path, no input could be read, a write failed),
+# 2 = a wrong model file (``BadFileError``), 130 = interrupted (Ctrl-C).
+EXIT_USER_ERROR = 1
+EXIT_BAD_FILE = 2
+EXIT_INTERRUPTED = 130
+
+
 class EasyDict(dict):
     """A dict whose keys can also be read and written as attributes."""
 
@@ -94,34 +110,85 @@ def open_url(path_or_url: str, allow_download: bool = False, timeout: float = 30
 # ---------------------------------------------------------------------------------------------
 # Files.
 
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"      # atomic_write's temporary files: hidden, never read as results
+
+
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = "wb") -> Iterator[io.IOBase]:
-    """Write to a temporary file beside ``path`` and rename it into place on success, so an
-    interrupted run never leaves a half-written file under the final name."""
+    """Write to a temporary file beside ``path`` (hidden: ``.NAME.XXXX.tmp``), fsync it and rename
+    it into place on success, so an interrupted run (even SIGKILL) never leaves a half-written file
+    under the final name. A failed write (disk full, ...) removes the temporary, keeps any old
+    file and raises ``UserError`` naming ``path``."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)                 # mkstemp makes 0600 files; give the usual mode
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + os.path.basename(path) + ".", suffix=TEMP_SUFFIX, dir=directory)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            with os.fdopen(fd, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            umask = os.umask(0)                 # mkstemp makes 0600 files; give the usual mode
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
+        except OSError as exc:              # disk full, quota, read-only: name the file, keep the old one
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
 
 
+def remove_stale_temp_files(directory: str) -> List[str]:
+    """Delete the temporary files an ``atomic_write`` killed mid-write left in ``directory`` (not
+    recursive); returns their names."""
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for name in os.listdir(directory):
+        if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX) and os.path.isfile(os.path.join(directory, name)):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(directory, name))
+                removed.append(name)
+    return removed
+
+
 def append_jsonl(path: str, record: dict) -> None:
-    """Append one JSON line (creating the file and folders as needed)."""
+    """Append one JSON line (creating the file and folders as needed). A last line cut short by a
+    killed writer is ended first, so the new record stays a line of its own."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=False) + "\n")
+    line = json.dumps(record, sort_keys=False) + "\n"
+    try:
+        with open(path, "ab") as f:
+            if f.tell() > 0:
+                with open(path, "rb") as r:
+                    r.seek(-1, os.SEEK_END)
+                    if r.read(1) != b"\n":
+                        line = "\n" + line
+            f.write(line.encode("utf-8"))
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def rewrite_jsonl(path: str, keep) -> int:
+    """Rewrite a JSONL file atomically with only the records for which ``keep(record)`` is true
+    (a cut-short line is dropped); returns how many were dropped. A missing file is left alone."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path, "r", encoding="utf-8") as f:
+        total = sum(1 for line in f if line.strip())
+    records = [r for r in read_jsonl(path) if keep(r)]
+    if len(records) == total:
+        return 0
+    with atomic_write(path, "w") as f:
+        for r in records:
+            f.write(json.dumps(r, sort_keys=False) + "\n")
+    return total - len(records)
 
 
 def read_jsonl(path: str) -> List[dict]:
@@ -178,8 +245,9 @@ def format_time(seconds: float) -> str:
 
 
 def cli_main(func):
-    """Decorator for a CLI entry point: a ``UserError`` prints ``error: <message>`` on stderr and
-    exits with status 1, without a traceback; Ctrl-C exits with 130."""
+    """Decorator for a CLI entry point: a ``UserError`` prints ``error: <message>`` on stderr, one
+    line, no traceback, and exits with its status (1; 2 for a ``BadFileError``, see ``EXIT_*``);
+    an ``OSError`` (e.g. a full disk) is reported the same way with status 1; Ctrl-C exits 130."""
     import functools
     import sys
 
@@ -189,8 +257,12 @@ def cli_main(func):
             return func(*args, **kwargs)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            sys.exit(1)
+            sys.exit(getattr(exc, "exit_code", EXIT_USER_ERROR))
+        except OSError as exc:
+            name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            print(f"error: {name}{exc.strerror or exc}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
     return wrapper

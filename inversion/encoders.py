@@ -160,10 +160,11 @@ class InversionEncoder(nn.Module):
 
     def check_generator(self, G: nn.Module, what: str = "encoder") -> None:
         """UserError unless this encoder was made for a generator shaped like ``G``."""
+        from dnnlib.util import BadFileError
         for attr in ("img_resolution", "num_ws", "w_dim", "q_dim"):
             if getattr(self, attr) != getattr(G, attr):
-                raise UserError(f"{what} was trained for {attr}={getattr(self, attr)}, the network has "
-                                f"{attr}={getattr(G, attr)}")
+                raise BadFileError(f"{what} was trained for another generator: shape mismatch in {attr} "
+                                   f"(encoder {getattr(self, attr)}, network {getattr(G, attr)})")
 
     def normalise(self, img: torch.Tensor) -> torch.Tensor:
         # img: [N, C, R, R] in about [-1, 1] -> ImageNet-normalised [N, 3, R, R]
@@ -210,10 +211,12 @@ def save_encoder(path: str, E: InversionEncoder, training_state: Optional[dict] 
 def read_encoder_file(path: str) -> Dict[str, Any]:
     """The raw payload of an encoder checkpoint (UserError for missing/foreign/corrupt files)."""
     payload = load_torch_file(path, "encoder file")
+    from dnnlib.util import BadFileError
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
-        raise UserError(f"{path}: not an encoder checkpoint (train one with 'invert.py train-encoder')")
+        raise BadFileError(f"{path}: not an encoder checkpoint (train one with 'invert.py train-encoder')")
     if not isinstance(payload.get("version"), int) or payload["version"] > FORMAT_VERSION:
-        raise UserError(f"{path}: encoder format version {payload.get('version')} is newer than this code supports")
+        raise BadFileError(f"{path}: encoder format version {payload.get('version')} is newer than this code "
+                           f"supports ({FORMAT_VERSION})")
     return payload
 
 
@@ -237,12 +240,17 @@ def export_encoder(src: str, dst: str, half: bool = False, metadata: Optional[di
     return os.path.getsize(dst)
 
 
-def load_encoder(path: str, device: Any = "cpu") -> InversionEncoder:
-    """Load an encoder checkpoint, in eval mode with gradients off, on ``device``."""
+def load_encoder(path: str, device: Any = "cpu", generator: Optional[nn.Module] = None) -> InversionEncoder:
+    """Load an encoder checkpoint, in eval mode with gradients off, on ``device``; with
+    ``generator``, check it was made for that generator's shapes (``BadFileError`` naming the
+    mismatch, before any output is written)."""
+    from dnnlib.util import BadFileError
     payload = read_encoder_file(path)
     try:
         E = InversionEncoder(**payload["kwargs"])
         E.load_state_dict(payload["state_dict"])
-    except (TypeError, RuntimeError) as exc:
-        raise UserError(f"{path}: does not match the encoder architecture ({str(exc).splitlines()[0]})") from None
+    except (TypeError, RuntimeError, KeyError) as exc:
+        raise BadFileError(f"{path}: does not match the encoder architecture ({str(exc).splitlines()[0]})") from None
+    if generator is not None:
+        E.check_generator(generator, what=f"{path}: this encoder")
     return E.eval().requires_grad_(False).to(device)

@@ -1,9 +1,12 @@
 """``invert.py run``: invert every image of a folder (or one file) into ``DIR/<name>/``.
 
 ``<name>`` is the input's path relative to the input folder without its extension, so the
-folder layout is kept. Each finished image gets one line in ``DIR/results.jsonl``; a second run
-skips images whose folder already holds ``result.json``. Unreadable images are reported, get a
-line with ``error`` in ``results.jsonl`` and are tried again by the next run.
+folder layout is kept (with it where two inputs would share a name: ``a.jpg`` and ``a.png`` ->
+``a.jpg/``, ``a.png/``; ``dnnlib.image_io.output_stems``). Each finished image gets one line in
+``DIR/results.jsonl``; a second run skips images whose folder already holds ``result.json``.
+Unreadable images (any odd file ``dnnlib.image_io`` refuses) are reported, get a line with
+``error`` in ``results.jsonl`` and are tried again by the next run; when no input at all can be
+processed the job ends with a ``UserError`` (``image_io.require_progress``).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from typing import Any, Dict, Optional
 
 from tqdm import tqdm
 
-from dnnlib.image_io import list_sources, read_image
+from dnnlib.image_io import list_sources, output_stems, read_image, require_progress
 from dnnlib.util import UserError, append_jsonl
 
 from .api import RESULT_FILES, invert_images, save_inversion
@@ -27,7 +30,8 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int 
                   **invert_kwargs) -> Dict[str, Any]:
     """Invert the images under ``input_path``; returns {'done', 'skipped', 'failed'} counts."""
     root, names = list_sources(input_path, outdir)
-    todo = [n for n in names if not os.path.isfile(os.path.join(outdir, os.path.splitext(n)[0], RESULT_FILES["result"]))]
+    stems = output_stems(names)
+    todo = [n for n in names if not os.path.isfile(os.path.join(outdir, stems[n], RESULT_FILES["result"]))]
     counts = {"done": 0, "skipped": len(names) - len(todo), "failed": 0}
     os.makedirs(outdir, exist_ok=True)
     bar = tqdm(total=len(todo), desc="invert", unit="img", disable=not progress)
@@ -44,7 +48,7 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int 
                 bar.update(1)
         if not chunk:
             continue
-        keys = [os.path.splitext(n)[0] for n in chunk]
+        keys = [stems[n] for n in chunk]
         results = invert_images(G, images, encoder=encoder, pti_steps=pti_steps, w_steps=w_steps, device=device,
                                 progress=False, batch_size=batch, names=keys, **invert_kwargs)
         for name, key, res in zip(chunk, keys, results):
@@ -59,4 +63,5 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int 
             counts["done"] += 1
             bar.update(1)
     bar.close()
+    require_progress(counts["done"] + counts["skipped"], counts["failed"], os.path.join(outdir, RESULTS))
     return counts

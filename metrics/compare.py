@@ -38,6 +38,27 @@ def parse_metrics(spec, have_gt: bool) -> List[str]:
     return names
 
 
+def prepare_metrics(spec, have_gt: bool, lpips_net: str = "alex", lpips_backbone: str = "imagenet",
+                    device="cpu", log=None) -> Tuple[List[str], object]:
+    """``(metric names, LPIPS model or None)``. A metric whose weights are missing is skipped with
+    one note when the list is the default (``spec`` None), and fails with the message naming the
+    file when it was asked for: the default list works offline (PSNR/SSIM/NIQE need nothing)."""
+    import sys
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    names = parse_metrics(spec, have_gt)
+    lp = None
+    if "lpips" in names:
+        try:
+            from metrics.lpips_metric import LPIPS
+            lp = LPIPS(net=lpips_net, backbone=lpips_backbone, device=device)     # fails fast when missing
+        except (UserError, ImportError) as exc:
+            if spec is not None:
+                raise
+            log(f"note: lpips skipped (default metric list; ask with --metrics to make it an error): {exc}")
+            names = [n for n in names if n != "lpips"]
+    return names, lp
+
+
 def _read(path: str) -> np.ndarray:
     from dnnlib.image_io import read_image
     return read_image(path)
@@ -106,20 +127,19 @@ def compare_folders(pred_dir: str, gt_dir: Optional[str] = None, metrics=None, c
     ``channel`` ('rgb' or 'y') and ``crop_border`` apply to PSNR/SSIM; NIQE always uses the Y
     channel (crop: ``niqe_crop_border``, default ``crop_border``). Writes ``out`` (summary JSON,
     default ``<pred_dir>-metrics.json`` beside the folder) and ``out`` with ``.jsonl`` (one line
-    per image). Returns ``{'summary', 'records', 'unmatched', 'out', 'per_image'}``.
+    per image; a file that cannot be read or whose ground truth has another size gets a line with
+    ``error`` and is left out of the summary; only when none can be compared is it an error).
+    A default metric list skips LPIPS with a note when its weights are missing
+    (``prepare_metrics``). Returns ``{'summary', 'records', 'errors', 'unmatched', 'out', 'per_image'}``.
     """
     from metrics import image_metrics, niqe as niqe_mod
     if not os.path.isdir(pred_dir):
         raise UserError(f"--pred must be a folder: {pred_dir}")
     if gt_dir is not None and not os.path.isdir(gt_dir):
         raise UserError(f"--gt must be a folder: {gt_dir}")
-    names = parse_metrics(metrics, gt_dir is not None)
     if channel not in image_metrics.CHANNEL_MODES:
         raise UserError(f"unknown channel mode '{channel}' (expected rgb or y)")
-    lp = None
-    if "lpips" in names:
-        from metrics.lpips_metric import LPIPS
-        lp = LPIPS(net=lpips_net, backbone=lpips_backbone, device=device)   # fails fast when missing
+    names, lp = prepare_metrics(metrics, gt_dir is not None, lpips_net, lpips_backbone, device)
     pairs, unmatched = match_files(pred_dir, gt_dir)
     niqe_crop = crop_border if niqe_crop_border is None else niqe_crop_border
 
@@ -128,16 +148,23 @@ def compare_folders(pred_dir: str, gt_dir: Optional[str] = None, metrics=None, c
     if progress:
         from tqdm import tqdm
         iterator = tqdm(pairs, desc="compare", unit="img", leave=False)
+    errors = []
     for rel_pred, rel_gt in iterator:
-        pred = _read(os.path.join(pred_dir, rel_pred))
         rec = {"file": rel_pred}
-        gt = None
         if rel_gt is not None:
             rec["gt"] = rel_gt
-            gt = _read(os.path.join(gt_dir, rel_gt))
-            if gt.shape != pred.shape:
+        try:                       # an unreadable or mismatched pair is reported, the others go on
+            pred = _read(os.path.join(pred_dir, rel_pred))
+            gt = _read(os.path.join(gt_dir, rel_gt)) if rel_gt is not None else None
+            if gt is not None and gt.shape != pred.shape:
                 raise UserError(f"{rel_pred}: size {pred.shape[1]}x{pred.shape[0]} differs from the ground "
                                 f"truth {rel_gt} ({gt.shape[1]}x{gt.shape[0]})")
+        except UserError as exc:
+            rec["error"] = str(exc)
+            errors.append(rec)
+            import sys
+            print(f"skipped {rel_pred}: {exc}", file=sys.stderr)
+            continue
         if "psnr" in names:
             rec["psnr"] = image_metrics.psnr(pred, gt, channel, crop_border)
         if "ssim" in names:
@@ -147,17 +174,22 @@ def compare_folders(pred_dir: str, gt_dir: Optional[str] = None, metrics=None, c
         if "niqe" in names:
             try:
                 rec["niqe"] = niqe_mod.niqe(pred, crop_border=niqe_crop)
-            except UserError as exc:
-                raise UserError(f"{rel_pred}: {exc}") from None
+            except UserError as exc:          # too small for NIQE's blocks: null, as in restore.jsonl
+                rec["niqe"] = None
+                rec["note"] = f"niqe: {exc}"
         records.append(rec)
+    if not records:
+        raise UserError(f"none of the {len(errors)} image(s) of {pred_dir} could be compared "
+                        f"(first: {errors[0]['error']})")
 
     summary = summarize(records, names)
     out = out or default_out_path(pred_dir)
     per_image = os.path.splitext(out)[0] + ".jsonl"
     with dnnlib.util.atomic_write(per_image, "w") as f:
-        for rec in records:
+        for rec in records + errors:
             f.write(json.dumps(rec) + "\n")
     with dnnlib.util.atomic_write(out, "w") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")
-    return {"summary": summary, "records": records, "unmatched": unmatched, "out": out, "per_image": per_image}
+    return {"summary": summary, "records": records, "errors": errors, "unmatched": unmatched, "out": out,
+            "per_image": per_image}

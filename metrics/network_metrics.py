@@ -22,15 +22,13 @@ def run_generator_metrics(network: str, metrics: str, data=None, inception=None,
     """Load ``network``, compute each metric, append the JSONL lines; returns the result dicts."""
     from metrics import metric_main
     from torch_utils.misc import resolve_device
-    from training.checkpoint import load_network
+    from training.checkpoint import load_network, pick_generator
     names = metric_main.parse_metric_list(metrics)
     if not names:
         raise UserError("no metrics given (--metrics fid50k_full,...)")
     dev = resolve_device(device)
     nets = load_network(network, device=dev)
-    G = nets.get("G_ema") if nets.get("G_ema") is not None else nets.get("G")
-    if G is None:
-        raise UserError(f"{network} holds no generator")
+    G = pick_generator(nets, network, require_qc=any("degraded" in n for n in names))
     if data is None:
         data = ((nets.get("metadata") or {}).get("training_set_kwargs") or {}).get("path")
         if data is None or not os.path.exists(data):

@@ -97,4 +97,4 @@ def test_generate_rejects_not_a_network(tmp_path):
     bad = tmp_path / "img.pkl"
     bad.write_bytes(b"\x80\x04K\x01.")   # a pickle of the int 1
     res = _run("--network", str(bad), "--seeds", "1", "--outdir", str(tmp_path / "x"))
-    assert res.returncode == 1 and "Traceback" not in res.stderr and "error:" in res.stderr
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "error:" in res.stderr   # a wrong file: 2

@@ -73,6 +73,26 @@ def broadcast_module(module: Optional[torch.nn.Module], src: int = 0) -> None:
         dist.broadcast(tensor.data, src=src)
 
 
+def broadcast_flag(flag: bool, src: int = 0) -> bool:
+    """Rank ``src``'s boolean on every rank (one small broadcast); the flag itself on one process."""
+    if not is_initialized():
+        return bool(flag)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        t = t.to(torch.device("cuda", torch.cuda.current_device()))
+    dist.broadcast(t, src=src)
+    return bool(int(t.item()))
+
+
+def gather_objects(obj) -> list:
+    """Every rank's picklable ``obj``, in rank order, on every rank; ``[obj]`` on one process."""
+    if not is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def destroy() -> None:
     if is_initialized():
         dist.destroy_process_group()

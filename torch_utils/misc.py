@@ -42,18 +42,19 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def load_torch_file(path: str, what: str = "file"):
-    """``torch.load(path, weights_only=True)`` on CPU with one-line ``UserError``s: missing file,
-    refused content (anything but tensors and plain data: nothing is executed), corrupt bytes."""
+    """``torch.load(path, weights_only=True)`` on CPU with one-line errors: missing file
+    (``UserError``), refused content (anything but tensors and plain data: nothing is executed) and
+    corrupt or truncated bytes (``BadFileError``, exit status 2 in the CLIs)."""
     import os
     import pickle
-    from dnnlib.util import UserError
+    from dnnlib.util import BadFileError, UserError
     if not os.path.isfile(path):
         raise UserError(f"{what} not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise UserError(f"{path}: refused or unreadable torch file (weights_only=True): "
+        raise BadFileError(f"{path}: refused or unreadable torch file (weights_only=True): "
                         f"{str(exc).splitlines()[0]}") from None
     except Exception as exc:  # torch raises many kinds for corrupt files (KeyError, RuntimeError, ...)
         detail = str(exc).splitlines()[0] if str(exc) else ""
-        raise UserError(f"{path}: corrupt or truncated {what} ({type(exc).__name__}: {detail})") from None
+        raise BadFileError(f"{path}: corrupt or truncated {what} ({type(exc).__name__}: {detail})") from None

@@ -24,6 +24,13 @@ class Collector:
         else:
             self._moments[name] = m
 
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        """The current tick's partial moments (a snapshot taken mid-tick keeps them)."""
+        return {k: v.clone() for k, v in self._moments.items()}
+
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        self._moments = {k: torch.as_tensor(v, dtype=torch.float64).clone() for k, v in state.items()}
+
     def reduce(self, reduce_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Dict[str, dict]:
         """All ranks must call this with the same names reported (true for the training loop,
         which reports the same terms on every rank)."""

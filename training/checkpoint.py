@@ -27,7 +27,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from dnnlib.util import UserError, atomic_write, is_url, open_url
+from dnnlib.util import BadFileError, UserError, atomic_write, is_url, open_url
 from torch_utils.misc import load_torch_file
 from torch_utils.safe_pickle import ModuleRecord, UnsafePickleError, load_pickle
 
@@ -59,12 +59,12 @@ def copy_state(dst: nn.Module, src: Mapping[str, torch.Tensor], what: str = "net
     dst_tensors.update(dict(dst.named_buffers()))
     unknown = [k for k in src if k not in dst_tensors]
     if unknown:
-        raise UserError(f"{what}: the file has tensors this architecture lacks: {', '.join(unknown[:5])}"
+        raise BadFileError(f"{what}: the file has tensors this architecture lacks: {', '.join(unknown[:5])}"
                         + (" ..." if len(unknown) > 5 else ""))
     missing = [k for k in dst_tensors if k not in src and not k.endswith("resample_filter")
                and not (allow_widen and ".convq." in k)]
     if missing:
-        raise UserError(f"{what}: the file lacks tensors: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+        raise BadFileError(f"{what}: the file lacks tensors: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
     with torch.no_grad():
         for name, value in src.items():
             target = dst_tensors[name]
@@ -75,18 +75,18 @@ def copy_state(dst: nn.Module, src: Mapping[str, torch.Tensor], what: str = "net
                   and value.shape[1:] == target.shape[1:] and value.shape[0] < target.shape[0]):
                 target[: value.shape[0]].copy_(value)
             else:
-                raise UserError(f"{what}: shape mismatch for '{name}': file has {tuple(value.shape)}, "
+                raise BadFileError(f"{what}: shape mismatch for '{name}': file has {tuple(value.shape)}, "
                                 f"network expects {tuple(target.shape)}")
 
 
 def build_network(class_name: str, kwargs: Mapping[str, Any]) -> nn.Module:
     """Instantiate one of our network classes from its constructor arguments."""
     if class_name not in NETWORK_CLASSES:
-        raise UserError(f"unsupported network class '{class_name}' (supported: {', '.join(NETWORK_CLASSES)})")
+        raise BadFileError(f"unsupported network class '{class_name}' (supported: {', '.join(NETWORK_CLASSES)})")
     try:
         return NETWORK_CLASSES[class_name](**copy.deepcopy(dict(kwargs)))
     except TypeError as exc:
-        raise UserError(f"cannot build {class_name} from the file's arguments: {exc}") from None
+        raise BadFileError(f"cannot build {class_name} from the file's arguments: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def save_checkpoint(path: str, nets: Mapping[str, Optional[nn.Module]], training
 def _load_ours(payload: dict, path: str) -> Dict[str, Any]:
     version = payload.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise UserError(f"{path}: checkpoint version {version} is newer than this code supports ({FORMAT_VERSION})")
+        raise BadFileError(f"{path}: checkpoint version {version} is newer than this code supports ({FORMAT_VERSION})")
     out: Dict[str, Any] = {"source": "qc-stylegan-checkpoint", "config": {}}
     for name, entry in payload.get("networks", {}).items():
         net = build_network(entry["class"], entry["kwargs"])
@@ -148,7 +148,7 @@ def _plain(value: Any) -> Any:
 
 def _network_from_record(record: ModuleRecord, what: str) -> nn.Module:
     if record.init_args:
-        raise UserError(f"{what}: positional constructor arguments are not supported")
+        raise BadFileError(f"{what}: positional constructor arguments are not supported")
     net = build_network(record.class_name, _plain(record.init_kwargs))
     copy_state(net, record.state_dict(), what=what)
     return net
@@ -156,14 +156,14 @@ def _network_from_record(record: ModuleRecord, what: str) -> nn.Module:
 
 def _load_official_pickle(data: Any, path: str) -> Dict[str, Any]:
     if not isinstance(data, dict) or not any(k in data for k in NETWORK_KEYS):
-        raise UserError(f"{path}: not a network pickle (expected a dict with G/G_ema/D)")
+        raise BadFileError(f"{path}: not a network pickle (expected a dict with G/G_ema/D)")
     out: Dict[str, Any] = {"source": "official-pickle", "config": {}, "training_state": None, "metadata": {}}
     for name in NETWORK_KEYS:
         record = data.get(name)
         if record is None:
             continue
         if not isinstance(record, ModuleRecord):
-            raise UserError(f"{path}: entry '{name}' is not a network record")
+            raise BadFileError(f"{path}: entry '{name}' is not a network record")
         out[name] = _network_from_record(record, f"{path}:{name}")
         out["config"][name] = _plain(record.init_kwargs)
     aug = data.get("augment_pipe")
@@ -186,7 +186,7 @@ def infer_generator_kwargs(state: Mapping[str, torch.Tensor], **overrides) -> di
     """
     keys = list(state)
     if not any(k.startswith("synthesis.") for k in keys) or "mapping.fc0.weight" not in state:
-        raise UserError("not a generator state_dict (no mapping.fc0 / synthesis.* tensors)")
+        raise BadFileError("not a generator state_dict (no mapping.fc0 / synthesis.* tensors)")
     fc_ids = sorted(int(m.group(1)) for k in keys if (m := re.fullmatch(r"mapping\.fc(\d+)\.weight", k)))
     num_layers = len(fc_ids)
     w_dim = state[f"mapping.fc{num_layers - 1}.weight"].shape[0]
@@ -214,7 +214,7 @@ def infer_generator_kwargs(state: Mapping[str, torch.Tensor], **overrides) -> di
     channel_base = channels[below_max[-1]] * below_max[-1] if below_max else channel_max * img_resolution
     for r in resolutions:
         if min(channel_base // r, channel_max) != channels[r]:
-            raise UserError(f"cannot infer channel_base/channel_max: b{r} has {channels[r]} channels")
+            raise BadFileError(f"cannot infer channel_base/channel_max: b{r} has {channels[r]} channels")
     has_torgb_below = any(f"synthesis.b{r}.torgb.weight" in state for r in resolutions[:-1])
     has_skip = any(f"synthesis.b{r}.skip.weight" in state for r in resolutions)
     architecture = "resnet" if has_skip else ("skip" if has_torgb_below else "orig")
@@ -243,7 +243,7 @@ def _load_state_dict_file(payload: Any, path: str) -> Dict[str, Any]:
             state = state[key]
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path}: not a network file (neither our checkpoint, an official pickle, "
+        raise BadFileError(f"{path}: not a network file (neither our checkpoint, an official pickle, "
                         f"nor a generator state_dict)")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     kwargs = infer_generator_kwargs(state)
@@ -273,7 +273,7 @@ def load_network(path: str, device: Any = "cpu") -> Dict[str, Any]:
     with open(path, "rb") as f:
         head = f.read(4)
     if len(head) == 0:
-        raise UserError(f"{path}: empty file")
+        raise BadFileError(f"{path}: empty file")
     try:
         if zipfile.is_zipfile(path) or head[:1] != b"\x80":
             out = _load_torch_file(path)
@@ -284,11 +284,59 @@ def load_network(path: str, device: Any = "cpu") -> Dict[str, Any]:
             else:
                 out = _load_official_pickle(data, path)
     except UnsafePickleError as exc:
-        raise UserError(f"{path}: {exc}") from None
+        raise BadFileError(f"{path}: {exc}") from None
+    except BadFileError:
+        raise
+    except UserError as exc:                 # corrupt pickle bytes and the like: the file is wrong
+        raise BadFileError(f"{path}: {exc}") from None
     for name in NETWORK_KEYS:
         if isinstance(out.get(name), nn.Module):
             out[name] = out[name].eval().requires_grad_(False).to(device)
     return out
+
+
+def load_generator(path: str, device: Any = "cpu", require_qc: bool = False) -> Generator:
+    """The generator every script uses from any supported file: ``G_ema`` when present, else
+    ``G`` (eval mode, on ``device``). ``BadFileError`` (exit status 2) for a file without a
+    generator (e.g. a discriminator-only pickle) and, with ``require_qc``, for a plain StyleGAN2
+    generator where a QC-StyleGAN one is needed."""
+    return pick_generator(load_network(path, device=device), path, require_qc)
+
+
+def pick_generator(nets: Dict[str, Any], path: str, require_qc: bool = False) -> Generator:
+    """``load_generator``'s rule on an already loaded ``load_network`` result."""
+    G = nets.get("G_ema") if nets.get("G_ema") is not None else nets.get("G")
+    if G is None:
+        have = [k for k in NETWORK_KEYS if k in nets]
+        raise BadFileError(f"{path}: holds no generator (it has {', '.join(have) or 'no networks'}); "
+                           f"pass a file with G or G_ema")
+    if require_qc and G.q_dim == 0:
+        raise BadFileError(f"{path}: a plain StyleGAN2 generator (q_dim=0) where a QC-StyleGAN one is needed; "
+                           f"widen it (python convert_network.py SRC DST --widen-q-dim 16) and fine-tune it with "
+                           f"train.py --resume DST, or train a QC model first")
+    return G
+
+
+def is_complete_checkpoint(path: str) -> bool:
+    """True when ``path`` is a whole file of our format: a readable ZIP whose members all pass
+    their CRC check (a file cut short or damaged fails; the networks are not built)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.testzip() is None and any(n.endswith("data.pkl") for n in zf.namelist())
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, RuntimeError):
+        return False
+
+
+def check_network_file(path: str) -> None:
+    """Cheap up-front check of a network file (before a run folder is made): ``BadFileError`` for an
+    empty file or a ZIP-format torch file that is cut short or damaged (pickles are checked when
+    loaded)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise BadFileError(f"{path}: empty file")
+    if head[:1] != b"\x80" and not is_complete_checkpoint(path):
+        raise BadFileError(f"{path}: corrupt or truncated network file (not a complete ZIP archive)")
 
 
 def _load_torch_file(path: str) -> Dict[str, Any]:
@@ -336,7 +384,7 @@ def convert_network(src: str, dst: str, widen_q_dim: Optional[int] = None, only:
     if only:
         missing = [name for name in only if name not in out]
         if missing:
-            raise UserError(f"{src} has no {', '.join(missing)} (it has {', '.join(out) or 'no networks'})")
+            raise BadFileError(f"{src} has no {', '.join(missing)} (it has {', '.join(out) or 'no networks'})")
         out = {name: out[name] for name in only}
     if widen_q_dim:
         for name in ("G", "G_ema"):

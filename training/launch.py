@@ -2,6 +2,13 @@
 ``training_options.json``, and one process per GPU (torchrun, or spawned by ``--gpus N``).
 
 Presets are data (``configs/<name>.json``); a preset fills only the options the user left unset.
+
+Automatic resume (``--resume latest``, alias ``auto``; or ``--resume RUN_DIR``): the run folder is
+the newest ``NNNNN-<description>`` under ``--outdir`` whose description matches the options (the
+same command names the same folder), and training continues from its newest *complete* snapshot
+(``training.checkpoint.is_complete_checkpoint``) in that folder. Without a folder or a snapshot
+the run starts fresh, from ``--init FILE`` when given. Rerunning the same command after a
+preemption therefore continues the run; rerunning a finished run does nothing.
 """
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ import json
 import os
 import re
 import socket
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import dnnlib
 from dnnlib.util import UserError
@@ -20,8 +27,10 @@ DEGRADATION = "paper"          # the registered degradation mix used by training
 
 # Options that are not preset values, with their defaults.
 RUN_DEFAULTS = dict(gpus=1, seed=0, workers=2, device="auto", precision="fp32", cond=False, mirror=False,
-                    max_size=None, resume=None, teacher=None, metrics=[], aug_p=0.2, batch_gpu=None,
+                    max_size=None, resume=None, init=None, teacher=None, metrics=[], aug_p=0.2, batch_gpu=None,
                     degradation=DEGRADATION, inception=None)
+RESUME_LATEST = ("latest", "auto")      # --resume values that continue this run's newest snapshot
+SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d+(?:\.\d+)?)\.pt$")
 
 
 def list_configs():
@@ -92,10 +101,14 @@ def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
             opts.train_blocks = int(tb)
         except ValueError:
             raise UserError(f"--train-blocks must be 'all' or a number, got {tb}") from None
-    for path_opt in ("resume", "teacher"):
-        if opts.get(path_opt) and not dnnlib.util.is_url(opts[path_opt]) and not os.path.isfile(opts[path_opt]):
-            raise UserError(f"--{path_opt} file not found: {opts[path_opt]}")
-    if opts.q_dim > 0 and opts.kd_weight > 0 and not (opts.resume or opts.teacher):
+    _resolve_resume(opts)
+    from training.checkpoint import check_network_file
+    for path_opt in ("resume", "init", "teacher"):
+        if opts.get(path_opt) and not dnnlib.util.is_url(opts[path_opt]):
+            if not os.path.isfile(opts[path_opt]):
+                raise UserError(f"--{path_opt} file not found: {opts[path_opt]}")
+            check_network_file(opts[path_opt])          # a truncated file fails before a run folder exists
+    if opts.q_dim > 0 and opts.kd_weight > 0 and not (opts.resume or opts.teacher or opts.auto_resume):
         raise UserError("QC training needs a teacher: pass --resume with a stock StyleGAN2 file or "
                         "--teacher FILE (or --q-dim 0 to train a plain StyleGAN2)")
     if opts.metrics:
@@ -108,6 +121,72 @@ def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
     else:
         opts.metrics = []
     return opts
+
+
+def _resolve_resume(opts) -> None:
+    """``--resume latest|auto|RUN_DIR`` -> ``opts.auto_resume`` (the mode or the folder) and
+    ``opts.resume = --init`` (what a fresh start loads); ``--init`` alone acts as ``--resume FILE``."""
+    value = opts.get("resume")
+    opts.auto_resume = None
+    if value in RESUME_LATEST:
+        opts.auto_resume = "latest"
+    elif value and os.path.isdir(value):
+        opts.auto_resume = os.path.abspath(value)
+    elif value and opts.get("init"):
+        raise UserError("--init is the start of a fresh run; with --resume FILE give only one of them")
+    if opts.auto_resume or not value:
+        opts.resume = opts.get("init")
+
+
+def list_snapshots(run_dir: str) -> List[Tuple[int, str]]:
+    """``(images seen, path)`` of the ``network-snapshot-<kimg>.pt`` files in ``run_dir``, oldest first."""
+    out = []
+    for name in os.listdir(run_dir) if os.path.isdir(run_dir) else []:
+        m = SNAPSHOT_RE.match(name)
+        if m:
+            out.append((int(round(float(m.group(1)) * 1000)), os.path.join(run_dir, name)))
+    return sorted(out)
+
+
+def latest_snapshot(run_dir: str, log=print) -> Optional[str]:
+    """The newest complete snapshot of ``run_dir`` (None when there is none); damaged or cut-short
+    files under a snapshot name are passed over with a note (``atomic_write`` never leaves them,
+    but a copy or a full disk elsewhere can)."""
+    from training.checkpoint import is_complete_checkpoint
+    for _nimg, path in reversed(list_snapshots(run_dir)):
+        if is_complete_checkpoint(path):
+            return path
+        log(f"note: {os.path.basename(path)} is incomplete or damaged; passed over")
+    return None
+
+
+def find_run_dir(outdir: str, desc: str) -> Optional[str]:
+    """The newest ``NNNNN-<desc>`` folder under ``outdir`` (None when there is none)."""
+    best = None
+    for d in os.listdir(outdir) if os.path.isdir(outdir) else []:
+        m = re.match(r"^(\d+)-(.*)$", d)
+        if m and m.group(2) == desc and os.path.isdir(os.path.join(outdir, d)):
+            if best is None or int(m.group(1)) > best[0]:
+                best = (int(m.group(1)), d)
+    return os.path.join(outdir, best[1]) if best else None
+
+
+def choose_run(outdir: str, opts) -> Tuple[str, Optional[str]]:
+    """``(run directory, snapshot to continue or None)`` for these options (module docstring)."""
+    desc = run_description(opts)
+    if not opts.get("auto_resume"):
+        return next_run_dir(outdir, desc), None
+    run_dir = opts.auto_resume if opts.auto_resume != "latest" else find_run_dir(outdir, desc)
+    if run_dir is None:
+        run_dir = next_run_dir(outdir, desc)
+        dist.print0(f"--resume latest: no run {desc} under {outdir} yet; starting {os.path.basename(run_dir)}")
+        return run_dir, None
+    snapshot = latest_snapshot(run_dir, log=dist.print0)
+    if snapshot is None:
+        dist.print0(f"--resume latest: {run_dir} has no complete snapshot yet; starting it afresh")
+    else:
+        dist.print0(f"--resume latest: continuing {run_dir} from {os.path.basename(snapshot)}")
+    return run_dir, snapshot
 
 
 def run_description(opts) -> str:
@@ -139,28 +218,63 @@ def _worker(local_rank: int, world: int, port: int, run_dir: str, opts: dict) ->
     run_process(run_dir, opts)
 
 
+class _Tee:
+    """Write to a stream and to the run's ``log.txt`` (appended: a resumed run continues it)."""
+
+    def __init__(self, stream, log_file):
+        self.stream, self.log_file = stream, log_file
+
+    def write(self, text):
+        self.stream.write(text)
+        try:
+            self.log_file.write(text)
+            self.log_file.flush()
+        except (OSError, ValueError):      # a full disk must not stop training over its log
+            pass
+        return len(text)
+
+    def flush(self):
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def run_process(run_dir: str, opts: dict) -> dict:
-    """One rank: join the process group (if any), train, leave the group."""
+    """One rank: join the process group (if any), train, leave the group. Rank 0 copies its
+    output into ``run_dir/log.txt``."""
+    import sys
     from training.training_loop import training_loop
     dist.init_from_env(opts["device"])
+    saved = sys.stdout, sys.stderr
+    log_file = None
     try:
+        if dist.get_rank() == 0:
+            log_file = open(os.path.join(run_dir, "log.txt"), "a", encoding="utf-8")
+            sys.stdout, sys.stderr = _Tee(saved[0], log_file), _Tee(saved[1], log_file)
         return training_loop(run_dir, dnnlib.EasyDict(opts))
     finally:
+        sys.stdout, sys.stderr = saved
+        if log_file is not None:
+            log_file.close()
         dist.destroy()
 
 
 def launch(opts: dnnlib.EasyDict, outdir: str, dry_run: bool = False) -> Optional[str]:
-    """Create the run directory (rank 0), write ``training_options.json`` and train. Under
-    torchrun (WORLD_SIZE set) this process is one rank; otherwise ``--gpus N > 1`` spawns N local
-    processes. Returns the run directory."""
+    """Create (or, with ``--resume latest``, find) the run directory (rank 0), write
+    ``training_options.json`` and train. Under torchrun (WORLD_SIZE set) this process is one
+    rank; otherwise ``--gpus N > 1`` spawns N local processes. Returns the run directory."""
     under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     world = int(os.environ["WORLD_SIZE"]) if under_torchrun else opts.gpus
     if under_torchrun and world != opts.gpus:
         opts.gpus = world     # torchrun decides the process count
-    run_dir = _agree_run_dir(outdir, run_description(opts), under_torchrun, opts)
+    run_dir, snapshot = _agree_run_dir(outdir, under_torchrun, opts)
+    if snapshot is not None:
+        opts.resume = snapshot
     if dry_run:
         dist.print0(json.dumps(opts, indent=2))
-        dist.print0(f"run directory would be: {run_dir}")
+        dist.print0(f"run directory would be: {run_dir}" + (f" (continuing {os.path.basename(snapshot)})"
+                                                             if snapshot else ""))
         dist.destroy()
         return None
     if dist.get_rank() == 0:
@@ -170,18 +284,42 @@ def launch(opts: dnnlib.EasyDict, outdir: str, dry_run: bool = False) -> Optiona
     if under_torchrun or world == 1:
         run_process(run_dir, dict(opts))
     else:
-        import torch.multiprocessing as mp
-        mp.spawn(_worker, args=(world, _free_port(), run_dir, dict(opts)), nprocs=world, join=True)
+        _spawn(world, run_dir, dict(opts))
     return run_dir
 
 
-def _agree_run_dir(outdir: str, desc: str, under_torchrun: bool, opts) -> str:
-    """Rank 0 picks the next free id; under torchrun the name is broadcast to every rank."""
-    run_dir = next_run_dir(outdir, desc)
+def _spawn(world: int, run_dir: str, opts: dict) -> None:
+    """``--gpus N`` on one machine: N processes; SIGTERM/SIGINT/SIGUSR1 to this parent are passed
+    on to them, so they stop together after a snapshot (see training_loop.StopSignals)."""
+    import signal
+    import torch.multiprocessing as mp
+    ctx = mp.spawn(_worker, args=(world, _free_port(), run_dir, opts), nprocs=world, join=False)
+
+    def forward(signum, _frame):
+        for p in ctx.processes:
+            if p.is_alive():
+                os.kill(p.pid, signum)
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        try:
+            previous[sig] = signal.signal(sig, forward)
+        except ValueError:        # not the main thread
+            pass
+    try:
+        while not ctx.join():
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _agree_run_dir(outdir: str, under_torchrun: bool, opts) -> Tuple[str, Optional[str]]:
+    """Rank 0 picks the run directory (and the snapshot to continue); under torchrun both are
+    broadcast to every rank."""
     if under_torchrun:
         dist.init_from_env(opts.device)
+    holder = list(choose_run(outdir, opts)) if dist.get_rank() == 0 else [None, None]
+    if under_torchrun:
         import torch.distributed as tdist
-        holder = [run_dir]
         tdist.broadcast_object_list(holder, src=0)
-        run_dir = holder[0]
-    return run_dir
+    return holder[0], holder[1]

@@ -9,7 +9,15 @@ state (resume = continue the same run), a grid of fixed-seed sharp/degraded pair
 
 Determinism: every step reseeds the random streams from (seed, rank, step index), and the data
 sampler is positioned by the number of images seen, so a run resumed from a snapshot repeats an
-uninterrupted run exactly (same device, same number of processes).
+uninterrupted run exactly (same device, same number of processes). What differs between ranks
+(path-length means, the ADA sign accumulator, ``w_avg`` buffers, the tick's partial statistics) is
+gathered from every rank into the snapshot (``training_state['ranks']``) and given back to each.
+
+Preemption: SIGTERM, SIGINT and SIGUSR1 (``StopSignals``) let the current step finish; rank 0's
+decision is broadcast after every step, so all ranks stop at the same step, write a snapshot with
+the full state and return normally (exit 0). SIGKILL at any moment loses only the work since the
+last snapshot: snapshots are written atomically, and ``--resume latest`` continues the newest
+complete one (``training.launch``).
 """
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ import copy
 import json
 import os
 import resource
+import signal
 import time
 from typing import Any, Dict, List, Optional
 
@@ -24,7 +33,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from dnnlib.util import UserError, append_jsonl, format_time
+from dnnlib.util import UserError, append_jsonl, format_time, remove_stale_temp_files, rewrite_jsonl
 from torch_utils import distributed as dist
 from torch_utils import training_stats
 
@@ -41,6 +50,48 @@ GRAD_CLAMP = 1e5            # non-finite gradient entries are replaced by 0 / +-
 
 class TrainingDiverged(UserError):
     """A loss term became NaN or infinite; the run stops, the last snapshot stays valid."""
+
+
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")   # scheduler preemption, Ctrl-C, SLURM's early warning
+
+
+class StopSignals:
+    """While installed (main thread only), SIGTERM / SIGINT / SIGUSR1 only record a stop request
+    (``requested`` = the signal's name); the training loop finishes the step, snapshots and
+    returns. Further signals are ignored meanwhile (SIGKILL still stops at once, resumably)."""
+
+    def __init__(self):
+        self.requested: Optional[str] = None
+        self._previous: Dict[int, Any] = {}
+
+    def _handle(self, signum, _frame):
+        if self.requested is None:        # no printing here: the main thread may be inside a print
+            self.requested = signal.Signals(signum).name
+
+    def install(self) -> "StopSignals":
+        for name in STOP_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:        # not the main thread (e.g. a test's worker thread)
+                pass
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Data loader workers leave stop signals to their rank (a terminal's Ctrl-C and SLURM signal
+    the whole process group; a worker dying of one would break the step being finished)."""
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,9 +323,10 @@ class Trainer:
         self._setup_networks()
         self._setup_training()
         self.cur_nimg = self.batch_idx = self.cur_tick = 0
+        self.tick_start_nimg, self.elapsed_sec = 0, 0.0
+        self.stats = training_stats.Collector()
         if self.state is not None:
             self._load_state(self.state)
-        self.stats = training_stats.Collector()
 
     # --- setup ---------------------------------------------------------------------------------
     def _setup_networks(self):
@@ -353,28 +405,57 @@ class Trainer:
         self.degrader = RealDegrader(opts.degradation, self.dataset.resolution) if self.D_degraded is not None else None
 
     # --- state ---------------------------------------------------------------------------------
-    def training_state(self) -> dict:
+    def rank_state(self) -> dict:
+        """What differs between ranks (module docstring); RNG streams and the sampler position
+        need nothing: both follow from (seed, rank, step) and the images seen."""
+        return {
+            "pl_mean": {k: v.detach().cpu().clone() for k, v in self.loss.pl_mean.items()},
+            "ada_accumulator": self.ada._sum.clone() if self.ada is not None else None,
+            "buffers": {f"{net}.{n}": b.detach().cpu().clone() for net, m in (("G", self.G), ("G_ema", self.G_ema))
+                        for n, b in m.named_buffers() if n.endswith("_avg")},
+            "stats": self.stats.state_dict(),
+        }
+
+    def training_state(self, ranks: Optional[List[dict]] = None) -> dict:
+        ranks = ranks if ranks is not None else [self.rank_state()]
         return {
             "cur_nimg": self.cur_nimg, "batch_idx": self.batch_idx, "cur_tick": self.cur_tick,
+            "tick_start_nimg": self.tick_start_nimg, "elapsed_sec": float(self.elapsed_sec),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "augment_p": float(self.augment_pipe.p) if self.augment_pipe is not None else 0.0,
-            "ada_accumulator": self.ada._sum.clone() if self.ada is not None else None,
-            "pl_mean": {k: v.detach().cpu().clone() for k, v in self.loss.pl_mean.items()},
+            "ada_accumulator": ranks[0]["ada_accumulator"],     # rank 0's (files of earlier versions)
+            "pl_mean": ranks[0]["pl_mean"],
+            "ranks": ranks, "world_size": len(ranks),
             "train_blocks": self.train_blocks, "seed": self.opts.seed,
         }
 
     def _load_state(self, state: dict) -> None:
         self.cur_nimg, self.batch_idx = int(state["cur_nimg"]), int(state["batch_idx"])
         self.cur_tick = int(state.get("cur_tick", 0))
+        self.tick_start_nimg = int(state.get("tick_start_nimg", self.cur_nimg))
+        self.elapsed_sec = float(state.get("elapsed_sec", 0.0))
         for key, opt in self.optimizers.items():
             if key in state["optimizers"]:
                 opt.load_state_dict(state["optimizers"][key])
         if self.augment_pipe is not None:
             self.augment_pipe.p.fill_(float(state.get("augment_p", 0.0)))
-        if self.ada is not None and state.get("ada_accumulator") is not None:
-            self.ada._sum.copy_(state["ada_accumulator"])
-        for k, v in state.get("pl_mean", {}).items():
+        ranks = state.get("ranks")
+        if ranks and len(ranks) == self.world:
+            mine = ranks[self.rank]
+        else:
+            mine = {"pl_mean": state.get("pl_mean", {}), "ada_accumulator": state.get("ada_accumulator")}
+            if ranks:
+                dist.print0(f"note: the snapshot was written by {len(ranks)} process(es), this run has {self.world}: "
+                            f"every rank continues from rank 0's running means (not bit-exact)")
+        if self.ada is not None and mine.get("ada_accumulator") is not None:
+            self.ada._sum.copy_(mine["ada_accumulator"])
+        for k, v in (mine.get("pl_mean") or {}).items():
             self.loss.pl_mean[k].copy_(v)
+        nets = {"G": self.G, "G_ema": self.G_ema}
+        for key, value in (mine.get("buffers") or {}).items():
+            net, name = key.split(".", 1)
+            dict(nets[net].named_buffers())[name].copy_(value)
+        self.stats.load_state_dict(mine.get("stats") or {})
         dist.print0(f"resuming at {self.cur_nimg / 1000:.3f} kimg (step {self.batch_idx})")
 
     # --- data ----------------------------------------------------------------------------------
@@ -384,7 +465,8 @@ class Trainer:
         loader = torch.utils.data.DataLoader(self.dataset, sampler=sampler, batch_size=self.batch_rank,
                                              num_workers=self.opts.workers, pin_memory=self.device.type == "cuda",
                                              prefetch_factor=2 if self.opts.workers > 0 else None,
-                                             persistent_workers=False)
+                                             persistent_workers=False,
+                                             worker_init_fn=_ignore_stop_signals if self.opts.workers > 0 else None)
         return iter(loader)
 
     # --- one step ------------------------------------------------------------------------------
@@ -476,19 +558,25 @@ class Trainer:
             imgs = torch.stack([imgs, deg], dim=1).flatten(0, 1)
         save_grid(path, [imgs], cols=pairs * (2 if self.degrader is not None else 1))
 
-    def snapshot(self) -> str:
+    def snapshot(self, outputs: bool = True) -> str:
+        """Checkpoint with the full state of every rank (written atomically by rank 0), then,
+        with ``outputs``, the fixed-seed grid and the metrics (a preemption snapshot skips them)."""
         label = snapshot_label(self.cur_nimg)
         path = os.path.join(self.run_dir, f"network-snapshot-{label}.pt")
         for name, net in (("G", self.G), ("D", self.D), ("D_degraded", self.D_degraded)):
             if net is not None and not dist.check_consistent(net):
                 raise UserError(f"{name} differs between ranks at {self.cur_nimg / 1000:.3f} kimg")
+        ranks = dist.gather_objects(self.rank_state())
         if self.rank == 0:
             nets = {"G": self.G, "G_ema": self.G_ema, "D": self.D, "D_degraded": self.D_degraded,
                     "G_teacher": self.teacher}
-            ckpt.save_checkpoint(path, nets=nets, training_state=self.training_state(),
+            ckpt.save_checkpoint(path, nets=nets, training_state=self.training_state(ranks),
                                  metadata={"training_options": json.loads(json.dumps(self.opts))})
-            self.save_fakes(os.path.join(self.run_dir, f"fakes{label}.png"))
-        self.run_metrics(path)
+            if outputs:
+                self.save_fakes(os.path.join(self.run_dir, f"fakes{label}.png"))
+        dist.barrier()          # no rank runs ahead of a snapshot that is not on disk yet
+        if outputs:
+            self.run_metrics(path)
         return path
 
     def run_metrics(self, snapshot_path: str) -> None:
@@ -515,62 +603,106 @@ def _memory_gb(device: torch.device) -> tuple:
     return cpu, gpu
 
 
+def prepare_run_dir(run_dir: str, cur_nimg: int) -> None:
+    """Rank 0, before training in ``run_dir`` (fresh or continued): temporary files of writes
+    killed midway are removed, and log lines past the starting point (ticks and metrics the
+    continued run redoes, or a line cut short) are dropped, so ``stats.jsonl`` and the metric
+    files read as one uninterrupted run."""
+    for name in remove_stale_temp_files(run_dir):
+        print(f"note: removed {name}, left by an interrupted write")
+    past = lambda r: round(float(r.get("Progress/kimg", r.get("kimg")) or 0) * 1000) > cur_nimg
+    for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
+        if name == "stats.jsonl" or (name.startswith("metric-") and name.endswith(".jsonl")):
+            dropped = rewrite_jsonl(os.path.join(run_dir, name), lambda r: not past(r))
+            if dropped:
+                print(f"note: {name}: dropped {dropped} line(s) past {cur_nimg / 1000:.3f} kimg (redone now)")
+
+
 def training_loop(run_dir: str, opts: dnnlib.EasyDict, progress_fn=None) -> dict:
-    """Train until ``opts.kimg`` thousand images; returns a summary (final snapshot path, kimg,
-    augment p, mean sec/kimg). ``progress_fn(trainer)`` is called after every tick (tests)."""
+    """Train until ``opts.kimg`` thousand images, or until a stop signal (``StopSignals``);
+    returns a summary (final snapshot path, kimg, augment p, mean sec/kimg, ``stopped``: the
+    signal's name or None). ``progress_fn(trainer)`` is called after every tick (tests)."""
     opts = dnnlib.EasyDict(opts)
+    signals = StopSignals().install()
+    try:
+        return _train(run_dir, opts, progress_fn, signals)
+    finally:
+        signals.restore()
+
+
+def _train(run_dir: str, opts: dnnlib.EasyDict, progress_fn, signals: StopSignals) -> dict:
     trainer = Trainer(run_dir, opts)
     dist.print0(f"training {os.path.basename(run_dir)} on {trainer.device} ({trainer.world} process(es)), "
                 f"batch {opts.batch}, train_blocks {trainer.train_blocks}, precision {opts.precision}")
     dist.print0(module_summary({"G": trainer.G, "D": trainer.D, "D_degraded": trainer.D_degraded,
                                 "G_teacher": trainer.teacher}, trainer.params))
+    if trainer.rank == 0:
+        prepare_run_dir(run_dir, trainer.cur_nimg)
     if trainer.rank == 0 and trainer.cur_nimg == 0:
         trainer.save_reals(os.path.join(run_dir, "reals.png"))
         trainer.save_fakes(os.path.join(run_dir, "fakes_init.png"))
     total_nimg = int(round(opts.kimg * 1000))
     data_iter = trainer.data_iterator()
-    start_time = tick_start_time = time.time()
-    tick_start_nimg = trainer.cur_nimg
-    last_snapshot, sec_per_kimg = None, []
+    start_time = time.time() - trainer.elapsed_sec
+    tick_start_time = time.time()
+    last_snapshot, snapshot_nimg, sec_per_kimg, stopped = None, None, [], None
     done = trainer.cur_nimg >= total_nimg
+    if done:
+        dist.print0(f"already at {trainer.cur_nimg / 1000:.3f} kimg of {opts.kimg:g}: nothing to do")
     while not done:
         trainer.step(data_iter)
         done = trainer.cur_nimg >= total_nimg
-        if not done and trainer.cur_nimg < tick_start_nimg + opts.tick_kimg * 1000:
-            continue
-        # --- tick ---
-        trainer.cur_tick += 1
-        now = time.time()
-        tick_kimg = (trainer.cur_nimg - tick_start_nimg) / 1000
-        spk = (now - tick_start_time) / max(tick_kimg, 1e-8)
-        sec_per_kimg.append(spk)
-        cpu_gb, gpu_gb = _memory_gb(trainer.device)
-        p = float(trainer.augment_pipe.p) if trainer.augment_pipe is not None else 0.0
-        stats = trainer.stats.reduce(dist.all_reduce_sum)
-        stats.update({"Progress/tick": trainer.cur_tick, "Progress/kimg": trainer.cur_nimg / 1000,
-                      "Progress/augment": p, "Timing/sec_per_tick": now - tick_start_time,
-                      "Timing/sec_per_kimg": spk, "Timing/total_sec": now - start_time,
-                      "Resources/cpu_mem_gb": cpu_gb, "Resources/peak_gpu_mem_gb": gpu_gb,
-                      "timestamp": now})
-        dist.print0(f"tick {trainer.cur_tick:<5d} kimg {trainer.cur_nimg / 1000:<9.3f} "
-                    f"time {format_time(now - start_time):<9s} sec/kimg {spk:<8.2f} augment {p:<6.3f} "
-                    f"cpumem {cpu_gb:<5.2f} gpumem {gpu_gb:<5.2f}")
-        if trainer.rank == 0:
-            append_jsonl(os.path.join(run_dir, "stats.jsonl"), stats)
-            _tensorboard(run_dir, stats, trainer.cur_nimg)
-        if done or (opts.snap and trainer.cur_tick % opts.snap == 0):
-            last_snapshot = trainer.snapshot()
-        if progress_fn is not None:
-            progress_fn(trainer)
-        tick_start_nimg, tick_start_time = trainer.cur_nimg, time.time()
-    if last_snapshot is None and trainer.cur_nimg >= total_nimg:
+        stop = dist.broadcast_flag(signals.requested is not None)      # rank 0 decides, every step
+        if done or trainer.cur_nimg >= trainer.tick_start_nimg + opts.tick_kimg * 1000:
+            if _tick(trainer, run_dir, opts, start_time, tick_start_time, sec_per_kimg, done):
+                last_snapshot, snapshot_nimg = trainer.snapshot(), trainer.cur_nimg
+            if progress_fn is not None:
+                progress_fn(trainer)
+            tick_start_time = time.time()
+        if stop and not done:
+            trainer.elapsed_sec = time.time() - start_time
+            if snapshot_nimg != trainer.cur_nimg:
+                last_snapshot, snapshot_nimg = trainer.snapshot(outputs=False), trainer.cur_nimg
+            stopped = signals.requested or "a stop signal on rank 0"
+            dist.print0(f"stopped by {stopped} at {trainer.cur_nimg / 1000:.3f} kimg (step {trainer.batch_idx}); "
+                        f"snapshot {os.path.basename(last_snapshot)}; continue with --resume latest")
+            break
+    if not stopped and last_snapshot is None and trainer.cur_nimg >= total_nimg:
         last_snapshot = os.path.join(run_dir, f"network-snapshot-{snapshot_label(trainer.cur_nimg)}.pt")
         if not os.path.isfile(last_snapshot):
             last_snapshot = trainer.snapshot()
-    dist.print0("done.")
-    return {"snapshot": last_snapshot, "kimg": trainer.cur_nimg / 1000,
+    if not stopped:
+        dist.print0("done.")
+    return {"snapshot": last_snapshot, "kimg": trainer.cur_nimg / 1000, "stopped": stopped,
             "augment_p": float(trainer.augment_pipe.p) if trainer.augment_pipe is not None else 0.0,
             "sec_per_kimg": float(np.mean(sec_per_kimg)) if sec_per_kimg else None, "trainer": trainer}
+
+
+def _tick(trainer: Trainer, run_dir: str, opts, start_time: float, tick_start_time: float,
+          sec_per_kimg: List[float], done: bool) -> bool:
+    """End of a tick: log line, ``stats.jsonl``; True when a snapshot is due."""
+    trainer.cur_tick += 1
+    now = time.time()
+    tick_kimg = (trainer.cur_nimg - trainer.tick_start_nimg) / 1000
+    spk = (now - tick_start_time) / max(tick_kimg, 1e-8)
+    sec_per_kimg.append(spk)
+    cpu_gb, gpu_gb = _memory_gb(trainer.device)
+    p = float(trainer.augment_pipe.p) if trainer.augment_pipe is not None else 0.0
+    stats = trainer.stats.reduce(dist.all_reduce_sum)
+    stats.update({"Progress/tick": trainer.cur_tick, "Progress/kimg": trainer.cur_nimg / 1000,
+                  "Progress/augment": p, "Timing/sec_per_tick": now - tick_start_time,
+                  "Timing/sec_per_kimg": spk, "Timing/total_sec": now - start_time,
+                  "Resources/cpu_mem_gb": cpu_gb, "Resources/peak_gpu_mem_gb": gpu_gb,
+                  "timestamp": now})
+    dist.print0(f"tick {trainer.cur_tick:<5d} kimg {trainer.cur_nimg / 1000:<9.3f} "
+                f"time {format_time(now - start_time):<9s} sec/kimg {spk:<8.2f} augment {p:<6.3f} "
+                f"cpumem {cpu_gb:<5.2f} gpumem {gpu_gb:<5.2f}")
+    if trainer.rank == 0:
+        append_jsonl(os.path.join(run_dir, "stats.jsonl"), stats)
+        _tensorboard(run_dir, stats, trainer.cur_nimg)
+    trainer.tick_start_nimg = trainer.cur_nimg           # the snapshot records the next tick's start
+    trainer.elapsed_sec = now - start_time
+    return done or bool(opts.snap and trainer.cur_tick % opts.snap == 0)
 
 
 _TB_WRITERS: Dict[str, Any] = {}

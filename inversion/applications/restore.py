@@ -12,11 +12,13 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
   else the image is inverted here (``keep_inversions`` saves new ones under ``OUTDIR/inversions``);
 * ``OUTDIR/restore.jsonl``: one line per image (file, source, seconds, steps, reconstruction
   PSNR / perceptual distance / LPIPS, and with ground truth the metrics of input and restored);
-  unreadable files get a line with ``error`` and are skipped; finished images are skipped on a
-  rerun, so running the same command again resumes;
+  unreadable files (every odd form ``dnnlib.image_io`` refuses) get a line with ``error`` and are
+  skipped; finished images are skipped on a rerun, so running the same command again resumes
+  (and retries the failed ones); when no input can be processed at all, a ``UserError`` ends it;
 * ``compare``: ``OUTDIR/compare/<name>.png`` = input | restored (| ground truth), at input size;
 * ground truth (``gt``, matched by relative path, else by path without extension): PSNR, SSIM,
-  LPIPS and NIQE of the input and of the restored image, per image and averaged in
+  LPIPS and NIQE of the input and of the restored image (the default list skips LPIPS with a note
+  when its backbone weights are absent; asked for with ``metrics``, their absence is an error), per image and averaged in
   ``OUTDIR/restore-summary.json`` as ``{"input": {metric: {mean, std, n}}, "restored": {...}}``
   (the layout of ``calc_metrics.py compare``'s summary, once per image kind).
 """
@@ -67,13 +69,10 @@ def find_gt(gt_dir: str, source: str) -> Optional[str]:
 class ImageScorer:
     """PSNR / SSIM / LPIPS / NIQE of an image against its ground truth (metrics package)."""
 
-    def __init__(self, names: Sequence[str], lpips_backbone: str = "imagenet", device="cpu"):
-        from metrics.compare import parse_metrics
-        self.names = parse_metrics(list(names) if names else None, have_gt=True)
-        self.lpips = None
-        if "lpips" in self.names:
-            from metrics.lpips_metric import LPIPS
-            self.lpips = LPIPS(net="alex", backbone=lpips_backbone, device=device)   # fails fast when missing
+    def __init__(self, names: Sequence[str], lpips_backbone: str = "imagenet", device="cpu", log=None):
+        from metrics.compare import prepare_metrics      # default list: LPIPS skipped with a note when absent
+        self.names, self.lpips = prepare_metrics(list(names) if names else None, True, "alex", lpips_backbone,
+                                                 device, log)
 
     def __call__(self, img: np.ndarray, gt: np.ndarray) -> Dict[str, Optional[float]]:
         from metrics import image_metrics, niqe
@@ -123,7 +122,7 @@ def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Op
     if inversions is not None and not os.path.isdir(inversions):
         raise UserError(f"--inversions folder not found: {inversions}")
     root, sources = image_io.list_sources(input_path, outdir)
-    scorer = ImageScorer(metrics or (), lpips_backbone, device) if gt is not None else None
+    scorer = ImageScorer(metrics or (), lpips_backbone, device, log) if gt is not None else None
     jobs = [(src, out_rel) for src, _, out_rel in plan_outputs(sources, 1)]
     in_paths = {os.path.abspath(os.path.join(root, s)) for s in sources}
     if any(os.path.abspath(os.path.join(outdir, o)) in in_paths for _, o in jobs):
@@ -194,6 +193,7 @@ def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Op
                 bar.update(1)
     if bar is not None:
         bar.close()
+    image_io.require_progress(summary["written"] + summary["skipped"], summary["failed"], records_path)
     if scorer is not None:
         recs = [r for r in read_jsonl(records_path) if "error" not in r]
         latest = {r["file"]: r for r in recs}                     # a rerun's line replaces the old one
