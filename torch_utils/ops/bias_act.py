@@ -60,7 +60,9 @@ def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1
         x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
         fresh = True                      # x is now our own tensor
     # Without autograd, work in place on our own intermediate (same values, less memory traffic).
-    inplace = not (torch.is_grad_enabled() and x.requires_grad)
+    # Grad mode decides, not x.requires_grad: under torch.func.vmap that reads False even for
+    # tensors autograd needs (batched PTI, inversion/pti.py).
+    inplace = not torch.is_grad_enabled()
     if act == "lrelu" and inplace and fresh:
         x = F.leaky_relu_(x, alpha)
     elif act == "relu" and inplace and fresh:

@@ -97,7 +97,7 @@ def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, d
     px0, px1, py0, py1 = parse_padding(padding)
     n, c, h, w = x.shape
     # Padding and reshapes below return NCHW; hand back the caller's layout (channels_last stays).
-    channels_last = c > 1 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    channels_last = c > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
     # 1. Zero insertion: [N, C, H, 1, W, 1] padded to [N, C, H, upy, W, upx].
     if upx > 1 or upy > 1:
