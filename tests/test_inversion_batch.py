@@ -115,3 +115,31 @@ def test_folder_run_interrupted_mid_batch_resumes(tmp_path, monkeypatch):
     counts = folder.invert_folder(G, str(inp), str(out), **kw)
     assert counts == {"done": 2, "skipped": 1, "failed": 0}
     assert all(os.path.isfile(out / str(i) / "result.json") for i in range(3))
+
+
+def test_restore_interrupted_mid_batch_resumes(tmp_path, monkeypatch):
+    """restore_folder writes each restored image and its record when its inversion finishes: a
+    run killed after the first record keeps it; the rerun restores only the other two."""
+    import inversion.applications.restore as restore
+    from dnnlib.util import read_jsonl
+    G = tiny_generator()
+    images, _, _ = sample_images(G, 3, seed=6)
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for i, im in enumerate(images):
+        write_image(str(inp / f"{i}.png"), im)
+    kw = dict(pti_steps=2, w_steps=2, batch_size=3, perceptual="fallback", progress=False)
+    real_append = restore.append_jsonl
+
+    def append_then_die(path, rec):
+        real_append(path, rec)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(restore, "append_jsonl", append_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        restore.restore_folder(G, str(inp), str(out), **kw)
+    first = [r["file"] for r in read_jsonl(str(out / "restore.jsonl"))]
+    assert len(first) == 1 and os.path.isfile(out / first[0])
+    monkeypatch.setattr(restore, "append_jsonl", real_append)
+    s = restore.restore_folder(G, str(inp), str(out), **kw)
+    assert s["skipped"] == 1 and s["written"] == 2
+    assert sorted(r["file"] for r in read_jsonl(str(out / "restore.jsonl"))) == ["0.png", "1.png", "2.png"]
