@@ -50,9 +50,10 @@ def _load_G(network, device, require_qc=True):
     return load_generator(resolve_network(network), device="cpu", require_qc=require_qc).to(device)
 
 
-def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, device):
+def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, device, batch_size=None):
     """Invert the images under ``input_path`` into ``outdir/inversions`` with the resumable folder
-    loop of ``invert.py run`` (reused on a rerun; unreadable files reported in its results.jsonl)."""
+    loop of ``invert.py run`` (each image written when it is finished; reused on a rerun;
+    unreadable files reported in its results.jsonl), ``batch_size`` at a time (default: by device)."""
     from inversion.api import DEFAULT_PTI_STEPS
     from inversion.applications.latents import load_latents
     from inversion.folder import invert_folder
@@ -62,7 +63,7 @@ def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, dev
         E = load_encoder(encoder, device=device, generator=G)
     inv_dir = os.path.join(outdir, "inversions")
     invert_folder(G, input_path, inv_dir, encoder=E, pti_steps=DEFAULT_PTI_STEPS if pti_steps is None else pti_steps,
-                  w_steps=w_steps, device=device)
+                  w_steps=w_steps, device=device, batch=batch_size)
     return load_latents(G, inv_dir, device=device)
 
 
@@ -90,6 +91,7 @@ def cli():
 @click.option("--encoder", default=None, help="Encoder checkpoint for --input [default: the shipped encoder with the shipped model].")
 @click.option("--pti-steps", type=click.IntRange(min=0), default=None, help="PTI steps for --input [default: the inversion default].")
 @click.option("--w-steps", type=click.IntRange(min=0), default=None, help="Stage-1 steps for --input [default: the inversion default].")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=None, help="--input: Images inverted together (stage 1 and PTI, each with its own tuned weights) [default: 8 on CPU, 32 on CUDA].")
 @click.option("--direction", default=None, help="Boundary / direction .npy ([1, w_dim], [w_dim] or [num_ws, w_dim]), or 'gender' (the shipped model's boundary).")
 @click.option("--sefa", type=click.IntRange(min=0), default=None, help="Use the K-th SeFa direction.")
 @click.option("--ganspace", type=click.IntRange(min=0), default=None, help="Use the K-th GANSpace component.")
@@ -99,8 +101,8 @@ def cli():
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_main
-def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, direction, sefa, ganspace, layers,
-             strengths, outdir, device, quiet):
+def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, batch_size, direction, sefa, ganspace,
+             layers, strengths, outdir, device, quiet):
     """Edit images along a direction: G(w + αΔw, q) (degradation kept) and G(w + αΔw, 0)."""
     import torch
     from inversion.applications.editing import edit_latents
@@ -115,7 +117,7 @@ def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, direc
     d, info = _direction(G, resolve_direction(direction), sefa, ganspace, layers, device)
     if input_path is not None:
         latents = _latents_from_images(G, input_path, outdir, resolve_encoder(encoder, network), pti_steps,
-                                       w_steps, device)
+                                       w_steps, device, batch_size)
     else:
         latents = load_latents(G, inversions, device=device)
     summary = edit_latents(G, latents, d, strengths, outdir, device=device, direction_info=info, progress=not quiet)

@@ -48,7 +48,7 @@ def main():
 @click.option("--delta", "delta_encoding", default="fp16", show_default=True, help="Delta storage: fp16 or lowrank:R")
 @click.option("--perceptual", type=click.Choice(["auto", "lpips", "lpips-random", "fallback"]), default="auto", show_default=True,
               help="auto: LPIPS when its backbone is in the torch hub cache, else the no-download fallback")
-@click.option("--batch", type=int, default=8, show_default=True, help="Images per encoder pass / stage-1 batch")
+@click.option("--batch", type=int, default=None, help="Images inverted together (stage 1 and PTI, each with its own tuned weights) [default: 8 on CPU, 32 on CUDA].")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @cli_main
 def run(network_path, encoder_path, input_path, outdir, w_steps, pti_steps, w_lr, q_lr, w_plus, pti_lr, lpips_threshold,
@@ -59,7 +59,7 @@ def run(network_path, encoder_path, input_path, outdir, w_steps, pti_steps, w_lr
     from inversion.folder import invert_folder
     from inversion.pti import PTIOptions
     from training.pretrained import resolve_encoder, resolve_network
-    if batch < 1:
+    if batch is not None and batch < 1:
         raise UserError("--batch must be >= 1")
     parse_encoding(delta_encoding)
     dev = resolve_device(device)

@@ -34,7 +34,7 @@ from dnnlib.util import UserError, cli_main
 @click.option("--w-steps", type=click.IntRange(min=0), default=None, help="Stage-1 steps [default: 0 with an encoder, else the inversion default].")
 @click.option("--perceptual", type=click.Choice(["auto", "lpips", "lpips-random", "fallback"]), default="auto", show_default=True,
               help="Perceptual loss of the inversion.")
-@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per encoder / stage-1 batch.")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=None, help="Images inverted together (stage 1 and PTI, each with its own tuned weights) [default: 8 on CPU, 32 on CUDA].")
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_main

@@ -1,14 +1,21 @@
-"""Inversion speed: seconds per image for stage 1 (latent optimisation) and stage 2 (PTI).
+"""Inversion speed: images/s of stage 1 + PTI for several batch sizes (images tuned together).
 
-    python benchmarks/bench_invert.py --config small64 --w-steps 20 --pti-steps 20
-    python benchmarks/bench_invert.py --config paper256 --w-steps 3 --pti-steps 3 --device cuda
-    python benchmarks/bench_invert.py --network pretrained/qc-ffhq256.pt --pti-steps 350
+    python benchmarks/bench_invert.py --config small64 --batch 1,4,8,16 --w-steps 5 --pti-steps 5
+    python benchmarks/bench_invert.py --config paper256 --batch 1,4 --w-steps 1 --pti-steps 2
+    python benchmarks/bench_invert.py --network pretrained/qc-faces64.pt --batch 1,8 --pti-steps 10
+    python benchmarks/bench_invert.py --config small64 --batch 4 --reference      # + the one-image loop
 
-Runs ``invert_images`` (the call ``invert.py run`` makes) on the generator's own samples with
-early stopping off, on random weights of the chosen size (``bench_generate.CONFIGS``) or a network
-file. Prints one JSON line: measured seconds per image for each stage, seconds per step, and the
-per-image time extrapolated to ``--report-steps`` steps (the paper: 350 PTI steps, 83 s per
-256x256 image on its GPU).
+For each batch size B, ``invert_images`` (the call ``invert.py run`` and ``restore.py`` make) runs
+on B of the generator's own samples with early stopping off, on random weights of the chosen size
+(``bench_generate.CONFIGS``) or a network file. Prints one JSON line per B: images/s, seconds per
+PTI step per image, the per-image time extrapolated to ``--report-steps`` steps (the paper: 350 PTI
+steps, 83 s per 256x256 image on its GPU), and the memory a batch holds for the tuned tensors.
+``--reference`` also times the one-image reference path (``PivotalTuner.tune`` per image) on the
+same B images, for the batched-vs-loop comparison in one run. ``--grouped-proxy`` times the other
+way to batch PTI, per-sample base weights inside the modulated convolution: a step of the B rows
+through the existing fused (grouped) modulated convolution with the weights shared runs the same
+grouped convolutions and skips the per-sample weight bookkeeping, so it bounds that design's
+step time from below.
 """
 from __future__ import annotations
 
@@ -25,20 +32,56 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench_generate import CONFIGS  # noqa: E402
 from inversion import PTIOptions, invert_images  # noqa: E402
+from inversion.losses import PerceptualLoss, ReconstructionLoss  # noqa: E402
+from inversion.pti import PivotalTuner  # noqa: E402
 from torch_utils.misc import resolve_device  # noqa: E402
 from training.networks import Generator  # noqa: E402
+
+
+def samples(G, n: int, device):
+    z = torch.randn([n, G.z_dim], generator=torch.Generator().manual_seed(0)).to(device)
+    q = torch.randn([n, G.q_dim], generator=torch.Generator().manual_seed(1)).to(device) if G.q_dim else None
+    with torch.no_grad():
+        ws = G.mapping(z, torch.zeros([n, G.c_dim], device=device))
+        img = G.synthesis(ws, q).clamp(-1, 1)
+    return list((img * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()), ws, q, img
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def grouped_proxy(tuner, ws, q, target, steps: int, device) -> float:
+    """Seconds per image of forward + backward of the PTI loss for B rows, weights shared."""
+    frozen, ref_stats = tuner._frozen(ws, q)                       # pylint: disable=protected-access
+    for p in tuner.params:
+        p.requires_grad_(True)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(max(steps, 1)):
+        sharp, degraded = tuner.render(tuner.work, ws, q, frozen)
+        loss, _ = tuner._loss(sharp, degraded, target, ref_stats)  # pylint: disable=protected-access
+        torch.autograd.grad(loss.sum(), tuner.params)
+    sync(device)
+    for p in tuner.params:
+        p.requires_grad_(False)
+    return (time.perf_counter() - t0) / max(steps, 1) / ws.shape[0]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="small64", choices=list(CONFIGS))
     ap.add_argument("--network", default=None, help="benchmark a network file instead of --config")
-    ap.add_argument("--images", type=int, default=2)
-    ap.add_argument("--w-steps", type=int, default=20)
-    ap.add_argument("--pti-steps", type=int, default=20)
+    ap.add_argument("--batch", default="1,4,8,16", help="comma-separated batch sizes")
+    ap.add_argument("--w-steps", type=int, default=5)
+    ap.add_argument("--pti-steps", type=int, default=5)
     ap.add_argument("--report-steps", type=int, default=350, help="extrapolate seconds/image to this many steps")
     ap.add_argument("--tune-blocks", type=int, default=None, help="tune only the last N blocks [default: all]")
     ap.add_argument("--perceptual", default="auto", choices=["auto", "lpips", "lpips-random", "fallback"])
+    ap.add_argument("--reference", action="store_true", help="also time the one-image reference loop")
+    ap.add_argument("--grouped-proxy", action="store_true",
+                    help="also time a PTI step of B rows through the fused modulated conv with shared weights")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads [default: torch's]")
     args = ap.parse_args()
@@ -48,37 +91,51 @@ def main():
     if args.network:
         from training.checkpoint import load_network
         nets = load_network(args.network, device=device)
-        G, name = nets.get("G_ema", nets.get("G")), os.path.basename(args.network)
+        G, name = nets.get("G_ema", nets.get("G")).eval().requires_grad_(False), os.path.basename(args.network)
     else:
         torch.manual_seed(0)
         G, name = Generator(**CONFIGS[args.config]).eval().requires_grad_(False).to(device), args.config
-    z = torch.randn([args.images, G.z_dim], device=device)
-    q = torch.randn([args.images, G.q_dim], device=device) if G.q_dim else None
-    with torch.no_grad():
-        img = G.synthesis(G.mapping(z, torch.zeros([args.images, G.c_dim], device=device)), q).clamp(-1, 1)
-    images = list((img * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+    batches = [int(b) for b in args.batch.split(",")]
+    images, ws_all, q_all, img_all = samples(G, max(batches), device)
     opts = PTIOptions(lpips_threshold=0.0, tune_blocks=args.tune_blocks)
-    invert_images(G, images[:1], w_steps=1, pti_steps=1, device=device, progress=False,
-                  perceptual=args.perceptual, options=opts)                                  # warm-up
-    t0 = time.perf_counter()
-    res = invert_images(G, images, w_steps=args.w_steps, pti_steps=args.pti_steps, device=device, progress=False,
-                        perceptual=args.perceptual, options=opts)
-    wall = time.perf_counter() - t0
-    s1 = sum(r.stats["seconds_stage1"] for r in res) / len(res)
-    s2 = sum(r.stats["seconds_stage2"] for r in res) / len(res)
-    out = {"network": name, "resolution": G.img_resolution, "device": str(device),
-           "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "threads": torch.get_num_threads(), "images": len(res), "batch": len(res),
-           "perceptual_loss": res[0].stats["perceptual_loss"], "tune_blocks": args.tune_blocks,
-           "w_steps": args.w_steps, "pti_steps": args.pti_steps,
-           "stage1_sec_per_image": s1, "stage2_sec_per_image": s2,
-           "stage1_sec_per_step_per_image": s1 / max(args.w_steps, 1),
-           "stage2_sec_per_step": s2 / max(args.pti_steps, 1),
-           f"stage1_sec_per_image_at_{args.report_steps}": s1 / max(args.w_steps, 1) * args.report_steps,
-           f"stage2_sec_per_image_at_{args.report_steps}": s2 / max(args.pti_steps, 1) * args.report_steps,
-           "psnr_stage1": sum(r.stats["psnr_stage1"] for r in res) / len(res),
-           "psnr": sum(r.stats["psnr"] for r in res) / len(res), "wall_sec": wall}
-    print(json.dumps(out))
+    kw = dict(device=device, progress=False, perceptual=args.perceptual, options=opts)
+    invert_images(G, images[:1], w_steps=1, pti_steps=1, batch_size=1, **kw)             # warm-up
+    tuner = None
+    for b in batches:
+        sync(device)
+        t0 = time.perf_counter()
+        res = invert_images(G, images[:b], w_steps=args.w_steps, pti_steps=args.pti_steps, batch_size=b, **kw)
+        sync(device)
+        wall = time.perf_counter() - t0
+        s1 = sum(r.stats["seconds_stage1"] for r in res) / b
+        s2 = sum(r.stats["seconds_stage2"] for r in res) / b
+        if tuner is None:
+            perc = PerceptualLoss(args.perceptual, device=device)
+            tuner = PivotalTuner(G, ReconstructionLoss(perc.to(device), opts.l2_weight, opts.perceptual_weight), opts)
+        out = {"network": name, "resolution": G.img_resolution, "device": str(device),
+               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+               "threads": torch.get_num_threads(), "batch": b, "perceptual_loss": res[0].stats["perceptual_loss"],
+               "tune_blocks": args.tune_blocks, "w_steps": args.w_steps, "pti_steps": args.pti_steps,
+               "images_per_sec": b / wall, "wall_sec": wall,
+               "stage1_sec_per_step_per_image": s1 / max(args.w_steps, 1),
+               "stage2_sec_per_step_per_image": s2 / max(args.pti_steps, 1),
+               f"sec_per_image_at_{args.report_steps}_pti_steps": s1 + s2 / max(args.pti_steps, 1) * args.report_steps,
+               "tuned_tensor_mib_per_image": 4 * 4 * tuner.tuned_numel / 2 ** 20,
+               "psnr": sum(r.stats["psnr"] for r in res) / b}
+        if args.reference and args.pti_steps > 0:
+            target = img_all[:b]
+            sync(device)
+            t0 = time.perf_counter()
+            for i in range(b):
+                tuner.tune(ws_all[i:i + 1], None if q_all is None else q_all[i:i + 1], target[i:i + 1], args.pti_steps)
+            sync(device)
+            out["reference_stage2_sec_per_step_per_image"] = (time.perf_counter() - t0) / b / args.pti_steps
+        if args.grouped_proxy:
+            out["grouped_proxy_sec_per_step_per_image"] = grouped_proxy(tuner, ws_all[:b], q_all[:b], img_all[:b],
+                                                                        args.pti_steps, device)
+        if device.type == "cuda":
+            out["cuda_max_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

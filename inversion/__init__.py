@@ -4,11 +4,14 @@ Library API (applications such as restore.py and edit.py build on exactly this):
 
     from inversion import invert_images, load_inversion, apply_delta, InversionResult
     results = invert_images(G, images_uint8_hwc_list, encoder=None, pti_steps=350, w_steps=None,
-                            device=None, progress=True)          # -> list[InversionResult]
+                            device=None, progress=True, batch_size=None,
+                            on_result=None)                      # -> list[InversionResult]
         # images: uint8 [H, W, 3] arrays of any size (resized to the model's, Lanczos)
         # encoder: an InversionEncoder (stage 1 = its prediction) or None (stage 1 = optimisation)
         # w_steps: stage-1 optimisation steps (None: 0 with an encoder, 300 without)
         # pti_steps: stage-2 pivotal-tuning steps (0 = no tuning, delta None)
+        # batch_size: images inverted together, each with its own tuned weights (None: 8 on CPU,
+        #             32 on CUDA); on_result(i, result) runs as soon as image i is finished
     InversionResult: w [num_ws, w_dim] tensor, q [q_dim] tensor, delta (dict of tuned tensors,
                      compact; see inversion/delta.py) or None, stats dict, reconstruction and
                      sharp (uint8 [R, R, C] renders of the tuned generator), name

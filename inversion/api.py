@@ -7,7 +7,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from .pti import PivotalTuner, PTIOptions, optimize_latents
 
 DEFAULT_W_STEPS = 300        # stage-1 optimisation steps without an encoder ("a few hundred")
 DEFAULT_PTI_STEPS = 350
-DEFAULT_BATCH = 8            # images per encoder pass / stage-1 batch
+DEFAULT_BATCH = {"cpu": 8, "cuda": 32}    # images inverted together (stage 1 and PTI), by device type
 RESULT_FILES = dict(w="w.npy", q="q.npy", delta="delta.pt", reconstruction="reconstruction.png",
                     sharp="sharp.png", result="result.json")
 
@@ -37,7 +37,8 @@ class InversionResult:
             stage 2 did not run; ``apply_delta(G, delta)`` gives the tuned generator.
     stats:  plain data: psnr_stage1, psnr (dB, uint8 images at the model's resolution),
             perceptual, perceptual_loss (which loss ran), lpips (when real LPIPS ran, else None),
-            w_steps, pti_steps, seconds_stage1, seconds_stage2, delta_bytes, input_size [H, W].
+            w_steps, pti_steps, seconds_stage1, seconds_stage2 (wall time of the batch's steps
+            shared among the images in each step), delta_bytes, input_size [H, W], batch.
     reconstruction: uint8 [R, R, C] = G_tuned(w, q) (the degraded render), when produced.
     sharp:  uint8 [R, R, C] = G_tuned(w, 0), when produced.
     """
@@ -99,21 +100,36 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------
 # Inversion.
 
+def default_batch_size(device: Any) -> int:
+    """Images inverted together when the caller does not say: ``DEFAULT_BATCH[device type]``."""
+    return DEFAULT_BATCH.get(torch.device(device).type, DEFAULT_BATCH["cpu"])
+
+
 def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[nn.Module] = None,
                   pti_steps: int = DEFAULT_PTI_STEPS, w_steps: Optional[int] = None, device: Any = None,
-                  progress: bool = True, batch_size: int = DEFAULT_BATCH,
+                  progress: bool = True, batch_size: Optional[int] = None,
                   perceptual: Union[str, PerceptualLoss] = "auto", options: Optional[PTIOptions] = None,
-                  names: Optional[Sequence[str]] = None) -> List[InversionResult]:
+                  names: Optional[Sequence[str]] = None,
+                  on_result: Optional[Callable[[int, InversionResult], None]] = None) -> List[InversionResult]:
     """Invert uint8 RGB images ``[H, W, 3]`` (any size; resized to the model's) into ``G``.
 
-    Stage 1 (batched, ``batch_size`` at a time): the encoder's (w, q), refined by ``w_steps``
-    optimisation steps (default: 0 with an encoder, ``DEFAULT_W_STEPS`` without). Stage 2 (per
-    image): ``pti_steps`` of pivotal tuning (0 = skip; the result's delta is then None).
+    Images go in batches of ``batch_size`` (default ``default_batch_size(device)``): stage 1 is
+    the encoder's (w, q), refined by ``w_steps`` optimisation steps (default: 0 with an encoder,
+    ``DEFAULT_W_STEPS`` without); stage 2 is up to ``pti_steps`` of pivotal tuning (0 = skip; the
+    result's delta is then None), each image of the batch with its own tuned tensors and early
+    stop. An image's result does not depend on its batch (up to float rounding). ``on_result(i,
+    result)`` is called as soon as image ``i`` is finished (so callers can write it at once).
     ``G`` is not modified. Returns one ``InversionResult`` per image, in order.
+
+    Memory: a batch holds ``batch_size`` x 4 float32 copies of the tuned tensors (values,
+    gradients, two Adam moments) besides the activations; see docs/inversion.md.
     """
     if len(images) == 0:
         return []
     dev = torch.device(device) if device is not None else next(G.parameters()).device
+    batch_size = int(batch_size) if batch_size is not None else default_batch_size(dev)
+    if batch_size < 1:
+        raise UserError(f"batch size must be >= 1, got {batch_size}")
     opts = copy.deepcopy(options) if options is not None else PTIOptions()
     if w_steps is None:
         w_steps = 0 if encoder is not None else DEFAULT_W_STEPS
@@ -128,7 +144,7 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
     tuner = PivotalTuner(G, loss_fn, opts) if pti_steps > 0 else None
     names = list(names) if names is not None else [None] * len(images)
 
-    results: List[InversionResult] = []
+    results: List[Optional[InversionResult]] = [None] * len(images)
     bar = tqdm(total=len(images), desc="invert", unit="img", disable=not progress, leave=False)
     for lo in range(0, len(images), batch_size):
         batch = images[lo:lo + batch_size]
@@ -144,33 +160,38 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
         with torch.no_grad():
             stage1 = to_uint8_hwc(G.synthesis(ws, q, noise_mode="const"))
         sec1 = (time.perf_counter() - t0) / len(batch)
-        for i in range(len(batch)):
-            res = _finish_one(G, tuner, ws[i:i + 1], None if q is None else q[i:i + 1], target[i:i + 1],
-                              prepared[i], stage1[i], pti_steps, perc)
+
+        def done(i: int, out: dict) -> None:
+            qi = None if q is None else q[i:i + 1]
+            res = _result(ws[i:i + 1], qi, target[i:i + 1], prepared[i], stage1[i], out, perc)
             res.name = names[lo + i]
-            res.stats.update(w_steps=w_steps, seconds_stage1=sec1, input_size=sizes[i],
-                             encoder=encoder is not None)
-            results.append(res)
+            res.stats.update(w_steps=w_steps, seconds_stage1=sec1, input_size=sizes[i], encoder=encoder is not None,
+                             batch=len(batch))
+            results[lo + i] = res
             bar.update(1)
+            if on_result is not None:
+                on_result(lo + i, res)
+
+        if tuner is not None:
+            tuner.tune_batch(ws, q, target, pti_steps, on_done=done)
+        else:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                if q is not None:
+                    sharp, degraded = G.synthesis(ws, q, noise_mode="const", pair=True)
+                else:
+                    sharp = degraded = G.synthesis(ws, None, noise_mode="const")
+            sec2 = (time.perf_counter() - t0) / len(batch)
+            for i in range(len(batch)):
+                done(i, {"delta": None, "degraded": degraded[i:i + 1], "sharp": sharp[i:i + 1], "steps": 0,
+                         "seconds": sec2})
     bar.close()
     return results
 
 
-def _finish_one(G, tuner: Optional[PivotalTuner], ws, q, target, prepared: np.ndarray, stage1: np.ndarray,
-                pti_steps: int, perc: PerceptualLoss) -> InversionResult:
-    """Stage 2 for one image and its statistics."""
-    t0 = time.perf_counter()
-    if tuner is not None:
-        out = tuner.tune(ws, q, target, pti_steps)
-        degraded, sharp, delta, steps = out["degraded"], out["sharp"], out["delta"], out["steps"]
-    else:
-        with torch.no_grad():
-            if q is not None:
-                sharp, degraded = G.synthesis(ws, q, noise_mode="const", pair=True)
-            else:
-                sharp = degraded = G.synthesis(ws, None, noise_mode="const")
-        delta, steps = None, 0
-    sec2 = time.perf_counter() - t0
+def _result(ws, q, target, prepared: np.ndarray, stage1: np.ndarray, out: dict, perc: PerceptualLoss) -> InversionResult:
+    """One image's ``InversionResult`` from its stage-2 output (``PivotalTuner.tune_batch``)."""
+    degraded, sharp, delta = out["degraded"], out["sharp"], out["delta"]
     if sharp is None:
         sharp = degraded
     with torch.no_grad():
@@ -178,7 +199,7 @@ def _finish_one(G, tuner: Optional[PivotalTuner], ws, q, target, prepared: np.nd
     recon = to_uint8_hwc(degraded)[0]
     stats = {"psnr_stage1": _psnr(stage1, prepared), "psnr": _psnr(recon, prepared),
              "perceptual": p, "perceptual_loss": perc.name, "lpips": p if perc.kind == "lpips" else None,
-             "pti_steps": steps, "seconds_stage2": sec2, "delta_bytes": delta_nbytes(delta),
+             "pti_steps": out["steps"], "seconds_stage2": out["seconds"], "delta_bytes": delta_nbytes(delta),
              "delta_encoding": delta["encoding"] if delta else None}
     q_out = q[0].detach().cpu().float() if q is not None else torch.zeros([0])
     return InversionResult(w=ws[0].detach().cpu().float(), q=q_out, delta=delta, stats=stats,

@@ -13,6 +13,15 @@ term (weight 1000) keeps the per-channel mean and std of the degradation residua
 G(w, q) - G(w, 0) of the tuned generator at the original generator's values, so q keeps its
 meaning; PTI's optional locality regulariser (Sec. 3.3) keeps renders of nearby codes unchanged.
 
+Batches (``PivotalTuner.tune_batch``): B images are tuned in one optimisation, each with its
+own copy of the tuned tensors (stacked along a leading batch dimension), its own Adam moments and
+its own early stopping. One step renders all B through ``torch.func.functional_call`` under
+``torch.func.vmap`` (so each image's modulated convolutions use its own base weights: one grouped
+convolution for the batch); images that reach their threshold leave the batch at once and are
+handed to the caller. Every loss term is per image and Adam is element-wise, so each image gets
+what ``PivotalTuner.tune`` (the one-image reference path) gives it, up to float rounding
+(``tests/test_inversion_batch.py``).
+
 Speed: the original generator's residual statistics are computed once per image; blocks below
 ``tune_blocks`` are frozen and their outputs are computed once per image, not per step.
 """
@@ -26,6 +35,7 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
+from torch.func import functional_call, vmap
 
 from dnnlib.util import UserError
 from torch_utils.misc import assert_shape
@@ -36,6 +46,9 @@ from .losses import ReconstructionLoss
 NOISE_MODE = "const"
 Q_INIT_STD = 0.1      # stage 1 starts q near 0, not at 0 (q = 0 is a stationary point)
 Q_INIT_SEED = 0
+LOCALITY_SEED = 0     # stage 2: the locality samples' z come from this seed, the same for every image
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
 
 
 @dataclasses.dataclass
@@ -115,8 +128,9 @@ def optimize_latents(G: nn.Module, target: torch.Tensor, loss_fn: Reconstruction
                      opts: PTIOptions, ws_init: Optional[torch.Tensor] = None,
                      q_init: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Stage 1 for a batch. target: [N, C, R, R] in [-1, 1]; ws_init [N, num_ws, w_dim] (default
-    w_avg), q_init [N, q_dim] (default
-    ``Q_INIT_STD`` * seeded N(0, 1)). Returns (ws [N, num_ws, w_dim], q [N, q_dim] or None)."""
+    w_avg), q_init [N, q_dim] (default ``Q_INIT_STD`` * seeded N(0, 1), the same start for every
+    image, so an image's result does not depend on its batch). Returns (ws [N, num_ws, w_dim],
+    q [N, q_dim] or None)."""
     n = target.shape[0]
     assert_shape(target, [n, G.img_channels, G.img_resolution, G.img_resolution])
     dev = target.device
@@ -129,12 +143,12 @@ def optimize_latents(G: nn.Module, target: torch.Tensor, loss_fn: Reconstruction
     if G.q_dim > 0:
         if q_init is None:     # not exactly 0: the DegradBlock's ReLU stack has zero gradient there
             gen = torch.Generator().manual_seed(Q_INIT_SEED)
-            q_init = Q_INIT_STD * torch.randn([n, G.q_dim], generator=gen).to(dev)
+            q_init = (Q_INIT_STD * torch.randn([1, G.q_dim], generator=gen)).expand(n, G.q_dim).to(dev)
         q = q_init.detach().clone().requires_grad_(True)
         groups.append({"params": [q], "lr": opts.q_lr, "base_lr": opts.q_lr})
     if steps <= 0:
         return w.detach().expand(n, G.num_ws, G.w_dim).clone(), (q.detach() if q is not None else None)
-    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999))
+    optimizer = torch.optim.Adam(groups, betas=ADAM_BETAS, eps=ADAM_EPS)
     for step in range(steps):
         ramp = _lr_ramp(step / steps, opts.lr_rampup, opts.lr_rampdown)
         for g in optimizer.param_groups:
@@ -156,9 +170,76 @@ def _residual_stats(sharp: torch.Tensor, degraded: torch.Tensor) -> Tuple[torch.
     return r.mean(dim=[2, 3]), r.std(dim=[2, 3])
 
 
+def _adam_(p: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int, lr: float) -> None:
+    """One Adam update in place (the arithmetic of ``torch.optim.Adam``), element-wise, so a
+    stacked [B, ...] tensor is B independent optimisers; ``step`` counts from 1."""
+    b1, b2 = ADAM_BETAS
+    m.lerp_(grad, 1 - b1)
+    v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+    denom = (v.sqrt() / math.sqrt(1 - b2 ** step)).add_(ADAM_EPS)
+    p.addcdiv_(m, denom, value=-lr / (1 - b1 ** step))
+
+
+class _BlockRunner(nn.Module):
+    """``run_blocks`` as a module call, so ``functional_call`` can swap an image's tuned tensors in
+    (parameter names are ``synthesis.<name>``, as in the generator)."""
+
+    def __init__(self, synthesis: nn.Module):
+        super().__init__()
+        self.synthesis = synthesis
+
+    def forward(self, ws, q, x, img, start: int, branched: bool, pair: bool) -> torch.Tensor:
+        state = run_blocks(self.synthesis, ws, q, start, len(self.synthesis.blocks()),
+                           SynthState(x, img, branched), pair)
+        return state.img
+
+
+@dataclasses.dataclass
+class _Rows:
+    """The images of a batch still being tuned, row by row. Per-row tensors: ws [B, 1, num_ws, w_dim],
+    q [B, 1, q_dim] or None, target [B, C, R, R], frozen x [B, k, C', H, W] / img [B, k, C, H, W]
+    or None (k = 2 once the frozen blocks have split into [sharp; degraded], else 1), ref_stats
+    ([B, C], [B, C]) or None; params/m/v: name -> [B, *shape]; index: each row's position in the
+    caller's batch."""
+    index: List[int]
+    ws: torch.Tensor
+    q: Optional[torch.Tensor]
+    target: torch.Tensor
+    x: Optional[torch.Tensor]
+    img: Optional[torch.Tensor]
+    ref_stats: Optional[Tuple[torch.Tensor, torch.Tensor]]
+    params: dict
+    m: dict
+    v: dict
+    seconds: List[float]
+
+    def keep(self, mask: torch.Tensor) -> "_Rows":
+        """The rows where ``mask`` [B] (bool, CPU) is True."""
+        flags = mask.tolist()
+        idx = torch.nonzero(mask).flatten().to(self.ws.device)
+        sel = lambda t: None if t is None else t.detach().index_select(0, idx)      # noqa: E731
+        ref = None if self.ref_stats is None else (sel(self.ref_stats[0]), sel(self.ref_stats[1]))
+        return _Rows([i for i, k in zip(self.index, flags) if k], sel(self.ws), sel(self.q), sel(self.target),
+                     sel(self.x), sel(self.img), ref, {k: sel(t) for k, t in self.params.items()},
+                     {k: sel(t) for k, t in self.m.items()}, {k: sel(t) for k, t in self.v.items()},
+                     [s for s, k in zip(self.seconds, flags) if k])
+
+
+def _split_rows(t: Optional[torch.Tensor], n: int, branched: bool) -> Optional[torch.Tensor]:
+    """A frozen batch tensor -> per-image rows: [N, ...] -> [N, 1, ...]; once branched the batch is
+    [sharp N; degraded N], [2N, ...] -> [N, 2, ...] (each image's own [sharp; degraded] pair)."""
+    if t is None:
+        return None
+    if not branched:
+        return t.unsqueeze(1)
+    return t.reshape(2, n, *t.shape[1:]).transpose(0, 1).contiguous()
+
+
 class PivotalTuner:
     """Stage 2 for one generator: keeps a working copy of the synthesis network that is reset to
-    the base weights before each image; ``tune`` returns the image's delta and its renders."""
+    the base weights before each image. ``tune`` is the one-image reference path; ``tune_batch``
+    tunes B images together (per-image tensors, Adam state and early stopping) and gives each
+    image what ``tune`` would, up to float rounding."""
 
     def __init__(self, G: nn.Module, loss_fn: ReconstructionLoss, opts: PTIOptions):
         self.G, self.loss_fn, self.opts = G, loss_fn, opts
@@ -174,6 +255,13 @@ class PivotalTuner:
         work_params = dict(self.work.named_parameters())
         self.params = [work_params[n[len("synthesis."):]] for n in self.names]
         self.base_params = {f"synthesis.{k}": v for k, v in self.base.named_parameters()}
+        self.runner = _BlockRunner(self.work)
+
+    @property
+    def tuned_numel(self) -> int:
+        """Tuned values per image (a batch holds 4 float32 copies per image: tensors, gradients and
+        the two Adam moments)."""
+        return sum(p.numel() for p in self.params)
 
     def _reset(self) -> None:
         with torch.no_grad():
@@ -190,18 +278,49 @@ class PivotalTuner:
             return split_pair(state.img, n)
         return None, state.img
 
-    def _locality_loss(self, ws: torch.Tensor, q: Optional[torch.Tensor]) -> torch.Tensor:
-        """PTI Sec. 3.3: renders at a code ``alpha`` away from the pivot, towards a random
-        mapped code, stay as the base generator draws them (L2 + perceptual)."""
-        z = torch.randn([1, self.G.z_dim], device=ws.device)
+    def _loss(self, sharp: Optional[torch.Tensor], degraded: torch.Tensor, target: torch.Tensor,
+              ref_stats) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-image stage-2 loss [N] (reconstruction + residual statistics) and perceptual term [N]."""
+        loss, terms = self.loss_fn(degraded, target, return_terms=True)
+        if ref_stats is not None:
+            mean, std = _residual_stats(sharp, degraded)
+            loss = loss + self.opts.degrad_weight * ((mean - ref_stats[0]).square().mean(dim=1)
+                                                     + (std - ref_stats[1]).square().mean(dim=1))
+        return loss, terms["perceptual"]
+
+    def _locality_codes(self, ws: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """PTI Sec. 3.3: a code ``alpha`` away from each pivot, towards a random mapped code (one z
+        per step from ``gen``, shared by the images of a batch). ws: [N, num_ws, w_dim]."""
+        z = torch.randn([1, self.G.z_dim], generator=gen).to(ws.device)
         c = torch.zeros([1, self.G.c_dim], device=ws.device)
-        w_rand = self.G.mapping(z, c)
-        direction = w_rand - ws
-        ws_loc = ws + self.opts.locality_alpha * direction / direction.norm(dim=2, keepdim=True).clamp(min=1e-8)
+        direction = self.G.mapping(z, c) - ws
+        return ws + self.opts.locality_alpha * direction / direction.norm(dim=2, keepdim=True).clamp(min=1e-8)
+
+    def _locality_loss(self, ws: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Renders of the locality codes stay as the base generator draws them (L2 + perceptual)."""
+        ws_loc = self._locality_codes(ws, gen)
         with torch.no_grad():
             ref = self.base(ws_loc, None, noise_mode=NOISE_MODE)
         img = self.work(ws_loc, None, noise_mode=NOISE_MODE)
         return self.loss_fn(img, ref).sum()
+
+    def _frozen(self, ws: torch.Tensor, q: Optional[torch.Tensor]):
+        with torch.no_grad():
+            frozen = run_blocks(self.base, ws, q, 0, self.start, SynthState(), q is not None)
+            ref_stats = None
+            if q is not None and self.opts.degrad_weight > 0:
+                ref_stats = _residual_stats(*self.render(self.base, ws, q, frozen))
+        return frozen, ref_stats
+
+    def _final(self, delta: Optional[dict], ws, q, frozen: SynthState) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
+        """Render from base + the stored delta, so the saved files reproduce these images exactly."""
+        self._reset()
+        if delta is not None:
+            add_delta_(self.work, delta, prefix="synthesis.")
+        with torch.no_grad():
+            out = self.render(self.work, ws, q, frozen)
+        self._reset()
+        return out
 
     def tune(self, ws: torch.Tensor, q: Optional[torch.Tensor], target: torch.Tensor, steps: int) -> dict:
         """ws: [1, num_ws, w_dim]; q: [1, q_dim] or None; target: [1, C, R, R] in [-1, 1].
@@ -213,28 +332,21 @@ class PivotalTuner:
         assert_shape(target, [1, self.G.img_channels, self.G.img_resolution, self.G.img_resolution])
         opts = self.opts
         self._reset()
-        with torch.no_grad():
-            frozen = run_blocks(self.base, ws, q, 0, self.start, SynthState(), q is not None)
-            ref_stats = None
-            if q is not None and opts.degrad_weight > 0:
-                ref_stats = _residual_stats(*self.render(self.base, ws, q, frozen))
+        frozen, ref_stats = self._frozen(ws, q)
+        gen = torch.Generator().manual_seed(LOCALITY_SEED)
         for p in self.params:
             p.requires_grad_(True)
-        optimizer = torch.optim.Adam(self.params, lr=opts.pti_lr, betas=(0.9, 0.999))
+        optimizer = torch.optim.Adam(self.params, lr=opts.pti_lr, betas=ADAM_BETAS, eps=ADAM_EPS)
         steps_run, last_p = 0, float("nan")
         for step in range(steps):
             sharp, degraded = self.render(self.work, ws, q, frozen)
-            loss, terms = self.loss_fn(degraded, target, return_terms=True)
-            last_p = float(terms["perceptual"].detach())
+            loss, perceptual = self._loss(sharp, degraded, target, ref_stats)
+            last_p = float(perceptual.detach()[0])
             if last_p < opts.lpips_threshold:       # PTI: stop once close enough
                 break
             loss = loss.sum()
-            if ref_stats is not None:
-                mean, std = _residual_stats(sharp, degraded)
-                loss = loss + opts.degrad_weight * ((mean - ref_stats[0]).square().mean()
-                                                    + (std - ref_stats[1]).square().mean())
             if opts.locality_weight > 0:
-                loss = loss + opts.locality_weight * self._locality_loss(ws, q)
+                loss = loss + opts.locality_weight * self._locality_loss(ws, gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -243,14 +355,113 @@ class PivotalTuner:
             p.requires_grad_(False)
         tuned = {name: p for name, p in zip(self.names, self.params)}
         delta = make_delta(self.base_params, tuned, opts.delta_encoding) if steps_run > 0 else None
-        # Render from base + the stored delta, so the saved files reproduce these images exactly.
-        self._reset()
-        if delta is not None:
-            add_delta_(self.work, delta, prefix="synthesis.")
-        with torch.no_grad():
-            sharp, degraded = self.render(self.work, ws, q, frozen)
-        self._reset()
+        sharp, degraded = self._final(delta, ws, q, frozen)
         return {"delta": delta, "degraded": degraded, "sharp": sharp, "steps": steps_run, "perceptual": last_p}
+
+    # -- batches --------------------------------------------------------------------------------
+
+    def _render_rows(self, rows: _Rows, branched: bool) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
+        """All rows, each with its own tuned tensors: (sharp [B, C, R, R] or None, degraded)."""
+        pair = rows.q is not None
+
+        def one(params, ws, q, x, img):
+            return functional_call(self.runner, params, (ws, q, x, img, self.start, branched, pair))
+
+        dims = tuple(None if t is None else 0 for t in (rows.q, rows.x, rows.img))
+        out = vmap(one, in_dims=(0, 0) + dims)(rows.params, rows.ws, rows.q, rows.x, rows.img)   # [B, k, C, R, R]
+        return (out[:, 0], out[:, 1]) if pair else (None, out[:, 0])
+
+    def _locality_rows(self, rows: _Rows, gen: torch.Generator) -> torch.Tensor:
+        """``_locality_loss`` per row [B], each through its own tuned tensors."""
+        ws_loc = self._locality_codes(rows.ws[:, 0], gen)
+        with torch.no_grad():
+            ref = self.base(ws_loc, None, noise_mode=NOISE_MODE)
+
+        def one(params, ws):
+            return functional_call(self.runner, params, (ws, None, None, None, 0, False, False))
+
+        img = vmap(one)(rows.params, ws_loc[:, None])[:, 0]
+        return self.loss_fn(img, ref)
+
+    def tune_batch(self, ws: torch.Tensor, q: Optional[torch.Tensor], target: torch.Tensor, steps: int,
+                   on_done=None) -> List[dict]:
+        """Tune B images at once. ws: [B, num_ws, w_dim]; q: [B, q_dim] or None; target:
+        [B, C, R, R] in [-1, 1].
+
+        Each image stops on its own (perceptual term below ``lpips_threshold``, or ``steps`` run)
+        and leaves the batch; ``on_done(i, result)`` is called at that moment (i: its row in the
+        input). Returns the results in input order, each as ``tune`` returns it ([1, ...] renders)
+        plus 'seconds': the wall time of the steps it took part in, shared among the images of
+        each step, and of its final render.
+        """
+        n = ws.shape[0]
+        assert_shape(ws, [n, self.G.num_ws, self.G.w_dim])
+        assert_shape(target, [n, self.G.img_channels, self.G.img_resolution, self.G.img_resolution])
+        opts = self.opts
+        self._reset()
+        frozen, ref_stats = self._frozen(ws, q)
+        branched = frozen.branched
+        with torch.no_grad():
+            params = {k: self.base_params[k].detach().unsqueeze(0).repeat(n, *[1] * self.base_params[k].ndim)
+                      for k in self.names}
+        rows = _Rows(list(range(n)), ws[:, None], None if q is None else q[:, None], target,
+                     _split_rows(frozen.x, n, branched), _split_rows(frozen.img, n, branched), ref_stats, params,
+                     {k: torch.zeros_like(t) for k, t in params.items()},
+                     {k: torch.zeros_like(t) for k, t in params.items()}, [0.0] * n)
+        gen = torch.Generator().manual_seed(LOCALITY_SEED)
+        results: List[Optional[dict]] = [None] * n
+        last_p = torch.full([n], float("nan"))
+
+        def finish(j: int, steps_run: int) -> None:
+            t0 = time.perf_counter()
+            i = rows.index[j]
+            tuned = {k: t[j].detach() for k, t in rows.params.items()}
+            delta = make_delta(self.base_params, tuned, opts.delta_encoding) if steps_run > 0 else None
+            frozen_j = SynthState(None if rows.x is None else rows.x[j], None if rows.img is None else rows.img[j],
+                                  branched)
+            sharp, degraded = self._final(delta, rows.ws[j], None if rows.q is None else rows.q[j], frozen_j)
+            res = {"delta": delta, "degraded": degraded, "sharp": sharp, "steps": steps_run,
+                   "perceptual": float(last_p[j]), "seconds": rows.seconds[j] + time.perf_counter() - t0}
+            results[i] = res
+            if on_done is not None:
+                on_done(i, res)
+
+        for step in range(steps):
+            t0 = time.perf_counter()
+            for t in rows.params.values():
+                t.requires_grad_(True)
+            sharp, degraded = self._render_rows(rows, branched)
+            loss, perceptual = self._loss(sharp, degraded, rows.target, rows.ref_stats)
+            last_p = perceptual.detach().cpu()
+            done = last_p < opts.lpips_threshold     # PTI: stop once close enough (no update this step)
+            go = ~done
+            grads = None
+            if bool(go.any()):
+                if opts.locality_weight > 0:
+                    loss = loss + opts.locality_weight * self._locality_rows(rows, gen)
+                total = loss[go.to(loss.device)].sum()
+                grads = dict(zip(rows.params, torch.autograd.grad(total, list(rows.params.values()))))
+            for t in rows.params.values():
+                t.requires_grad_(False)
+            dt = (time.perf_counter() - t0) / len(rows.index)
+            rows.seconds = [s + dt for s in rows.seconds]
+            for j in torch.nonzero(done).flatten().tolist():
+                finish(j, step)
+            if grads is None:
+                return results
+            t0 = time.perf_counter()
+            if bool(done.any()):                     # finished images leave the batch
+                idx = torch.nonzero(go).flatten().to(loss.device)
+                grads = {k: g.index_select(0, idx) for k, g in grads.items()}
+                rows, last_p = rows.keep(go), last_p[go]
+            with torch.no_grad():
+                for k, p in rows.params.items():
+                    _adam_(p, grads[k], rows.m[k], rows.v[k], step + 1, opts.pti_lr)
+            dt = (time.perf_counter() - t0) / len(rows.index)
+            rows.seconds = [s + dt for s in rows.seconds]
+        for j in range(len(rows.index)):
+            finish(j, steps)
+        return results
 
 
 def timed(fn, *args, **kwargs):

@@ -23,6 +23,12 @@ def assert_shape(tensor: torch.Tensor, ref_shape: Sequence[Optional[int]]) -> No
                                  f" (shape {tuple(tensor.shape)} vs {list(ref_shape)})")
 
 
+def is_vmapped(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a per-sample view inside ``torch.func.vmap`` (batched PTI): ops whose
+    CUDA kernels are autograd Functions without a vmap rule take their reference path then."""
+    return bool(torch._C._functorch.is_batchedtensor(tensor))      # pylint: disable=protected-access
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)

@@ -100,20 +100,26 @@ def summarize_records(records: Sequence[dict], names: Sequence[str]) -> Dict[str
             for kind in ("input", "restored")}
 
 
-def _invert_chunk(G, images, names, encoder, options) -> list:
+def _invert_chunk(G, images, names, encoder, options, on_result=None) -> list:
+    """Invert a list of uint8 images together (one batch of ``options['batch_size']`` or fewer);
+    ``on_result(i, result)`` runs as soon as image ``i`` is finished."""
     from inversion.api import invert_images
-    return invert_images(G, images, encoder=encoder, names=names, progress=False, **options)
+    options = dict(options)
+    options.setdefault("batch_size", len(images))
+    return invert_images(G, images, encoder=encoder, names=names, progress=False, on_result=on_result, **options)
 
 
 def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Optional[str] = None,
                    gt: Optional[str] = None, compare: bool = False, keep_inversions: bool = False,
                    metrics: Optional[Sequence[str]] = None, lpips_backbone: str = "imagenet",
-                   pti_steps: Optional[int] = None, w_steps: Optional[int] = None, batch_size: int = 8,
+                   pti_steps: Optional[int] = None, w_steps: Optional[int] = None, batch_size: Optional[int] = None,
                    perceptual: str = "auto", device="cpu", progress: bool = True, log=None) -> Dict[str, Any]:
     """Restore every image under ``input_path`` into ``outdir`` (see the module docstring).
+    ``batch_size`` images are inverted together (default: by device,
+    ``inversion.api.default_batch_size``); each is written as soon as it is finished.
     Returns counts (inputs, written, skipped, failed, reused) and, with ``gt``, the summary."""
     from degradations.folder import plan_outputs
-    from inversion.api import load_inversion
+    from inversion.api import default_batch_size, load_inversion
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if G.q_dim == 0:
         raise UserError("restoration needs a QC generator (q_dim > 0); this network is plain StyleGAN2")
@@ -128,6 +134,7 @@ def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Op
     if any(os.path.abspath(os.path.join(outdir, o)) in in_paths for _, o in jobs):
         raise UserError("an output would overwrite an input; choose another --outdir")
     os.makedirs(outdir, exist_ok=True)
+    batch_size = int(batch_size) if batch_size is not None else default_batch_size(device)
     inv_options: Dict[str, Any] = {"perceptual": perceptual, "device": device, "batch_size": batch_size}
     if pti_steps is not None:
         inv_options["pti_steps"] = int(pti_steps)
@@ -153,6 +160,14 @@ def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Op
         from tqdm import tqdm
         bar = tqdm(total=len(jobs), initial=summary["skipped"], desc="restore", unit="img", file=sys.stderr)
 
+    def write(res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> None:
+        rec = _finish_image(G, res, src, out_rel, img, outdir, gt, scorer, compare, seconds, reused, device, log)
+        append_jsonl(records_path, rec)
+        summary["written"] += 1
+        summary["reused"] += int(reused)
+        if bar is not None:
+            bar.update(1)
+
     for lo in range(0, len(todo), max(1, batch_size)):
         chunk = []
         for src, out_rel in todo[lo:lo + batch_size]:
@@ -164,33 +179,26 @@ def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Op
                 summary["failed"] += 1
                 if bar is not None:
                     bar.update(1)
-        results: Dict[str, Any] = {}
+
         fresh = []
         for src, out_rel, img in chunk:
             stem = os.path.splitext(out_rel)[0]
             folder = os.path.join(inversions, stem) if inversions else None
             if folder and os.path.isfile(os.path.join(folder, "result.json")):
-                results[out_rel] = (load_inversion(folder), 0.0, True)
+                write(load_inversion(folder), src, out_rel, img, 0.0, True)
             else:
                 fresh.append((src, out_rel, img))
         if fresh:
-            t0 = time.perf_counter()
-            inverted = _invert_chunk(G, [im for _, _, im in fresh], [os.path.splitext(o)[0] for _, o, _ in fresh],
-                                     encoder, inv_options)
-            seconds = (time.perf_counter() - t0) / len(fresh)
-            for (src, out_rel, _), res in zip(fresh, inverted):
-                results[out_rel] = (res, seconds, False)
+            def finished(i: int, res, fresh=fresh) -> None:          # as soon as image i is finished
+                src, out_rel, img = fresh[i]
                 if keep_inversions:
                     from inversion.api import save_inversion
                     save_inversion(os.path.join(outdir, INVERSIONS_DIR, os.path.splitext(out_rel)[0]), res)
-        for src, out_rel, img in chunk:
-            res, seconds, reused = results[out_rel]
-            rec = _finish_image(G, res, src, out_rel, img, outdir, gt, scorer, compare, seconds, reused, device, log)
-            append_jsonl(records_path, rec)
-            summary["written"] += 1
-            summary["reused"] += int(reused)
-            if bar is not None:
-                bar.update(1)
+                seconds = res.stats["seconds_stage1"] + res.stats["seconds_stage2"]
+                write(res, src, out_rel, img, seconds, False)
+
+            _invert_chunk(G, [im for _, _, im in fresh], [os.path.splitext(o)[0] for _, o, _ in fresh],
+                          encoder, inv_options, on_result=finished)
     if bar is not None:
         bar.close()
     image_io.require_progress(summary["written"] + summary["skipped"], summary["failed"], records_path)

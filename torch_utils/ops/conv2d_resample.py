@@ -57,7 +57,7 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] 
     px0, px1, py0, py1 = parse_padding(padding)
     if not flip_weight:
         w = w.flip([2, 3])   # from here on, always correlate with w
-    channels_last = x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    channels_last = x.shape[1] > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
     y = _conv2d_resample(x, w, f, up, down, (px0, px1, py0, py1), groups, flip_filter, kw, kh, fw, fh)
     # Transposed convolutions and padding may return NCHW: keep the caller's channels_last.
     return y.contiguous(memory_format=torch.channels_last) if channels_last else y

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..misc import is_vmapped
+
 IntPair = Union[int, Sequence[int]]
 
 
@@ -97,7 +99,7 @@ def upfirdn2d_ref(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, d
     px0, px1, py0, py1 = parse_padding(padding)
     n, c, h, w = x.shape
     # Padding and reshapes below return NCHW; hand back the caller's layout (channels_last stays).
-    channels_last = c > 1 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    channels_last = c > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
     # 1. Zero insertion: [N, C, H, 1, W, 1] padded to [N, C, H, upy, W, upx].
     if upx > 1 or upy > 1:
@@ -139,13 +141,14 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, down:
         padding:     int, [px, py] or [px0, px1, py0, py1]; negative values crop.
         flip_filter: False = convolution (the filter is flipped), True = correlation.
         gain:        overall gain of the filter.
-        impl:        'auto' (CUDA kernel when available on a CUDA tensor), 'ref' or 'cuda'.
+        impl:        'auto' (CUDA kernel when available on a CUDA tensor, reference inside vmap),
+                     'ref' or 'cuda'.
     Returns:
         [N, C, (H*upy + py0 + py1 - fh + downy) // downy, (W*upx + px0 + px1 - fw + downx) // downx]
     """
     if impl not in ("auto", "ref", "cuda"):
         raise ValueError(f"impl must be auto|ref|cuda, got {impl}")
-    if impl != "ref" and x.is_cuda:
+    if impl != "ref" and x.is_cuda and not (impl == "auto" and is_vmapped(x)):
         from . import cuda_kernels
         fn = cuda_kernels.get_upfirdn2d()
         if fn is not None:

@@ -1,0 +1,99 @@
+"""Restoration wall time with and without batching: held-out faces, the shipped model, one run.
+
+    python benchmarks/bench_restore_batch.py                       # 16 faces, restore.py's defaults
+    python benchmarks/bench_restore_batch.py --pti-steps 20 --threads 1
+
+Takes the first ``--images`` faces of ``utkface64-mini.zip`` (held out from training), degrades
+them with the ``paper`` pipeline (``degradations.folder.degrade_folder``, seed 0), then restores
+them twice with ``restore_folder`` (the library call of ``restore.py``) and the same settings:
+one image at a time (``--batch 1``) and batched (``--batch``, default the device's), both scored
+against the clean faces. Prints both wall times, the speed-up and mean PSNR / SSIM side by side,
+and writes ``OUT/bench_restore_batch.json``. Defaults are those of ``restore.py`` (shipped model
+and encoder, 350 PTI steps with early stopping, auto perceptual loss).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import zipfile
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dnnlib.util import atomic_write  # noqa: E402
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                    "shared", "datasets", "utkface64-mini.zip")
+
+
+def extract_faces(zip_path: str, n: int, outdir: str) -> None:
+    with zipfile.ZipFile(zip_path) as z:
+        names = sorted(m for m in z.namelist() if m.lower().endswith(".png"))[:n]
+        os.makedirs(outdir, exist_ok=True)
+        for m in names:
+            with open(os.path.join(outdir, os.path.basename(m)), "wb") as f:
+                f.write(z.read(m))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=DATA, help="ZIP of held-out faces")
+    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=None, help="batched run's batch size [default: by device]")
+    ap.add_argument("--pti-steps", type=int, default=None, help="[default: restore.py's]")
+    ap.add_argument("--w-steps", type=int, default=None, help="[default: restore.py's]")
+    ap.add_argument("--perceptual", default="auto")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads [default: torch's]")
+    ap.add_argument("--outdir", default="/tmp/bench-restore-batch")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from degradations.folder import degrade_folder
+    from inversion.api import default_batch_size
+    from inversion.applications.restore import restore_folder
+    from inversion.encoders import load_encoder
+    from training.checkpoint import load_network
+    from training.pretrained import resolve_encoder, resolve_network
+
+    clean, degraded = os.path.join(args.outdir, "clean"), os.path.join(args.outdir, "degraded")
+    extract_faces(args.data, args.images, clean)
+    degrade_folder(clean, degraded, "paper", seed=0, progress=False)
+    G = load_network(resolve_network(None), device="cpu")["G_ema"].to(args.device)
+    E = load_encoder(resolve_encoder(None, None), device=args.device)
+    batch = args.batch or default_batch_size(args.device)
+    runs = {}
+    for label, b in (("one at a time", 1), (f"batch {batch}", batch)):
+        out = os.path.join(args.outdir, f"restored-b{b}")
+        if os.path.isdir(out):
+            import shutil
+            shutil.rmtree(out)                       # time a full run, not a resumed one
+        t0 = time.perf_counter()
+        s = restore_folder(G, degraded, out, encoder=E, gt=clean, metrics=["psnr", "ssim"], pti_steps=args.pti_steps,
+                           w_steps=args.w_steps, batch_size=b, perceptual=args.perceptual, device=args.device,
+                           progress=False)
+        wall = time.perf_counter() - t0
+        recs = [json.loads(line) for line in open(os.path.join(out, "restore.jsonl"))]
+        runs[label] = {"batch": b, "wall_sec": wall, "images": s["written"],
+                       "psnr": s["metrics"]["restored"]["psnr"]["mean"], "ssim": s["metrics"]["restored"]["ssim"]["mean"],
+                       "input_psnr": s["metrics"]["input"]["psnr"]["mean"],
+                       "pti_steps_mean": sum(r["pti_steps"] for r in recs) / len(recs)}
+        print(f"{label:>14}: {wall:8.1f} s  PSNR {runs[label]['psnr']:.3f} dB  SSIM {runs[label]['ssim']:.4f}  "
+              f"(mean PTI steps {runs[label]['pti_steps_mean']:.1f})", flush=True)
+    a, b = runs.values()
+    summary = {"runs": runs, "speedup": a["wall_sec"] / b["wall_sec"], "psnr_diff_db": b["psnr"] - a["psnr"],
+               "ssim_diff": b["ssim"] - a["ssim"], "threads": torch.get_num_threads(), "device": args.device,
+               "pti_steps": args.pti_steps, "w_steps": args.w_steps, "images": args.images}
+    print(f"speed-up {summary['speedup']:.2f}x; PSNR diff {summary['psnr_diff_db']:+.3f} dB, "
+          f"SSIM diff {summary['ssim_diff']:+.4f}; input PSNR {a['input_psnr']:.3f} dB; "
+          f"threads {summary['threads']}")
+    with atomic_write(os.path.join(args.outdir, "bench_restore_batch.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
