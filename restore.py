@@ -6,6 +6,8 @@ G_θ(w, 0), resize back to each input's size.
 
 Writes the restored PNGs under the inputs' relative paths, ``restore.jsonl`` (per image) and,
 with ``--gt``, ``restore-summary.json``. Rerunning the same command skips finished images.
+Whole photos (``--align auto|dlib``): every face is detected, aligned, restored and pasted back;
+``faces/<name>_<k>.png`` = aligned input | restored (docs/faces.md).
 """
 from __future__ import annotations
 
@@ -32,10 +34,15 @@ from dnnlib.util import UserError, cli_main
               help="Perceptual loss of the inversion.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per encoder / stage-1 batch.")
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.option("--align", type=click.Choice(["auto", "dlib", "none"]), default="auto", show_default=True,
+              help="Whole photos: detect, align, restore and paste back each face (auto: inputs that are not "
+                   "R x R crops; none: every input is an aligned crop).")
+@click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Faces per photo, largest first [default: all].")
+@click.option("--min-face", type=click.IntRange(min=1), default=16, show_default=True, help="Skip faces smaller than this (px, detector box).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_main
 def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, metrics, lpips_backbone, compare,
-         pti_steps, w_steps, perceptual, batch_size, device, quiet):
+         pti_steps, w_steps, perceptual, batch_size, device, align, max_faces, min_face, quiet):
     """Restore degraded images: G(w, 0) of their QC-StyleGAN inversion."""
     import torch
     from inversion.applications.restore import restore_folder
@@ -45,8 +52,12 @@ def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if metrics is not None and gt is None:
         raise UserError("--metrics needs --gt")
+    from faces.pipeline import build_face_pipeline
     encoder = resolve_encoder(encoder, network)
-    G = load_network(resolve_network(network), device="cpu")["G_ema"].to(device)
+    network = resolve_network(network)
+    nets = load_network(network, device="cpu")
+    G = nets["G_ema"].to(device)
+    faces = build_face_pipeline(align, G, network, nets, max_faces=max_faces, min_face=min_face)
     E = None
     if encoder is not None:
         from inversion.encoders import load_encoder
@@ -55,9 +66,10 @@ def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, 
     s = restore_folder(G, input_path, outdir, encoder=E, inversions=inversions, gt=gt, compare=compare,
                        keep_inversions=keep_inversions, metrics=names, lpips_backbone=lpips_backbone,
                        pti_steps=pti_steps, w_steps=w_steps, batch_size=batch_size, perceptual=perceptual,
-                       device=device, progress=not quiet)
+                       device=device, progress=not quiet, face_pipeline=faces)
     click.echo(f"{s['written']} restored ({s['reused']} from --inversions), {s['skipped']} already there, "
-               f"{s['failed']} unreadable (of {s['inputs']})")
+               f"{s['failed']} unreadable (of {s['inputs']})"
+               + (f"; {s['faces']} faces pasted back, {s['no_face']} photos without a face" if s["faces"] or s["no_face"] else ""))
     for kind, table in (s.get("metrics") or {}).items():
         click.echo(f"{kind}:\n{format_table(table)}")
 
