@@ -48,8 +48,9 @@ def _load_G(network, device):
     return G.to(device)
 
 
-def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, device):
-    """Invert the images under ``input_path`` into ``outdir/inversions`` (reused on a rerun)."""
+def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, device, faces=None):
+    """Invert the images under ``input_path`` into ``outdir/inversions`` (reused on a rerun).
+    ``faces`` (a face pipeline): each face of a whole photo is inverted aligned, as ``<name>_<k>``."""
     from dnnlib import image_io
     from inversion.applications.latents import load_latents
     from dnnlib.image_io import list_sources
@@ -60,7 +61,7 @@ def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, dev
     todo = []
     for s in sources:
         folder = os.path.join(inv_dir, os.path.splitext(s)[0])
-        if not os.path.isfile(os.path.join(folder, "result.json")):
+        if not any(os.path.isfile(os.path.join(f, "result.json")) for f in (folder, folder + "_0")):
             try:
                 todo.append((folder, s, image_io.read_image(os.path.join(root, s))))
             except UserError as exc:
@@ -69,12 +70,20 @@ def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, dev
     if encoder:         # already resolved by the caller (resolve_encoder)
         from inversion.encoders import load_encoder
         E = load_encoder(encoder, device=device)
+    if todo and faces is not None:
+        from faces.pipeline import expand_photos
+        by_key = {t[0]: t for t in todo}
+        items, _ = expand_photos(faces, [(t[0], t[2]) for t in todo])
+        todo = [(key, by_key[photo or key][1], crop, face, by_key[photo or key][2].shape) for key, crop, face, photo in items]
     if todo:
         kw = {"pti_steps": pti_steps} if pti_steps is not None else {}
         res = invert_images(G, [t[2] for t in todo], encoder=E, w_steps=w_steps, device=device,
-                            names=[os.path.splitext(t[1])[0] for t in todo], **kw)
-        for (folder, _, _), r in zip(todo, res):
-            save_inversion(folder, r)
+                            names=[os.path.relpath(t[0], inv_dir).replace(os.sep, "/") for t in todo], **kw)
+        for t, r in zip(todo, res):
+            save_inversion(t[0], r)
+            if len(t) > 3 and t[3] is not None:
+                from faces.pipeline import save_face_info
+                save_face_info(t[0], t[3], t[1], t[4])
     if not os.path.isdir(inv_dir):
         raise UserError(f"no readable images under {input_path}")
     return load_latents(G, inv_dir, device=device)
@@ -111,10 +120,14 @@ def cli():
 @click.option("--strengths", default=DEFAULT_STRENGTHS, show_default=True, help="Comma list of strengths α.")
 @click.option("--outdir", required=True, type=click.Path())
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.option("--align", type=click.Choice(["auto", "dlib", "none"]), default="auto", show_default=True,
+              help="--input whole photos: edit each face and paste it back into OUTDIR/photos/ (auto: inputs that are not R x R crops).")
+@click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Faces per photo, largest first [default: all].")
+@click.option("--min-face", type=click.IntRange(min=1), default=16, show_default=True, help="Skip faces smaller than this (px).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_main
 def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, direction, sefa, ganspace, layers,
-             strengths, outdir, device, quiet):
+             strengths, outdir, device, align, max_faces, min_face, quiet):
     """Edit images along a direction: G(w + αΔw, q) (degradation kept) and G(w + αΔw, 0)."""
     import torch
     from inversion.applications.editing import edit_latents
@@ -127,13 +140,25 @@ def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, direc
     G = _load_G(network, device)
     layers = parse_range(layers) if layers is not None else None
     d, info = _direction(G, resolve_direction(direction), sefa, ganspace, layers, device)
+    pasted = 0
     if input_path is not None:
+        from faces.pipeline import build_face_pipeline
+        from training.checkpoint import load_network
+        from training.pretrained import resolve_network
+        net_path = resolve_network(network, announce=False)
+        faces = build_face_pipeline(align, G, net_path, lambda: load_network(net_path), max_faces=max_faces,
+                                    min_face=min_face)
         latents = _latents_from_images(G, input_path, outdir, resolve_encoder(encoder, network), pti_steps,
-                                       w_steps, device)
+                                       w_steps, device, faces)
     else:
         latents = load_latents(G, inversions, device=device)
     summary = edit_latents(G, latents, d, strengths, outdir, device=device, direction_info=info, progress=not quiet)
-    click.echo(f"{summary['written']} edited, {summary['skipped']} already there (of {summary['images']}) -> {outdir}")
+    if input_path is not None:
+        from dnnlib.image_io import list_sources
+        from inversion.applications.photos import paste_edits
+        pasted = paste_edits(os.path.join(outdir, "inversions"), outdir, list_sources(input_path, outdir)[0], strengths)
+    click.echo(f"{summary['written']} edited, {summary['skipped']} already there (of {summary['images']}) -> {outdir}"
+               + (f"; {pasted} photos with their faces pasted back -> {os.path.join(outdir, 'photos')}" if pasted else ""))
 
 
 @cli.command("degradation")

@@ -85,3 +85,29 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
             rec.update(score_fn(src, whole))
         records.append(rec)
     return records
+
+
+# ---------------------------------------------------------------------------------------------
+# edit.py --input --align: the edited faces back into their photos.
+
+def paste_edits(inversions_dir: str, edit_dir: str, root: str, strengths: Sequence[float], kind: str = "degraded",
+                log=None) -> int:
+    """For every photo whose faces were inverted with ``face.json`` under ``inversions_dir``, paste
+    each face's ``EDIT_DIR/<face>/<kind>_<α>.png`` back: ``EDIT_DIR/photos/<photo>_<α>.png`` (alpha
+    kept). Returns the number of photos written."""
+    from faces.pipeline import load_face_info, paste_recorded
+    from inversion.applications.editing import strength_tag
+    from inversion.applications.latents import find_inversions
+    groups: Dict[str, List[Tuple[str, dict]]] = {}
+    for name in find_inversions(inversions_dir) if os.path.isdir(inversions_dir) else []:
+        info = load_face_info(os.path.join(inversions_dir, name))
+        if info is not None:
+            groups.setdefault(info["source"], []).append((name, info))
+    for src, faces in sorted(groups.items()):
+        img, alpha = image_io.read_image_alpha(os.path.join(root, src))
+        stem = os.path.splitext(src)[0]
+        for a in strengths:
+            crops = [image_io.read_image(os.path.join(edit_dir, n, f"{kind}_{strength_tag(a)}.png")) for n, _ in faces]
+            whole = paste_recorded(img, [i for _, i in faces], crops)
+            image_io.write_image(os.path.join(edit_dir, "photos", f"{stem}_{strength_tag(a)}.png"), with_alpha(whole, alpha))
+    return len(groups)
