@@ -27,6 +27,8 @@ LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
 INSTALL_HINT = "pip install -e '.[faces]'  (installs dlib-bin and face-recognition-models)"
 DETECTOR_WINDOW = 80        # px: the side of dlib's HOG scanning window (smallest face found at scale 1)
 DEFAULT_MAX_SIDE = 2048     # px: long side of the copy the detector scans (memory / time bound)
+DEFAULT_ROTATIONS = (0.0, -20.0, 20.0)   # degrees: the upright detector also scans copies tilted by these
+TILTED_MARGIN = 0.2         # score a detection in a tilted copy needs above the threshold (fewer false faces)
 
 # 68-point indices of the five alignment points (iBUG 300-W numbering, 0-based).
 LEFT_EYE = slice(36, 42)    # the eye on the image's left (the person's right eye)
@@ -92,12 +94,14 @@ class Detection:
 class FaceDetector:
     """Faces of an RGB photo, largest first (see the module docstring for the scan scale)."""
 
-    def __init__(self, min_face: int = 16, max_side: int = DEFAULT_MAX_SIDE, threshold: float = 0.0):
+    def __init__(self, min_face: int = 16, max_side: int = DEFAULT_MAX_SIDE, threshold: float = 0.0,
+                 rotations=DEFAULT_ROTATIONS):
         require_faces()
         import dlib
         self.min_face = max(1, int(min_face))   # px: smallest face (box side) looked for
         self.max_side = int(max_side)           # px: long side of the scanned copy, at most
         self.threshold = float(threshold)       # detector score threshold (dlib's adjust_threshold)
+        self.rotations = tuple(float(a) for a in rotations)  # degrees: copies scanned (the HOG detector is upright-only)
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(landmarks_path())
 
@@ -117,14 +121,39 @@ class FaceDetector:
             sx, sy = size[0] / w, size[1] / h
         else:
             sx = sy = 1.0
+        found: List[Detection] = []
+        for angle in self.rotations:
+            found += self._scan(img, angle, sx, sy)
+        out: List[Detection] = []
+        for d in sorted(found, key=lambda d: -d.score):       # one detection per face: the best-scoring copy
+            c = np.array([(d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2])
+            if all(not (o.box[0] <= c[0] <= o.box[2] and o.box[1] <= c[1] <= o.box[3]) for o in out):
+                out.append(d)
+        out.sort(key=lambda d: -d.size)
+        return out
+
+    def _scan(self, img: np.ndarray, angle: float, sx: float, sy: float) -> List[Detection]:
+        """Detections in ``img`` rotated by ``angle`` degrees, in photo coordinates."""
+        import cv2
+        import dlib
+        h, w = img.shape[:2]
+        if angle:
+            rot = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)     # scanned -> rotated
+            img = cv2.warpAffine(img, rot, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+            back = cv2.invertAffineTransform(rot)
+        else:
+            back = np.array([[1.0, 0, 0], [0, 1.0, 0]])
         rects, scores, _ = self._detector.run(img, 0, self.threshold)
         out = []
         for rect, score in zip(rects, scores):
+            if angle and score < self.threshold + TILTED_MARGIN:
+                continue
             shape = self._predictor(img, dlib.rectangle(rect.left(), rect.top(), rect.right(), rect.bottom()))
-            lm = np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+            lm = np.array([[p.x, p.y] for p in shape.parts()], np.float64) @ back[:, :2].T + back[:, 2]
             lm = (lm + 0.5) / [sx, sy] - 0.5                 # pixel centres of the scanned copy -> photo
-            box = [rect.left() / sx - 0.5, rect.top() / sy - 0.5,              # pixel edges of the box,
-                   (rect.right() + 1) / sx - 0.5, (rect.bottom() + 1) / sy - 0.5]   # centre coordinates
+            cx, cy = back[:, :2] @ [(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2] + back[:, 2]
+            half = (rect.right() - rect.left() + 1) / 2      # the box keeps its side, centred where the face is
+            box = [(cx - half + 0.5) / sx - 0.5, (cy - half + 0.5) / sy - 0.5,
+                   (cx + half + 0.5) / sx - 0.5, (cy + half + 0.5) / sy - 0.5]
             out.append(Detection(box=[float(v) for v in box], score=float(score), landmarks=lm))
-        out.sort(key=lambda d: -d.size)
         return out

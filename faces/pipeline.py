@@ -108,7 +108,9 @@ class FacePipeline:
         self.min_face = int(min_face)                         # px, detector box side
         self.feather = float(feather)                         # mask fall-off, share of the crop side
         kw = {"max_side": max_side} if max_side else {}
-        self.detector = FaceDetector(min_face=self.min_face, **kw)
+        # Scan for faces down to DEFAULT_MIN_FACE even when --min-face is larger, so that the
+        # faces skipped for their size are reported rather than silently missed.
+        self.detector = FaceDetector(min_face=min(self.min_face, DEFAULT_MIN_FACE), **kw)
         self._dst = template_points(self.template, self.resolution)
 
     def options(self) -> Dict[str, Any]:
