@@ -28,7 +28,7 @@ INSTALL_HINT = "pip install -e '.[faces]'  (installs dlib-bin and face-recogniti
 DETECTOR_WINDOW = 80        # px: the side of dlib's HOG scanning window (smallest face found at scale 1)
 DEFAULT_MAX_SIDE = 2048     # px: long side of the copy the detector scans (memory / time bound)
 DEFAULT_ROTATIONS = (0.0, -20.0, 20.0)   # degrees: the upright detector also scans copies tilted by these
-TILTED_MARGIN = 0.2         # score a detection in a tilted copy needs above the threshold (fewer false faces)
+TILTED_MARGIN = 0.5         # score a detection in a tilted copy needs above the threshold (fewer false faces)
 
 # 68-point indices of the five alignment points (iBUG 300-W numbering, 0-based).
 LEFT_EYE = slice(36, 42)    # the eye on the image's left (the person's right eye)

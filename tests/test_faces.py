@@ -199,3 +199,15 @@ def test_composites_restored_beat_degraded(tmp_path):
           f"{rows[:, 1].mean():.2f} dB, SSIM {rows[:, 2].mean():.3f} -> {rows[:, 3].mean():.3f}")
     assert found >= total - 3          # measured: 6 of 9 (small degraded faces are missed; docs/faces.md)
     assert rows[:, 1].mean() > rows[:, 0].mean() and rows[:, 3].mean() > rows[:, 2].mean()
+
+
+def test_convert_network_stores_the_face_template(tmp_path):
+    import convert_network
+    from _applications import save_tiny_checkpoint
+    from training.checkpoint import load_network
+    save_tiny_checkpoint(tmp_path / "G.pt")
+    r = CliRunner().invoke(convert_network.main, [str(tmp_path / "G.pt"), str(tmp_path / "H.pt"), "--face-template", SHIPPED_TEMPLATE])
+    assert r.exit_code == 0, r.output
+    nets = load_network(str(tmp_path / "H.pt"))
+    t = resolve_template(str(tmp_path / "H.pt"), nets["metadata"], nets["source"])
+    assert t["points"] == load_template(SHIPPED_TEMPLATE)["points"]
