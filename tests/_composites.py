@@ -64,17 +64,22 @@ def iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def degrade(img: np.ndarray, seed: int) -> np.ndarray:
-    """Blur (sigma 1 px), Gaussian noise (sigma 5 grey levels), JPEG quality 50."""
+MILD = (1.0, 5.0, 50)          # blur sigma (px), noise sigma (grey levels), JPEG quality
+STRONG = (2.0, 12.0, 25)
+
+
+def degrade(img: np.ndarray, seed: int, level=MILD) -> np.ndarray:
+    """Gaussian blur, Gaussian noise, JPEG (``level`` = (blur sigma px, noise sigma, JPEG quality))."""
+    sigma, noise, quality = level
     rng = np.random.RandomState(seed)
-    x = cv2.GaussianBlur(img, (0, 0), 1.0).astype(np.float32) + rng.normal(0, 5, img.shape).astype(np.float32)
+    x = cv2.GaussianBlur(img, (0, 0), sigma).astype(np.float32) + rng.normal(0, noise, img.shape).astype(np.float32)
     x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
-    ok, buf = cv2.imencode(".jpg", x[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 50])
+    ok, buf = cv2.imencode(".jpg", x[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
 
 
 def make_composites(mini_zip: str, detector, per_photo: int = 3, seed: int = 0, min_scale: float = 0.5,
-                    photos: int = len(BACKGROUNDS)):
+                    photos: int = len(BACKGROUNDS), level=MILD):
     """[(clean, degraded, [placed boxes], [placed masks])], one per background."""
     rng = np.random.RandomState(seed)
     faces = mini_faces(mini_zip, per_photo * photos, seed)
@@ -94,5 +99,5 @@ def make_composites(mini_zip: str, detector, per_photo: int = 3, seed: int = 0, 
             photo, m, mask = place(photo, face, (cx, cy), s, angle)
             boxes.append(placed_box(face_box_in_crop(face, detector), m, s))
             masks.append(mask)
-        out.append((photo, degrade(photo, seed + b), boxes, masks))
+        out.append((photo, degrade(photo, seed + b, level), boxes, masks))
     return out
