@@ -127,21 +127,21 @@ def test_composites_of_held_out_faces_are_found():
 def test_restore_cli_on_photos(tmp_path):
     """restore.py --align auto on the astronaut (RGB, RGBA, grey), a photo without a face and a tiny face."""
     import restore
-    photo = _astronaut()
+    photo = np.ascontiguousarray(_astronaut()[::2, ::2])                      # 256 px: her face about 46 px
     inp, out = tmp_path / "in", tmp_path / "out"
-    alpha = np.tile(np.linspace(0, 255, 512).astype(np.uint8), (512, 1))
+    alpha = np.tile(np.linspace(0, 255, 256).astype(np.uint8), (256, 1))
     write_image(str(inp / "astro.png"), photo)
     write_image(str(inp / "rgba.png"), np.dstack([photo, alpha]))
     grey = np.rint(photo @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
     write_image(str(inp / "grey.png"), grey)
-    write_image(str(inp / "wall.png"), np.tile(np.linspace(0, 255, 300).astype(np.uint8)[:, None, None], (1, 200, 3)))
-    write_image(str(inp / "tiny.png"), photo[::4, ::4])                       # her face about 22 px
+    write_image(str(inp / "wall.png"), np.tile(np.linspace(0, 255, 150).astype(np.uint8)[:, None, None], (1, 100, 3)))
+    write_image(str(inp / "tiny.png"), photo[::2, ::2])                       # her face about 23 px
     args = ["--input", str(inp), "--outdir", str(out), "--w-steps", "0", "--pti-steps", "0", "--perceptual", "fallback",
-            "--device", "cpu", "--quiet", "--min-face", "40"]
+            "--device", "cpu", "--quiet", "--min-face", "30"]
     r = CliRunner().invoke(restore.main, args)
     assert r.exit_code == 0, (r.output, r.stderr)
     assert "3 faces pasted back, 2 photos without a face" in r.output
-    assert "wall: no face found: copied unchanged" in r.stderr and "smaller than --min-face 40" in r.stderr
+    assert "wall: no face found: copied unchanged" in r.stderr and "smaller than --min-face 30" in r.stderr
     recs = {x["file"]: x for x in map(json.loads, open(out / "restore.jsonl"))}
     for name in ("astro", "rgba", "grey"):
         f = recs[name + ".png"]["faces"]
@@ -152,7 +152,7 @@ def test_restore_cli_on_photos(tmp_path):
     assert res.shape == photo.shape and not np.array_equal(res, photo)
     x0, y0, x1, y1 = recs["astro.png"]["faces"][0]["box"]
     side = x1 - x0
-    yy, xx = np.mgrid[0:512, 0:512]
+    yy, xx = np.mgrid[0:256, 0:256]
     far = (xx < x0 - side) | (xx > x1 + side) | (yy < y0 - side) | (yy > y1 + side)
     assert np.array_equal(res[far], photo[far])
     rgb, a = read_image_alpha(str(out / "rgba.png"))
@@ -163,6 +163,33 @@ def test_restore_cli_on_photos(tmp_path):
         assert recs[name + ".png"]["faces"] == [] and np.array_equal(read_image(str(out / f"{name}.png")), read_image(str(src)))
     r2 = CliRunner().invoke(restore.main, args)
     assert r2.exit_code == 0 and "5 already there" in r2.output
+
+
+@needs_dlib
+def test_invert_and_edit_cli_on_a_photo(tmp_path):
+    """invert.py run --align: aligned crop + face.json; edit.py --input: edited face pasted back."""
+    import edit
+    import invert
+    photo = np.ascontiguousarray(_astronaut()[::2, ::2])
+    write_image(str(tmp_path / "in" / "astro.png"), photo)
+    fast = ["--w-steps", "0", "--pti-steps", "0", "--device", "cpu"]
+    r = CliRunner().invoke(invert.main, ["run", "--input", str(tmp_path / "in"), "--outdir", str(tmp_path / "inv"),
+                                         "--perceptual", "fallback"] + fast)
+    assert r.exit_code == 0 and "inverted 1" in r.output, r.output
+    info = json.load(open(tmp_path / "inv" / "astro_0" / "face.json"))
+    assert info["source"] == "astro.png" and np.array(info["transform"]).shape == (2, 3)
+    assert read_image(str(tmp_path / "inv" / "astro_0" / "aligned.png")).shape == (64, 64, 3)
+    r = CliRunner().invoke(invert.main, ["run", "--input", str(tmp_path / "in"), "--outdir", str(tmp_path / "inv")] + fast)
+    assert "inverted 0, skipped 1" in r.output, r.output                         # the photo is done
+    r = CliRunner().invoke(edit.cli, ["--input", str(tmp_path / "in"), "--direction", "gender", "--strengths", "-2,2",
+                                      "--outdir", str(tmp_path / "ed"), "--quiet"] + fast)
+    assert r.exit_code == 0 and "1 photos with their faces pasted back" in r.output, r.output
+    box = alignment.crop_box(np.array(info["transform"]), 64)
+    yy, xx = np.mgrid[0:256, 0:256]
+    outside = (xx < box[0] - 1) | (xx > box[2] + 1) | (yy < box[1] - 1) | (yy > box[3] + 1)
+    for a in ("-2.00", "+2.00"):
+        out = read_image(str(tmp_path / "ed" / "photos" / f"astro_{a}.png"))
+        assert out.shape == photo.shape and np.array_equal(out[outside], photo[outside]) and not np.array_equal(out, photo)
 
 
 @needs_dlib
