@@ -109,6 +109,32 @@ def test_astronaut_face_is_found_aligned_and_pasted_back():
 
 
 @needs_dlib
+def test_photos_people_have(tmp_path):
+    """EXIF-rotated and 16-bit files are read upright / scaled; a very large photo is scanned on a
+    downscaled copy and pasted back at full size."""
+    from PIL import Image
+    import cv2
+    half = np.ascontiguousarray(_astronaut()[::2, ::2])
+    pipe = FacePipeline(64, load_template(SHIPPED_TEMPLATE))
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                   # stored rotated: viewers turn it 90 deg clockwise
+    Image.fromarray(np.ascontiguousarray(np.rot90(half, 1))).save(tmp_path / "exif.jpg", exif=exif.tobytes(), quality=95)
+    cv2.imwrite(str(tmp_path / "deep.png"), (half[:, :, ::-1].astype(np.uint16) * 257))
+    for name in ("exif.jpg", "deep.png"):
+        img = read_image(str(tmp_path / name))
+        assert img.shape == half.shape
+        faces, _ = pipe.find(img)
+        # upright: her face is found (sideways the upright detector misses it), nose tip where hers is
+        assert any(100 < f.points[2][0] < 125 and 50 < f.points[2][1] < 75 for f in faces), name
+    big = cv2.resize(_astronaut(), (3000, 3000), interpolation=cv2.INTER_CUBIC)
+    faces, _ = pipe.find(big)
+    assert len(faces) == 1 and 1250 < faces[0].points[2][0] < 1400 and 650 < faces[0].points[2][1] < 800
+    out = pipe.paste(big, faces, [np.zeros_like(faces[0].crop)])
+    inside = alignment.face_region(big.shape, faces[0].matrix, 64)
+    assert out.shape == big.shape and np.array_equal(out[~inside], big[~inside]) and out[inside].mean() < big[inside].mean()
+
+
+@needs_dlib
 def test_composites_of_held_out_faces_are_found():
     """Held-out UTKFace faces placed (0.75-3x, up to 20 degrees) into a real background: every
     detection is a placed face (box IoU >= 0.5). Not every face is found: the middle one of this
