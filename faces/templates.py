@@ -20,7 +20,6 @@ bad fits) over the faces where one face was found.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys

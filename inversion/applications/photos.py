@@ -90,8 +90,8 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
 # ---------------------------------------------------------------------------------------------
 # edit.py --input --align: the edited faces back into their photos.
 
-def paste_edits(inversions_dir: str, edit_dir: str, root: str, strengths: Sequence[float], kind: str = "degraded",
-                log=None) -> int:
+def paste_edits(inversions_dir: str, edit_dir: str, root: str, strengths: Sequence[float],
+                kind: str = "degraded") -> int:
     """For every photo whose faces were inverted with ``face.json`` under ``inversions_dir``, paste
     each face's ``EDIT_DIR/<face>/<kind>_<α>.png`` back: ``EDIT_DIR/photos/<photo>_<α>.png`` (alpha
     kept). Returns the number of photos written."""
