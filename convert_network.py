@@ -4,6 +4,7 @@
     python convert_network.py G_teacher_FFHQ.pth.tar teacher.pt
     python convert_network.py stylegan2-ffhq-256.pkl qc-init.pt --widen-q-dim 16
     python convert_network.py runs/.../network-snapshot-000100.pt release.pt --only G_ema --note kimg=100
+    python convert_network.py release.pt release-aligned.pt --face-template my-model-face.json
 
 The result loads with ``torch.load(weights_only=True)``; official pickles are read through the
 restricted unpickler and never execute code.
@@ -22,8 +23,10 @@ from training.checkpoint import convert_network
 @click.option("--only", default=None, metavar="LIST",
               help="Keep only these networks, e.g. G_ema (a small release file) [default: all]")
 @click.option("--note", "notes", multiple=True, metavar="KEY=VALUE", help="Add KEY=VALUE to the file's metadata (repeatable)")
+@click.option("--face-template", default=None, metavar="JSON",
+              help="Store this face template (python -m faces.templates) in the metadata, for restore/edit/invert --align")
 @cli_main
-def main(src, dst, widen_q_dim, only, notes):
+def main(src, dst, widen_q_dim, only, notes, face_template):
     """Convert SRC (official .pkl, teacher .pth.tar, or ours) to DST in our format."""
     keep = [k.strip() for k in only.split(",") if k.strip()] if only else None
     meta = {}
@@ -32,6 +35,9 @@ def main(src, dst, widen_q_dim, only, notes):
         if not sep or not key:
             raise UserError(f"--note must be KEY=VALUE, got '{note}'")
         meta[key] = value
+    if face_template:
+        from faces.templates import TEMPLATE_KEY, load_template
+        meta[TEMPLATE_KEY] = load_template(face_template)
     written = convert_network(src, dst, widen_q_dim=widen_q_dim, only=keep, metadata=meta)
     click.echo(f"wrote {dst}: " + ", ".join(f"{k} ({v})" for k, v in written.items()))
 

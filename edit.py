@@ -50,10 +50,13 @@ def _load_G(network, device, require_qc=True):
     return load_generator(resolve_network(network), device="cpu", require_qc=require_qc).to(device)
 
 
-def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, device, batch_size=None):
+def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, device, batch_size=None,
+                         faces=None):
     """Invert the images under ``input_path`` into ``outdir/inversions`` with the resumable folder
     loop of ``invert.py run`` (each image written when it is finished; reused on a rerun;
-    unreadable files reported in its results.jsonl), ``batch_size`` at a time (default: by device)."""
+    unreadable files reported in its results.jsonl), ``batch_size`` at a time (default: by device).
+    ``faces`` (a function returning the face pipeline, called after the encoder file is checked):
+    each face of a whole photo is inverted aligned, as ``<name>_<k>``."""
     from inversion.api import DEFAULT_PTI_STEPS
     from inversion.applications.latents import load_latents
     from inversion.folder import invert_folder
@@ -63,7 +66,7 @@ def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, dev
         E = load_encoder(encoder, device=device, generator=G)
     inv_dir = os.path.join(outdir, "inversions")
     invert_folder(G, input_path, inv_dir, encoder=E, pti_steps=DEFAULT_PTI_STEPS if pti_steps is None else pti_steps,
-                  w_steps=w_steps, device=device, batch=batch_size)
+                  w_steps=w_steps, device=device, batch=batch_size, face_pipeline=faces() if faces else None)
     return load_latents(G, inv_dir, device=device)
 
 
@@ -99,10 +102,14 @@ def cli():
 @click.option("--strengths", default=DEFAULT_STRENGTHS, show_default=True, help="Comma list of strengths α.")
 @click.option("--outdir", required=True, type=click.Path())
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.option("--align", type=click.Choice(["auto", "dlib", "none"]), default="auto", show_default=True,
+              help="--input whole photos: edit each face and paste it back into OUTDIR/photos/ (auto: inputs that are not R x R crops).")
+@click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Faces per photo, largest first [default: all].")
+@click.option("--min-face", type=click.IntRange(min=1), default=16, show_default=True, help="Skip faces smaller than this (px).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_main
 def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, batch_size, direction, sefa, ganspace,
-             layers, strengths, outdir, device, quiet):
+             layers, strengths, outdir, device, align, max_faces, min_face, quiet):
     """Edit images along a direction: G(w + αΔw, q) (degradation kept) and G(w + αΔw, 0)."""
     import torch
     from inversion.applications.editing import edit_latents
@@ -115,13 +122,26 @@ def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, batch
     G = _load_G(network, device)
     layers = parse_range(layers) if layers is not None else None
     d, info = _direction(G, resolve_direction(direction), sefa, ganspace, layers, device)
+    pasted = 0
     if input_path is not None:
+        from faces.pipeline import build_face_pipeline
+        from training.checkpoint import load_network
+        from training.pretrained import resolve_network
+        net_path = resolve_network(network, announce=False)
+        def faces():
+            return build_face_pipeline(align, G, net_path, lambda: load_network(net_path), max_faces=max_faces,
+                                       min_face=min_face)
         latents = _latents_from_images(G, input_path, outdir, resolve_encoder(encoder, network), pti_steps,
-                                       w_steps, device, batch_size)
+                                       w_steps, device, batch_size, faces)
     else:
         latents = load_latents(G, inversions, device=device)
     summary = edit_latents(G, latents, d, strengths, outdir, device=device, direction_info=info, progress=not quiet)
-    click.echo(f"{summary['written']} edited, {summary['skipped']} already there (of {summary['images']}) -> {outdir}")
+    if input_path is not None:
+        from dnnlib.image_io import list_sources
+        from inversion.applications.photos import paste_edits
+        pasted = paste_edits(os.path.join(outdir, "inversions"), outdir, list_sources(input_path, outdir)[0], strengths)
+    click.echo(f"{summary['written']} edited, {summary['skipped']} already there (of {summary['images']}) -> {outdir}"
+               + (f"; {pasted} photos with their faces pasted back -> {os.path.join(outdir, 'photos')}" if pasted else ""))
 
 
 @cli.command("degradation")

@@ -50,9 +50,13 @@ def main():
               help="auto: LPIPS when its backbone is in the torch hub cache, else the no-download fallback")
 @click.option("--batch", type=int, default=None, help="Images inverted together (stage 1 and PTI, each with its own tuned weights) [default: 8 on CPU, 32 on CUDA].")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
+@click.option("--align", type=click.Choice(["auto", "dlib", "none"]), default="auto", show_default=True,
+              help="Whole photos: invert each face, aligned, into DIR/<name>_<k>/ with face.json (auto: inputs that are not R x R crops)")
+@click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Faces per photo, largest first [default: all]")
+@click.option("--min-face", type=click.IntRange(min=1), default=16, show_default=True, help="Skip faces smaller than this (px)")
 @cli_main
 def run(network_path, encoder_path, input_path, outdir, w_steps, pti_steps, w_lr, q_lr, w_plus, pti_lr, lpips_threshold,
-        degrad_weight, locality_weight, tune_blocks, delta_encoding, perceptual, batch, device):
+        degrad_weight, locality_weight, tune_blocks, delta_encoding, perceptual, batch, device, align, max_faces, min_face):
     """Invert images: DIR/<name>/{w.npy, q.npy, delta.pt, reconstruction.png, sharp.png, result.json}."""
     from inversion.delta import parse_encoding
     from inversion.encoders import load_encoder
@@ -66,12 +70,16 @@ def run(network_path, encoder_path, input_path, outdir, w_steps, pti_steps, w_lr
     encoder_path = resolve_encoder(encoder_path, network_path)
     network_path = resolve_network(network_path)
     G = _load_generator(network_path, dev)
+    from faces.pipeline import build_face_pipeline
+    from training.checkpoint import load_network
     E = load_encoder(encoder_path, device=dev, generator=G) if encoder_path else None
+    faces = build_face_pipeline(align, G, network_path, lambda: load_network(network_path), max_faces=max_faces,
+                                min_face=min_face)                       # after every file check
     opts = PTIOptions(w_lr=w_lr, q_lr=q_lr, w_plus=w_plus, pti_lr=pti_lr, lpips_threshold=lpips_threshold,
                       degrad_weight=degrad_weight, locality_weight=locality_weight, tune_blocks=tune_blocks,
                       delta_encoding=delta_encoding)
     counts = invert_folder(G, input_path, outdir, encoder=E, pti_steps=pti_steps, w_steps=w_steps, device=dev,
-                           batch=batch, perceptual=perceptual, options=opts)
+                           batch=batch, perceptual=perceptual, options=opts, face_pipeline=faces)
     click.echo(f"inverted {counts['done']}, skipped {counts['skipped']} (done before), failed {counts['failed']} -> {outdir}")
 
 

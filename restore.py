@@ -10,6 +10,9 @@ with ``--gt``, ``restore-summary.json``. Rerunning the same command skips finish
 Exit status: 0 when at least one image was restored (now or before); 1 for a bad option, a
 missing path, or when no input could be read (each unreadable file has an ``error`` line in
 restore.jsonl); 2 for a wrong --network / --encoder file (nothing is written).
+
+Whole photos (``--align auto|dlib``): every face is detected, aligned, restored and pasted back;
+``faces/<name>_<k>.png`` = aligned input | restored (docs/faces.md).
 """
 from __future__ import annotations
 
@@ -36,32 +39,42 @@ from dnnlib.util import UserError, cli_main
               help="Perceptual loss of the inversion.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=None, help="Images inverted together (stage 1 and PTI, each with its own tuned weights) [default: 8 on CPU, 32 on CUDA].")
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.option("--align", type=click.Choice(["auto", "dlib", "none"]), default="auto", show_default=True,
+              help="Whole photos: detect, align, restore and paste back each face (auto: inputs that are not "
+                   "R x R crops; none: every input is an aligned crop).")
+@click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Faces per photo, largest first [default: all].")
+@click.option("--min-face", type=click.IntRange(min=1), default=16, show_default=True, help="Skip faces smaller than this (px, detector box).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_main
 def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, metrics, lpips_backbone, compare,
-         pti_steps, w_steps, perceptual, batch_size, device, quiet):
+         pti_steps, w_steps, perceptual, batch_size, device, align, max_faces, min_face, quiet):
     """Restore degraded images: G(w, 0) of their QC-StyleGAN inversion."""
     import torch
     from inversion.applications.restore import restore_folder
-    from training.checkpoint import load_generator
+    from training.checkpoint import load_generator, load_network
     from training.pretrained import resolve_encoder, resolve_network
     from metrics.compare import format_table
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if metrics is not None and gt is None:
         raise UserError("--metrics needs --gt")
+    from faces.pipeline import build_face_pipeline
     encoder = resolve_encoder(encoder, network)
-    G = load_generator(resolve_network(network), device="cpu", require_qc=True).to(device)
+    network = resolve_network(network)
+    G = load_generator(network, device="cpu", require_qc=True).to(device)
     E = None
     if encoder is not None:
         from inversion.encoders import load_encoder
         E = load_encoder(encoder, device=device, generator=G)
+    faces = build_face_pipeline(align, G, network, lambda: load_network(network, device="cpu"),
+                                max_faces=max_faces, min_face=min_face)   # after every file check
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     s = restore_folder(G, input_path, outdir, encoder=E, inversions=inversions, gt=gt, compare=compare,
                        keep_inversions=keep_inversions, metrics=names, lpips_backbone=lpips_backbone,
                        pti_steps=pti_steps, w_steps=w_steps, batch_size=batch_size, perceptual=perceptual,
-                       device=device, progress=not quiet)
+                       device=device, progress=not quiet, face_pipeline=faces)
     click.echo(f"{s['written']} restored ({s['reused']} from --inversions), {s['skipped']} already there, "
-               f"{s['failed']} unreadable (of {s['inputs']})")
+               f"{s['failed']} unreadable (of {s['inputs']})"
+               + (f"; {s['faces']} faces pasted back, {s['no_face']} photos without a face" if s["faces"] or s["no_face"] else ""))
     for kind, table in (s.get("metrics") or {}).items():
         click.echo(f"{kind}:\n{format_table(table)}")
 

@@ -5,7 +5,7 @@ setup(
     name="qc-stylegan",
     version="0.1.0",
     description="Quality Controllable StyleGAN (NeurIPS 2022): generation, training, inversion, restoration",
-    packages=find_packages(include=["dnnlib*", "torch_utils*", "training*", "degradations*",
+    packages=find_packages(include=["dnnlib*", "torch_utils*", "training*", "degradations*", "faces*",
                                     "inversion*", "metrics*"]),
     package_data={"torch_utils": ["ops/*.cu", "ops/*.cpp", "ops/*.h"], "metrics": ["data/*"],
                   "": ["*.json"]},
@@ -23,5 +23,7 @@ setup(
         "lpips>=0.1.4",
         "opencv-python-headless>=4.5",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.19"]},
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.19"],
+                    # whole photos: dlib's HOG face detector + its 68-point landmark model (restore/edit/invert --align)
+                    "faces": ["dlib-bin>=19.24", "face-recognition-models>=0.3"]},
 )

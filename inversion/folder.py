@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional
 from tqdm import tqdm
 
 from dnnlib.image_io import list_sources, output_stems, read_image, require_progress
-from dnnlib.util import UserError, append_jsonl
+from dnnlib.util import UserError, append_jsonl, read_jsonl
 
 from .api import RESULT_FILES, default_batch_size, invert_images, save_inversion
 
@@ -28,16 +28,21 @@ RESULTS = "results.jsonl"
 
 def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int = 350,
                   w_steps: Optional[int] = None, device: Any = None, batch: Optional[int] = None,
-                  progress: bool = True, **invert_kwargs) -> Dict[str, Any]:
+                  progress: bool = True, face_pipeline=None, **invert_kwargs) -> Dict[str, Any]:
     """Invert the images under ``input_path``, ``batch`` at a time (default: by device, see
     ``inversion.api.default_batch_size``); each image is written when it is finished, so an
     interrupted run loses at most the images still being tuned. Returns {'done', 'skipped',
-    'failed'} counts."""
+    'failed'} counts.
+
+    ``face_pipeline`` (``faces.pipeline``): face k of a whole photo ``a.jpg`` is aligned and
+    inverted into ``DIR/a_k/`` with ``aligned.png`` and ``face.json`` (its transform)."""
     if batch is None:
         batch = default_batch_size(device if device is not None else next(G.parameters()).device)
     root, names = list_sources(input_path, outdir)
     stems = output_stems(names)
-    todo = [n for n in names if not os.path.isfile(os.path.join(outdir, stems[n], RESULT_FILES["result"]))]
+    photos_done = {r["photo"] for r in read_jsonl(os.path.join(outdir, RESULTS)) if "photo" in r}
+    todo = [n for n in names if not os.path.isfile(os.path.join(outdir, stems[n], RESULT_FILES["result"]))
+            and stems[n] not in photos_done]
     counts = {"done": 0, "skipped": len(names) - len(todo), "failed": 0}
     os.makedirs(outdir, exist_ok=True)
     bar = tqdm(total=len(todo), desc="invert", unit="img", disable=not progress)
@@ -55,21 +60,50 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int 
         if not chunk:
             continue
         keys = [stems[n] for n in chunk]
+        faces: Dict[str, Any] = {}
+        if face_pipeline is not None:
+            chunk, keys, images, faces, no_face = _faces_of(face_pipeline, chunk, keys, images, outdir, bar)
+            counts["done"] += no_face            # reported (results line), not tried again
+        if not chunk:
+            continue
 
-        def write(i: int, res, chunk=chunk, keys=keys) -> None:      # as soon as image i is finished
-            save_inversion(os.path.join(outdir, keys[i]), res)
+        def write(i: int, res, chunk=chunk, keys=keys, faces=faces) -> None:   # as soon as image i is finished
+            key, name = keys[i], chunk[i]
+            save_inversion(os.path.join(outdir, key), res)
+            face, photo = faces.get(key, (None, None))
+            if face is not None:
+                from faces.pipeline import save_face_info
+                save_face_info(os.path.join(outdir, key), face, name, photo)
             s = res.stats
             append_jsonl(os.path.join(outdir, RESULTS), {
-                "name": keys[i], "file": chunk[i], "psnr": s["psnr"], "psnr_stage1": s["psnr_stage1"],
+                "name": key, "file": name, "psnr": s["psnr"], "psnr_stage1": s["psnr_stage1"],
                 "lpips": s["lpips"], "perceptual": s["perceptual"], "perceptual_loss": s["perceptual_loss"],
                 "w_steps": s["w_steps"], "pti_steps": s["pti_steps"],
                 "seconds": s["seconds_stage1"] + s["seconds_stage2"], "input_size": s["input_size"],
-                "delta_bytes": s["delta_bytes"], "batch": s["batch"], "timestamp": time.time()})
+                "delta_bytes": s["delta_bytes"], "batch": s["batch"], "timestamp": time.time(),
+                **({"photo": stems[name], "face": face.index, "transform": face.record()["transform"]}
+                   if face is not None else {})})
             counts["done"] += 1
-            bar.update(1)
+            if face is None or face.index == 0:
+                bar.update(1)
 
         invert_images(G, images, encoder=encoder, pti_steps=pti_steps, w_steps=w_steps, device=device,
-                      progress=False, batch_size=len(chunk), names=keys, on_result=write, **invert_kwargs)
+                      progress=False, batch_size=batch, names=keys, on_result=write, **invert_kwargs)
     bar.close()
     require_progress(counts["done"] + counts["skipped"], counts["failed"], os.path.join(outdir, RESULTS))
     return counts
+
+
+def _faces_of(pipeline, chunk, keys, images, outdir, bar):
+    """Whole photos of a chunk -> one entry per face (``<key>_<k>``); photos without a face get a
+    results line (and are not tried again). Returns (names, keys, images, faces, photos without a face)."""
+    from faces.pipeline import NO_FACE_NOTE, expand_photos
+    items, empty = expand_photos(pipeline, list(zip(keys, images)))
+    name_of = dict(zip(keys, chunk))
+    for key in empty:
+        append_jsonl(os.path.join(outdir, RESULTS), {"name": key, "file": name_of[key], "photo": key, "faces": 0,
+                                                     "note": NO_FACE_NOTE, "timestamp": time.time()})
+        bar.update(1)
+    faces = {k: (f, None if f is None else images[keys.index(p)].shape) for k, _, f, p in items}
+    return ([name_of[p or k] for k, _, _, p in items], [k for k, _, _, _ in items], [im for _, im, _, _ in items], faces,
+            len(empty))

@@ -20,7 +20,7 @@ import restore  # noqa: E402
 from dnnlib.image_io import output_stems, read_image  # noqa: E402
 from dnnlib.util import read_jsonl  # noqa: E402
 
-FAST = ["--pti-steps", "1", "--w-steps", "1", "--perceptual", "fallback", "--device", "cpu"]
+FAST = ["--pti-steps", "1", "--w-steps", "1", "--perceptual", "fallback", "--device", "cpu", "--align", "none"]   # crops
 STEMS = output_stems(READABLE)          # same.jpg / same.png keep their extension
 
 
@@ -71,7 +71,7 @@ def test_invert_odd_folder(odd, net, tmp_path, monkeypatch):
     before = folder_state(odd)
     out = tmp_path / "inv"
     args = ["run", "--network", net, "--input", odd, "--outdir", out, "--w-steps", 1, "--pti-steps", 0,
-            "--perceptual", "fallback", "--device", "cpu"]
+            "--perceptual", "fallback", "--device", "cpu", "--align", "none"]     # inputs taken as crops
     r = _invoke(invert.main, args)
     assert r.exit_code == 0, r.output
     assert f"inverted {len(READABLE)}, skipped 0 (done before), failed {len(REFUSED)}" in r.output
@@ -89,7 +89,7 @@ def test_edit_from_odd_folder(odd, net, tmp_path, monkeypatch):
     before = folder_state(odd)
     out = tmp_path / "edit"
     args = ["--network", net, "--input", odd, "--outdir", out, "--sefa", 0, "--strengths", "0,1",
-            "--pti-steps", 0, "--w-steps", 1, "--device", "cpu", "--quiet"]
+            "--pti-steps", 0, "--w-steps", 1, "--device", "cpu", "--quiet", "--align", "none"]
     r = _invoke(edit.cli, args)
     assert r.exit_code == 0, r.output
     assert f"{len(READABLE)} edited" in r.output

@@ -78,7 +78,7 @@ def test_run_end_to_end_and_second_run_skips(network, tmp_path):
     write_image(str(inp / "c.png"), big)                 # another size: resized
     (inp / "broken.png").write_bytes(b"not an image")
     out = str(tmp_path / "out")
-    args = ["run", "--network", path, "--input", str(inp), "--outdir", out, "--w-steps", "20", "--pti-steps", "5",
+    args = ["run", "--network", path, "--input", str(inp), "--outdir", out, "--w-steps", "20", "--pti-steps", "5", "--align", "none",
             "--lpips-threshold", "0", "--perceptual", "fallback", "--device", "cpu", "--batch", "2"]
     r = CliRunner().invoke(invert.main, args)
     assert r.exit_code == 0, r.output

@@ -131,3 +131,7 @@ def test_demo_runs_every_step(tmp_path):
         assert os.path.isfile(os.path.join(out, rel)), rel
     index = open(os.path.join(out, "index.md")).read()
     assert "overview.png" in index and "| restored |" in index and "edit/seed0001/grid.png" in index
+    from faces.detection import faces_available
+    if faces_available():                 # the whole-photo step: her face found, restored, pasted back
+        assert s["photo"]["faces"] == 1 and os.path.isfile(os.path.join(out, "photo", "restored", "astronaut.png"))
+        assert "photo/restored/compare/astronaut.png" in index

@@ -15,7 +15,8 @@ import restore  # noqa: E402
 from dnnlib.image_io import read_image, write_image  # noqa: E402
 from training.generation import to_uint8  # noqa: E402
 
-FAST = ["--pti-steps", "2", "--w-steps", "3", "--perceptual", "fallback", "--device", "cpu", "--quiet"]
+FAST = ["--pti-steps", "2", "--w-steps", "3", "--perceptual", "fallback", "--device", "cpu", "--quiet",
+        "--align", "none"]          # random pixels of any size, taken as aligned crops
 
 
 @pytest.fixture

@@ -16,6 +16,11 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
   skipped; finished images are skipped on a rerun, so running the same command again resumes
   (and retries the failed ones); when no input can be processed at all, a ``UserError`` ends it;
 * ``compare``: ``OUTDIR/compare/<name>.png`` = input | restored (| ground truth), at input size;
+* whole photos (``face_pipeline``, ``restore.py --align``): each face is detected, aligned to the
+  model's template, restored (the faces of a chunk of photos go to the inversion as one list) and
+  pasted back at the photo's own size (alpha kept); ``OUTDIR/faces/<name>_<k>.png`` = aligned
+  input | restored; the photo's record holds per face its box, landmarks, transform and scores; a
+  photo with no face is reported and copied through unchanged (``docs/faces.md``);
 * ground truth (``gt``, matched by relative path, else by path without extension): PSNR, SSIM,
   LPIPS and NIQE of the input and of the restored image (the default list skips LPIPS with a note
   when its backbone weights are absent; asked for with ``metrics``, their absence is an error), per image and averaged in
@@ -113,11 +118,14 @@ def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Op
                    gt: Optional[str] = None, compare: bool = False, keep_inversions: bool = False,
                    metrics: Optional[Sequence[str]] = None, lpips_backbone: str = "imagenet",
                    pti_steps: Optional[int] = None, w_steps: Optional[int] = None, batch_size: Optional[int] = None,
-                   perceptual: str = "auto", device="cpu", progress: bool = True, log=None) -> Dict[str, Any]:
+                   perceptual: str = "auto", device="cpu", progress: bool = True, log=None,
+                   face_pipeline=None) -> Dict[str, Any]:
     """Restore every image under ``input_path`` into ``outdir`` (see the module docstring).
     ``batch_size`` images are inverted together (default: by device,
     ``inversion.api.default_batch_size``); each is written as soon as it is finished.
-    Returns counts (inputs, written, skipped, failed, reused) and, with ``gt``, the summary."""
+    ``face_pipeline`` (``faces.pipeline.build_face_pipeline``): whole photos get their faces restored and
+    pasted back (``inversion/applications/photos.py``); None = every input is an aligned crop.
+    Returns counts (inputs, written, skipped, failed, reused, faces, no_face) and, with ``gt``, the summary."""
     from degradations.folder import plan_outputs
     from inversion.api import default_batch_size, load_inversion
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -143,12 +151,13 @@ def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Op
     with atomic_write(os.path.join(outdir, OPTIONS_FILE), "w") as f:
         json.dump({"input": os.path.abspath(input_path), "outdir": os.path.abspath(outdir),
                    "inversions": inversions, "gt": gt, "compare": compare, "metrics": scorer.names if scorer else None,
+                   "align": face_pipeline.options() if face_pipeline is not None else None,
                    **{k: v for k, v in inv_options.items() if k != "device"}}, f, indent=2)
         f.write("\n")
 
     records_path = os.path.join(outdir, RECORDS_FILE)
     done = {r["file"] for r in read_jsonl(records_path) if "error" not in r}
-    summary = {"inputs": len(jobs), "written": 0, "skipped": 0, "failed": 0, "reused": 0}
+    summary = {"inputs": len(jobs), "written": 0, "skipped": 0, "failed": 0, "reused": 0, "faces": 0, "no_face": 0}
     todo = []
     for src, out_rel in jobs:
         if out_rel in done and os.path.isfile(os.path.join(outdir, out_rel)):
@@ -179,7 +188,17 @@ def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Op
                 summary["failed"] += 1
                 if bar is not None:
                     bar.update(1)
-
+        from faces.pipeline import split_photos
+        chunk, photos = split_photos(face_pipeline, chunk)
+        if photos:
+            for rec in _restore_photos(G, face_pipeline, photos, root, outdir, encoder, inv_options, inversions,
+                                       keep_inversions, compare, gt, scorer, device, log):
+                append_jsonl(records_path, rec)
+                summary["written"] += 1
+                summary["faces"] += len(rec["faces"])
+                summary["no_face"] += int(not rec["faces"])
+                if bar is not None:
+                    bar.update(1)
         fresh = []
         for src, out_rel, img in chunk:
             stem = os.path.splitext(out_rel)[0]
@@ -212,17 +231,46 @@ def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Op
     return summary
 
 
+def sharp_image(G, res, name: str, device) -> np.ndarray:
+    """uint8 [R, R, C]: G_θ(w, 0) of an inversion (its stored render, or rendered here)."""
+    if res.sharp is not None:
+        return np.asarray(res.sharp)
+    import torch
+    from .latents import Latent, generator_for, render
+    from training.generation import to_uint8
+    lat = Latent(name=name, w=torch.as_tensor(res.w).float(), q=torch.as_tensor(res.q).float(), delta=res.delta)
+    return np.asarray(to_uint8(render(generator_for(G, lat), lat.w[None], None, device=device)[0])[0])
+
+
+def _restore_photos(G, pipeline, photos, root, outdir, encoder, inv_options, inversions, keep_inversions, compare,
+                    gt, scorer, device, log) -> list:
+    """Whole photos: every face restored (one inversion call for all of them) and pasted back."""
+    from .photos import restore_photos
+
+    def score(src, restored):
+        gt_path = find_gt(gt, src) if gt is not None else None
+        if gt_path is None:
+            return {}
+        gt_img = image_io.read_image(gt_path)
+        if gt_img.shape != restored.shape:
+            log(f"{src}: ground truth has another size; metrics skipped")
+            return {}
+        inp = image_io.read_image(os.path.join(root, src))
+        return {"gt": os.path.relpath(gt_path, gt).replace(os.sep, "/"), "input": scorer(inp, gt_img),
+                "restored": scorer(restored, gt_img)}
+
+    return restore_photos(pipeline, photos, root, outdir,
+                          invert_fn=lambda crops, names: _invert_chunk(G, crops, names, encoder, inv_options),
+                          sharp_fn=lambda res, name: sharp_image(G, res, name, device), inversions=inversions,
+                          keep_inversions=keep_inversions, compare=compare,
+                          score_fn=score if scorer is not None else None, log=log)
+
+
 def _finish_image(G, res, src: str, out_rel: str, img: np.ndarray, outdir: str, gt: Optional[str],
                   scorer: Optional[ImageScorer], compare: bool, seconds: float, reused: bool, device, log) -> dict:
     """Render (or take) G_θ(w, 0), resize back, write it, score it. Returns its record."""
     h, w = img.shape[:2]
-    sharp = res.sharp
-    if sharp is None:
-        import torch
-        from .latents import Latent, generator_for, render
-        from training.generation import to_uint8
-        lat = Latent(name=out_rel, w=torch.as_tensor(res.w).float(), q=torch.as_tensor(res.q).float(), delta=res.delta)
-        sharp = to_uint8(render(generator_for(G, lat), lat.w[None], None, device=device)[0])[0]
+    sharp = sharp_image(G, res, out_rel, device)
     restored = resize_to(np.asarray(sharp), h, w)
     if restored.shape[2] != img.shape[2]:
         restored = np.repeat(restored, img.shape[2], axis=2) if restored.shape[2] == 1 else restored[:, :, :img.shape[2]]

@@ -1,0 +1,113 @@
+"""Whole photos for restore / edit / invert: the faces of each photo, aligned to the model's
+template (``faces.pipeline``), inverted as one list of crops (so the inversion batches them),
+processed, and pasted back into the photo at its own size.
+
+Names: face k of ``a/photo.jpg`` (k = 0 for the largest) is ``a/photo_k``: its inversion folder,
+its ``faces/a/photo_k.png`` tile (aligned input | result), its key in records.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from dnnlib import image_io
+from faces.pipeline import FacePipeline, face_name, find_faces
+
+FACES_DIR = "faces"
+
+
+def with_alpha(img: np.ndarray, alpha: Optional[np.ndarray]) -> np.ndarray:
+    return img if alpha is None else np.dstack([img, alpha])
+
+
+def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.ndarray]], root: str, outdir: str,
+                   invert_fn: Callable, sharp_fn: Callable, inversions: Optional[str] = None,
+                   keep_inversions: bool = False, compare: bool = False, score_fn: Optional[Callable] = None,
+                   log=None) -> List[Dict[str, Any]]:
+    """Restore the faces of whole photos and paste them back; returns one record per photo.
+
+    photos: [(src, out_rel, rgb uint8 [H, W, 3])]; ``invert_fn(crops, names)`` -> results (the
+    folder's inversion call, on the list of every face of these photos); ``sharp_fn(result, name)``
+    -> uint8 [R, R, 3] G(w, 0); ``score_fn(src, restored_photo)`` -> metrics fields or {}.
+    """
+    from inversion.api import load_inversion, save_inversion
+    from faces.pipeline import save_face_info
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    stems = [os.path.splitext(o)[0] for _, o, _ in photos]
+    found = find_faces(pipeline, [(s, im) for s, (_, _, im) in zip(stems, photos)], log)
+    results: Dict[str, Any] = {}
+    fresh: List[Tuple[str, np.ndarray]] = []
+    for stem, faces, _ in found:
+        for f in faces:
+            name = face_name(stem, f.index)
+            folder = os.path.join(inversions, name) if inversions else None
+            if folder and os.path.isfile(os.path.join(folder, "result.json")):
+                results[name] = (load_inversion(folder), True)
+            else:
+                fresh.append((name, f.crop))
+    t0 = time.perf_counter()
+    if fresh:
+        for (name, _), res in zip(fresh, invert_fn([c for _, c in fresh], [n for n, _ in fresh])):
+            results[name] = (res, False)
+    seconds = (time.perf_counter() - t0) / max(1, len(fresh))
+    records = []
+    for (src, out_rel, img), (stem, faces, notes) in zip(photos, found):
+        _, alpha = image_io.read_image_alpha(os.path.join(root, src))
+        sharps, face_recs = [], []
+        for f in faces:
+            name = face_name(stem, f.index)
+            res, reused = results[name]
+            sharp = sharp_fn(res, name)
+            sharps.append(sharp)
+            tile = os.path.join(FACES_DIR, name + ".png").replace(os.sep, "/")
+            image_io.write_image(os.path.join(outdir, tile), np.concatenate([f.crop, sharp[:, :, :3]], axis=1))
+            if keep_inversions and not reused:
+                from inversion.applications.restore import INVERSIONS_DIR
+                save_inversion(os.path.join(outdir, INVERSIONS_DIR, name), res)
+                save_face_info(os.path.join(outdir, INVERSIONS_DIR, name), f, src, img.shape)
+            s = dict(res.stats or {})
+            face_recs.append({**f.record(), "tile": tile, "reused_inversion": reused,
+                              "scores": {k: s.get(k) for k in ("psnr", "perceptual", "lpips", "perceptual_loss",
+                                                                 "w_steps", "pti_steps")}})
+        whole = pipeline.paste(img, faces, sharps) if faces else img
+        image_io.write_image(os.path.join(outdir, out_rel), with_alpha(whole, alpha))
+        if compare:
+            from inversion.applications.restore import COMPARE_DIR
+            image_io.write_image(os.path.join(outdir, COMPARE_DIR, out_rel), np.concatenate([img, whole], axis=1))
+        rec: Dict[str, Any] = {"file": out_rel, "source": src, "size": list(img.shape[:2]), "aligned": True,
+                               "seconds": round(seconds * len(faces), 3), "faces": face_recs, "notes": notes,
+                               "alpha": alpha is not None}
+        if score_fn is not None:
+            rec.update(score_fn(src, whole))
+        records.append(rec)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# edit.py --input --align: the edited faces back into their photos.
+
+def paste_edits(inversions_dir: str, edit_dir: str, root: str, strengths: Sequence[float],
+                kind: str = "degraded") -> int:
+    """For every photo whose faces were inverted with ``face.json`` under ``inversions_dir``, paste
+    each face's ``EDIT_DIR/<face>/<kind>_<α>.png`` back: ``EDIT_DIR/photos/<photo>_<α>.png`` (alpha
+    kept). Returns the number of photos written."""
+    from faces.pipeline import load_face_info, paste_recorded
+    from inversion.applications.editing import strength_tag
+    from inversion.applications.latents import find_inversions
+    groups: Dict[str, List[Tuple[str, dict]]] = {}
+    for name in find_inversions(inversions_dir) if os.path.isdir(inversions_dir) else []:
+        info = load_face_info(os.path.join(inversions_dir, name))
+        if info is not None:
+            groups.setdefault(info["source"], []).append((name, info))
+    for src, faces in sorted(groups.items()):
+        img, alpha = image_io.read_image_alpha(os.path.join(root, src))
+        stem = os.path.splitext(src)[0]
+        for a in strengths:
+            crops = [image_io.read_image(os.path.join(edit_dir, n, f"{kind}_{strength_tag(a)}.png")) for n, _ in faces]
+            whole = paste_recorded(img, [i for _, i in faces], crops)
+            image_io.write_image(os.path.join(edit_dir, "photos", f"{stem}_{strength_tag(a)}.png"), with_alpha(whole, alpha))
+    return len(groups)
