@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_utils import misc
+from torch_utils.profiling import NULL_TIMER
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +143,7 @@ class QCLoss:
         self.pl_mean = {"sharp": torch.zeros([], device=device), "degraded": torch.zeros([], device=device)}
         self.kd_resolutions = list(G.synthesis.degrad_resolutions)
         self.ada_logits_hook: Optional[Callable[[torch.Tensor], None]] = None  # gets D's real logits
+        self.timer = NULL_TIMER          # torch_utils.profiling.PhaseTimer for bench_train.py --profile
 
     # --- helpers ---------------------------------------------------------------------------------
     def _autocast(self):
@@ -157,7 +159,7 @@ class QCLoss:
 
     def mapping(self, z: torch.Tensor, c: torch.Tensor, update_emas: bool = False) -> torch.Tensor:
         """ws [N, num_ws, w_dim], with style mixing from a second latent at a random cut."""
-        with self._autocast():
+        with self.timer("mapping"), self._autocast():
             ws = self.G.mapping(z, c, update_emas=update_emas)
             if self.style_mixing > 0:
                 num_ws = ws.shape[1]
@@ -170,7 +172,7 @@ class QCLoss:
         return ws.float()
 
     def synthesis(self, ws: torch.Tensor, q: Optional[torch.Tensor], return_feats: bool = False):
-        with self._autocast():
+        with self.timer("synthesis sharp" if q is None else "synthesis degraded"), self._autocast():
             out = self.G.synthesis(ws, q=q, noise_mode=self.noise_mode, return_feats=return_feats,
                                    force_fp32=self.force_fp32)
         if return_feats:
@@ -179,7 +181,7 @@ class QCLoss:
 
     def teacher_feats(self, ws: torch.Tensor) -> List[torch.Tensor]:
         """The frozen teacher's conv1 outputs at the student's DegradBlock resolutions."""
-        with torch.no_grad(), self._autocast():
+        with self.timer("teacher"), torch.no_grad(), self._autocast():
             _img, feats = self.teacher.synthesis(ws, noise_mode=self.noise_mode, return_feats=True,
                                                  feat_resolutions=self.kd_resolutions, force_fp32=self.force_fp32)
         return [f.float() for f in feats]
@@ -199,8 +201,9 @@ class QCLoss:
 
     def run_D(self, D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         if self.augment_pipe is not None:
-            img = self.augment_pipe(img)
-        with self._autocast():
+            with self.timer("augmentation"):
+                img = self.augment_pipe(img)
+        with self.timer("D sharp" if D is self.D else "D degraded"), self._autocast():
             logits = D(img, c, force_fp32=self.force_fp32)
         return logits.float()
 
@@ -223,8 +226,9 @@ class QCLoss:
         misc.assert_shape(real_img, [None, None, None, None])
         fn = {"Gmain": self._g_main, "Greg": self._g_reg, "Dmain": self._d_main, "Dreg": self._d_reg,
               "Ddmain": self._dd_main, "Ddreg": self._dd_reg}[phase]
-        return fn(real_img=real_img, real_img_degraded=real_img_degraded, real_c=real_c,
-                  gen_z=gen_z, gen_c=gen_c, gain=gain)
+        with self.timer(phase):
+            return fn(real_img=real_img, real_img_degraded=real_img_degraded, real_c=real_c,
+                      gen_z=gen_z, gen_c=gen_c, gain=gain)
 
     def _g_main(self, gen_z, gen_c, gain, **_):
         terms: Dict[str, torch.Tensor] = {}
@@ -239,7 +243,8 @@ class QCLoss:
             if kd is not None:
                 terms["G/kd"] = kd
                 loss = loss + self.kd_weight * kd
-        (loss.mean() * gain).backward()
+        with self.timer("backward"):
+            (loss.mean() * gain).backward()
         return terms
 
     def _g_reg(self, gen_z, gen_c, gain, **_):
@@ -256,14 +261,16 @@ class QCLoss:
         loss = 0
         for mode, q in modes:
             img = self.synthesis(ws, q)
-            lengths = path_length(img, ws)
+            with self.timer("path length"):
+                lengths = path_length(img, ws)
             with torch.no_grad():
                 self.pl_mean[mode].copy_(self.pl_mean[mode].lerp(lengths.mean(), self.pl_decay))
             penalty = (lengths - self.pl_mean[mode]).square()
             terms[f"G/pl_{mode}"] = penalty
             # "img * 0" keeps every synthesis parameter in the graph (uniform gradient all-reduce).
             loss = loss + (img[:, 0, 0, 0] * 0 + penalty * self.pl_weight).mean()
-        (loss * gain).backward()
+        with self.timer("backward"):
+            (loss * gain).backward()
         return terms
 
     def _d_main_common(self, D, real_img, real_c, fake_img, gen_c, gain, name, report_ada):
@@ -275,15 +282,18 @@ class QCLoss:
                  f"{name}/real": F.softplus(-real_logits).flatten(),      # -log sigmoid
                  f"{name}/score_real": real_logits.detach().flatten(),
                  f"{name}/score_fake": fake_logits.detach().flatten()}
-        ((terms[f"{name}/fake"] + terms[f"{name}/real"]).mean() * gain).backward()
+        with self.timer("backward"):
+            ((terms[f"{name}/fake"] + terms[f"{name}/real"]).mean() * gain).backward()
         return terms
 
     def _d_reg_common(self, D, real_img, real_c, gain, name):
         if self.r1_gamma == 0:
             return {}
         real = real_img.detach().requires_grad_(True)
-        penalty = r1_penalty(real, lambda x: self.run_D(D, x, real_c))
-        (penalty.mean() * (self.r1_gamma / 2) * gain).backward()
+        with self.timer("R1"):
+            penalty = r1_penalty(real, lambda x: self.run_D(D, x, real_c))
+        with self.timer("backward"):
+            (penalty.mean() * (self.r1_gamma / 2) * gain).backward()
         return {f"{name}/r1": penalty}
 
     def _d_main(self, real_img, real_c, gen_z, gen_c, gain, **_):
