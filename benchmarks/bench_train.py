@@ -16,7 +16,8 @@ a lazy phase (interval k) counts 1/k of its measured time per step, so a few ste
 of a long run. ``--profile`` prints the per-section table (exclusive times; see
 ``torch_utils/profiling.py``). ``--baseline DIR`` times the same runs with the code in DIR (for
 example a checkout of main), alternating with this checkout's code in one session; the ratios
-of one session are what to compare on a shared machine. ``--json FILE`` writes all results.
+of one session are what to compare on a shared machine (``--clock cpu`` counts the process's
+CPU seconds instead of wall time, steadier under load). ``--json FILE`` writes all results.
 """
 import json
 import os
@@ -76,11 +77,11 @@ def build_trainer(cli: dict, root: str):
     return Trainer(os.path.join(root, "run"), opts), opts
 
 
-def measure(cli: dict, steps: int, warmup: int, root: str) -> dict:
+def measure(cli: dict, steps: int, warmup: int, root: str, clock: str = "wall") -> dict:
     """Amortised sec/kimg and the per-section table of one configuration."""
     PhaseTimer = _profiling().PhaseTimer
     trainer, opts = build_trainer(cli, root)
-    timer = PhaseTimer(trainer.device)
+    timer = PhaseTimer(trainer.device, clock=clock)
     if hasattr(trainer, "timer"):           # this checkout: sections inside the step
         trainer.timer = trainer.loss.timer = timer
     else:                                   # older code: time whole phases from outside
@@ -97,23 +98,24 @@ def measure(cli: dict, steps: int, warmup: int, root: str) -> dict:
     timer.reset()
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     sync()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         trainer.step(it)
     sync()
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     intervals = {p.name: p.interval for p in trainer.phases}
     per_step = {}
     for key, sec in timer.seconds.items():
         top = key.split(" / ")[0]
         runs = timer.calls.get(top, 0) if intervals.get(top, 1) > 1 else steps
         per_step[key] = sec / max(runs, 1) / intervals.get(top, 1)
-    untimed = wall - sum(timer.seconds.values())
+    untimed = (wall if clock == "wall" else cpu) - sum(timer.seconds.values())
     per_step["(untimed)"] = untimed / steps
     step_sec = sum(per_step.values())
     return {"cfg": cli["cfg"], "q_dim": trainer.G.q_dim, "batch": opts.batch, "precision": opts.precision,
             "train_blocks": trainer.train_blocks, "device": str(trainer.device), "threads": torch.get_num_threads(),
-            "steps": steps, "wall_sec_per_step": wall / steps, "step_sec": step_sec,
+            "steps": steps, "wall_sec_per_step": wall / steps, "cpu_sec_per_step": cpu / steps,
+            "clock": clock, "step_sec": step_sec, "load_average": os.getloadavg()[0],
             "sec_per_kimg": step_sec / opts.batch * 1000, "sections_sec": per_step, "code": CODE,
             "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
 
@@ -127,11 +129,11 @@ def profile_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run_child(code: str, cli: dict, steps: int, warmup: int, threads) -> dict:
+def run_child(code: str, cli: dict, steps: int, warmup: int, threads, clock: str) -> dict:
     """``measure`` in a fresh process with the code of checkout ``code``."""
     with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
         args = [sys.executable, os.path.abspath(__file__), "--_child", json.dumps(dict(cli=cli, steps=steps, warmup=warmup,
-                                                                                   threads=threads, out=out.name))]
+                                                                                   threads=threads, clock=clock, out=out.name))]
         env = dict(os.environ, QC_BENCH_CODE=code, PYTHONPATH=code)
         subprocess.run(args, check=True, env=env)
         return json.load(open(out.name))
@@ -151,16 +153,18 @@ def run_child(code: str, cli: dict, steps: int, warmup: int, threads) -> dict:
 @click.option("--profile", is_flag=True, help="Print the per-section table of each run")
 @click.option("--baseline", default=None, metavar="DIR", help="Also time the runs with the code of this checkout")
 @click.option("--rounds", type=int, default=1, show_default=True, help="Repeat baseline/current alternation")
+@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="cpu: the process's CPU seconds (all threads), steadier on a shared machine")
 @click.option("--json", "json_path", default=None, metavar="FILE", help="Write all results as JSON")
 @click.option("--_child", "child", default=None, hidden=True)
 def main(cfg, res, precision, batch, q_dim, train_blocks, steps, warmup, device, threads, profile, baseline,
-         rounds, json_path, child):
+         rounds, clock, json_path, child):
     if child:
         job = json.loads(child)
         if job["threads"]:
             torch.set_num_threads(job["threads"])
         with tempfile.TemporaryDirectory() as root:
-            result = measure(job["cli"], job["steps"], job["warmup"], root)
+            result = measure(job["cli"], job["steps"], job["warmup"], root, job["clock"])
         with open(job["out"], "w") as f:
             json.dump(result, f)
         return
@@ -183,18 +187,19 @@ def main(cfg, res, precision, batch, q_dim, train_blocks, steps, warmup, device,
                 for rnd in range(rounds):
                     order = codes if rnd % 2 == 0 else codes[::-1]
                     for label, code in order:
-                        r = run_child(code, cli, steps, warmup, threads)
+                        r = run_child(code, cli, steps, warmup, threads, clock)
                         r["label"], r["round"] = label, rnd
                         results.append(r)
                         print(f"[{label}] cfg={cfg} res={res} q_dim={r['q_dim']} batch={r['batch']} "
                               f"precision={r['precision']} train_blocks={r['train_blocks']} device={r['device']} "
-                              f"({r['cpu_capability']}, {r['threads']} threads): {r['sec_per_kimg']:.1f} sec/kimg "
-                              f"(amortised step {r['step_sec']:.2f} s; wall {r['wall_sec_per_step']:.2f} s/step "
+                              f"({r['cpu_capability']}, {r['threads']} threads, load {r['load_average']:.1f}): "
+                              f"{r['sec_per_kimg']:.1f} {clock}-sec/kimg (amortised step {r['step_sec']:.2f} s; "
+                              f"{r['wall_sec_per_step']:.2f} wall-s and {r['cpu_sec_per_step']:.2f} cpu-s per step "
                               f"over {steps} steps)", flush=True)
                         if profile:
                             print(profile_table(r), flush=True)
     if baseline:
-        print("\nsummary (best of rounds, sec/kimg):")
+        print(f"\nsummary (best of rounds, {clock}-sec/kimg):")
         keys = sorted({(r["q_dim"], r["precision"]) for r in results})
         for qd, prec in keys:
             best = {lab: min(r["sec_per_kimg"] for r in results if r["label"] == lab and r["q_dim"] == qd

@@ -35,7 +35,12 @@ NULL_TIMER = _NullTimer()
 class PhaseTimer:
     """Exclusive seconds and call counts per section name."""
 
-    def __init__(self, device: Optional[torch.device] = None):
+    def __init__(self, device: Optional[torch.device] = None, clock: str = "wall"):
+        """``clock``: 'wall' (perf_counter) or 'cpu' (this process's CPU seconds, all threads:
+        steadier than wall time on a machine shared with other jobs)."""
+        if clock not in ("wall", "cpu"):
+            raise ValueError(f"clock must be 'wall' or 'cpu', got '{clock}'")
+        self.clock = time.perf_counter if clock == "wall" else time.process_time
         self.cuda = device is not None and torch.device(device).type == "cuda"
         self.seconds: Dict[str, float] = OrderedDict()
         self.calls: Dict[str, int] = OrderedDict()
@@ -44,7 +49,7 @@ class PhaseTimer:
     def _now(self) -> float:
         if self.cuda:
             torch.cuda.synchronize()
-        return time.perf_counter()
+        return self.clock()
 
     def _add(self, name: str, seconds: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
