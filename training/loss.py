@@ -11,6 +11,10 @@ loss, lazy R1 on reals (Mescheder et al. 2018, Eq. 9; every 16 minibatches), laz
 regularisation (StyleGAN2 Eq. 4; every 4 minibatches, here in both the sharp and degraded modes),
 style mixing with probability 0.9. With ``q_dim = 0`` only the plain StyleGAN2-ADA phases remain.
 
+``QCLoss(impl='fast')`` (the default) skips work the step does not need (one pair pass for the
+sharp and degraded fakes of a w, D_degraded's fakes from Dmain's pair, ...); ``impl='reference'``
+is the straightforward step it is tested against (docs/training-speed.md).
+
 Each phase row names the module that learns, how often it runs and how its loss is built;
 ``QCLoss.accumulate(phase, ...)`` adds the phase's gradients (scaled by ``gain``) and returns
 the loss terms as tensors for logging and finiteness checks.
@@ -106,7 +110,7 @@ class _RngReplay:
 # ---------------------------------------------------------------------------------------------
 
 # 'reference': every image in its own full synthesis pass, plain backward (the straightforward
-# step, kept as the yardstick of tests/test_loss_fast.py). 'fast': the same step with the work it
+# step, kept as the yardstick of tests/test_loss_impls.py). 'fast': the same step with the work it
 # does not need removed: one pair pass for the sharp and degraded fakes of a w (trunk shared
 # below the first DegradBlock, as at inference), D_degraded's fakes taken from Dmain's pair,
 # renders without autograd in the inference layout, and backward only into the parameters that
