@@ -33,8 +33,8 @@ from training.pretrained import resolve_network
 @click.option("--sharp-only", is_flag=True, help="Skip the degraded companions")
 @click.option("--batch", type=int, default=8, show_default=True, help="Images per forward pass")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
-@click.option("--dtype", type=click.Choice(list(DTYPES)), default="float32", show_default=True,
-              help="bfloat16: fast on CPUs with AMX; float16: CUDA")
+@click.option("--dtype", type=click.Choice(["auto"] + list(DTYPES)), default="auto", show_default=True,
+              help="auto: bfloat16 where the CPU has it natively (AMX / AVX-512 BF16), else float32; float16: CUDA")
 @click.option("--grid", is_flag=True, help="Also write grid.png of sharp/degraded pairs")
 @cli_main
 def main(network_path, seeds, projected_w, outdir, truncation_psi, truncation_cutoff, class_idx, noise_mode,

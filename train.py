@@ -55,8 +55,8 @@ from dnnlib.util import cli_main
 @click.option("--seed", type=int, default=None, help="Random seed [default: 0]")
 @click.option("--workers", type=int, default=None, help="Data loader processes per rank [default: 2]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[default: auto]")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
-              help="fp16: float16 in the preset's highest-resolution blocks (CUDA); bf16: bfloat16 autocast (CPU or CUDA) [default: fp32]")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
+              help="auto: fp16 blocks on CUDA, bf16 on CPUs with AMX / AVX-512 BF16, else fp32; fp16: float16 in the preset's highest-resolution blocks (CUDA); bf16: bfloat16 autocast [default: auto]")
 @click.option("--dry-run", is_flag=True, help="Print the resolved options and the run directory, then exit")
 @cli_main
 def main(outdir, dry_run, **cli):

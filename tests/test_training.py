@@ -28,7 +28,8 @@ def blobs(tmp_path_factory):
 
 
 def _opts(blobs, **kw):
-    cli = dict(data=blobs.data, cfg="smoke", resume=blobs.stock, workers=0, device="cpu", tick_kimg=0.032, snap=1)
+    cli = dict(data=blobs.data, cfg="smoke", resume=blobs.stock, workers=0, device="cpu", tick_kimg=0.032, snap=1,
+               precision="fp32")  # fp32 pinned: 'auto' follows the CPU (bf16 on AMX); tests must not depend on which CPU runs them
     cli.update(kw)
     return resolve_options(cli)
 

@@ -25,7 +25,7 @@ from training.launch import resolve_options
 from training.training_loop import training_loop
 dist.init_from_env('cpu')
 opts = resolve_options(dict(data={blobs.data!r}, cfg='smoke', resume={blobs.stock!r}, workers=0, device='cpu',
-                            kimg=0.024, tick_kimg=0.024, snap=0, gpus=2))
+                            kimg=0.024, tick_kimg=0.024, snap=0, gpus=2, precision='fp32'))   # fp32: CPU-independent
 out = training_loop({str(tmp_path / 'run')!r}, opts)
 t = out['trainer']
 flat = {{k: torch.cat([p.detach().flatten() for p in net.parameters()])
@@ -61,7 +61,7 @@ from training.launch import launch, resolve_options, run_description
 from training.training_loop import training_loop
 dist.init_from_env('cpu')
 cli = dict(data={blobs.data!r}, cfg='smoke', init={blobs.stock!r}, resume='latest', workers=0, device='cpu',
-           kimg=0.048, tick_kimg=0.016, snap=0, gpus=2)
+           kimg=0.048, tick_kimg=0.016, snap=0, gpus=2, precision='fp32')   # fp32: CPU-independent
 opts = resolve_options(cli)
 a = training_loop({str(tmp_path / 'a')!r}, opts)
 def stop_rank0(trainer):

@@ -35,7 +35,8 @@ def _data32(root, labels):
 
 
 def _opts(**kw):
-    cli = dict(cfg="smoke", workers=0, device="cpu", batch=4, mbstd_group=4, kimg=0.008, tick_kimg=0.008, snap=1)
+    cli = dict(cfg="smoke", workers=0, device="cpu", batch=4, mbstd_group=4, kimg=0.008, tick_kimg=0.008, snap=1,
+               precision="fp32")   # fp32 pinned: "auto" follows the CPU (bf16 on AMX)
     cli.update(kw)
     return resolve_options(cli)
 

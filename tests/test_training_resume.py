@@ -29,7 +29,7 @@ def blobs(tmp_path_factory):
 
 def _cli(blobs, **kw):
     cli = dict(data=blobs.data, cfg="smoke", init=blobs.stock, resume="latest", workers=0, device="cpu",
-               kimg=KIMG, tick_kimg=0.016, snap=1, seed=0)
+               kimg=KIMG, tick_kimg=0.016, snap=1, seed=0, precision="fp32")  # fp32 pinned: 'auto' follows the CPU (bf16 on AMX); tests must not depend on which CPU runs them
     cli.update(kw)
     return cli
 

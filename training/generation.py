@@ -63,14 +63,18 @@ def make_grid(images: Sequence[np.ndarray], cols: int) -> np.ndarray:
 def inference_format(device: torch.device, dtype: str = "float32") -> dict:
     """The one place the inference precision and layout are decided (synthesis kwargs).
 
-    float32 is the default and the reference. bfloat16 (CPUs with AMX, CUDA) and float16 (CUDA)
+    ``auto`` is ``torch_utils.misc.resolve_inference_dtype``: bfloat16 on a CPU that computes it
+    natively (AMX / AVX-512 BF16), else float32 (the reference; on CUDA with per-block float16).
+    bfloat16 (CPUs with AMX, CUDA) and float16 (CUDA)
     run every synthesis block in that dtype with weights cast per layer; images are accumulated
     in float32. On CPU, activations are channels_last and modulation is applied to activations
     (non-fused), which oneDNN runs fastest; on CUDA the per-block defaults (StyleGAN2-ADA's
     mixed precision) apply to float32.
     """
-    if dtype not in DTYPES:
-        raise UserError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
+    if dtype not in DTYPES and dtype != "auto":
+        raise UserError(f"unknown dtype '{dtype}' (choose from auto, {', '.join(DTYPES)})")
+    from torch_utils.misc import resolve_inference_dtype
+    dtype = resolve_inference_dtype(dtype, device)
     if dtype == "float16" and device.type == "cpu":
         raise UserError("float16 is for CUDA; on CPU use --dtype bfloat16")
     fmt: dict = {"dtype": None if dtype == "float32" else DTYPES[dtype]}
@@ -221,6 +225,8 @@ def generate_images(G, outdir: str, seeds: Sequence[int] = (), projected_w: Opti
     records: List[dict] = []
     tiles: List[np.ndarray] = []
     bar = tqdm(total=len(jobs), desc="generate", unit="img", disable=not progress)
+    from torch_utils.misc import resolve_inference_dtype
+    dtype = resolve_inference_dtype(dtype, device) if dtype == "auto" else dtype   # decided once
     inference_format(device, dtype)          # validate before any work
     with torch.no_grad():
         for start in range(0, len(jobs), batch):

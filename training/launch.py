@@ -26,7 +26,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 DEGRADATION = "paper"          # the registered degradation mix used by training (Sec. 4)
 
 # Options that are not preset values, with their defaults.
-RUN_DEFAULTS = dict(gpus=1, seed=0, workers=2, device="auto", precision="fp32", cond=False, mirror=False,
+RUN_DEFAULTS = dict(gpus=1, seed=0, workers=2, device="auto", precision="auto", cond=False, mirror=False,
                     max_size=None, resume=None, init=None, teacher=None, metrics=[], aug_p=0.2, batch_gpu=None,
                     degradation=DEGRADATION, inception=None)
 RESUME_LATEST = ("latest", "auto")      # --resume values that continue this run's newest snapshot
@@ -83,10 +83,12 @@ def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
         ("cpu" if opts.device == "auto" else opts.device)
     if opts.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for, but no CUDA device is available")
-    if opts.precision not in ("fp32", "bf16", "fp16"):
-        raise UserError(f"--precision must be fp32, bf16 or fp16, got {opts.precision}")
-    if opts.precision == "fp16" and opts.device != "cuda":
-        raise UserError("--precision fp16 needs CUDA; on CPU use bf16 or fp32")
+    # Precision from the hardware (torch_utils.misc.resolve_precision, the one rule): the choice
+    # and the CPU capability behind it are recorded in training_options.json.
+    from torch_utils.misc import resolve_precision
+    choice = resolve_precision(opts.precision, opts.device)
+    opts.precision = choice["precision"]
+    opts.precision_info = choice
     if opts.aug not in ("ada", "noaug", "fixed"):
         raise UserError(f"--aug must be ada, noaug or fixed, got {opts.aug}")
     if opts.batch is None or opts.batch < 1 or opts.batch % opts.gpus:
@@ -195,8 +197,8 @@ def run_description(opts) -> str:
     if opts.q_dim:
         desc += f"-kd{opts.kd_weight:g}"
     desc += f"-{opts.aug}" + (f"{opts.target:g}" if opts.aug == "ada" else "")
-    if opts.precision != "fp32":
-        desc += f"-{opts.precision}"
+    if opts.precision != "fp32" and opts.get("precision_info", {}).get("requested") != "auto":
+        desc += f"-{opts.precision}"       # an explicit choice; 'auto' follows the hardware
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", desc)
 
 

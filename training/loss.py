@@ -11,6 +11,10 @@ loss, lazy R1 on reals (Mescheder et al. 2018, Eq. 9; every 16 minibatches), laz
 regularisation (StyleGAN2 Eq. 4; every 4 minibatches, here in both the sharp and degraded modes),
 style mixing with probability 0.9. With ``q_dim = 0`` only the plain StyleGAN2-ADA phases remain.
 
+``QCLoss(impl='fast')`` (the default) skips work the step does not need (one pair pass for the
+sharp and degraded fakes of a w, D_degraded's fakes from Dmain's pair, ...); ``impl='reference'``
+is the straightforward step it is tested against (docs/training-speed.md).
+
 Each phase row names the module that learns, how often it runs and how its loss is built;
 ``QCLoss.accumulate(phase, ...)`` adds the phase's gradients (scaled by ``gain``) and returns
 the loss terms as tensors for logging and finiteness checks.
@@ -26,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_utils import misc
+from torch_utils.profiling import NULL_TIMER
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +109,15 @@ class _RngReplay:
 
 # ---------------------------------------------------------------------------------------------
 
+# 'reference': every image in its own full synthesis pass, plain backward (the straightforward
+# step, kept as the yardstick of tests/test_loss_impls.py). 'fast': the same step with the work it
+# does not need removed: one pair pass for the sharp and degraded fakes of a w (trunk shared
+# below the first DegradBlock, as at inference), D_degraded's fakes taken from Dmain's pair,
+# renders without autograd in the inference layout, and backward only into the parameters that
+# learn.
+IMPLS = ("fast", "reference")
+
+
 class QCLoss:
     """StyleGAN2-ADA losses with QC-StyleGAN's second discriminator and distillation."""
 
@@ -122,7 +136,8 @@ class QCLoss:
                  kd_weight: float = 3.0,                  # lambda_KD (paper default 3); 0 = off
                  autocast_dtype: Optional[torch.dtype] = None,  # bf16 autocast for forward passes; None = off
                  noise_mode: str = "random",              # per-pixel noise while training
-                 force_fp32: bool = False):               # disable the networks' CUDA float16 blocks
+                 force_fp32: bool = False,                # disable the networks' CUDA float16 blocks
+                 impl: str = "fast"):                     # 'fast' or 'reference' (see IMPLS)
         self.device = device
         self.G, self.D, self.D_degraded, self.teacher = G, D, D_degraded, teacher
         self.augment_pipe = augment_pipe
@@ -142,12 +157,27 @@ class QCLoss:
         self.pl_mean = {"sharp": torch.zeros([], device=device), "degraded": torch.zeros([], device=device)}
         self.kd_resolutions = list(G.synthesis.degrad_resolutions)
         self.ada_logits_hook: Optional[Callable[[torch.Tensor], None]] = None  # gets D's real logits
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got '{impl}'")
+        self.impl = impl
+        self._fakes_for_dd = _FakeStash()
+        # Renders without autograd (the D phases' fakes, the teacher) use the layout inference uses
+        # on this device (CPU: channels_last, non-fused modulation: 2.9x faster for the teacher
+        # than its eval-mode fused default). Not under bf16 autocast, not in the reference.
+        self._nograd_fmt: dict = {}
+        if impl == "fast" and autocast_dtype is None:
+            from .generation import inference_format
+            self._nograd_fmt = {k: v for k, v in inference_format(device).items() if k != "dtype"}
+        self.timer = NULL_TIMER          # torch_utils.profiling.PhaseTimer for bench_train.py --profile
 
     # --- helpers ---------------------------------------------------------------------------------
     def _autocast(self):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _render_fmt(self) -> dict:
+        return self._nograd_fmt if not torch.is_grad_enabled() else {}
 
     def sample_q(self, n: int) -> Optional[torch.Tensor]:
         """q ~ N(0, I) [N, q_dim] (Sec. 3.3); None for plain generators."""
@@ -157,7 +187,7 @@ class QCLoss:
 
     def mapping(self, z: torch.Tensor, c: torch.Tensor, update_emas: bool = False) -> torch.Tensor:
         """ws [N, num_ws, w_dim], with style mixing from a second latent at a random cut."""
-        with self._autocast():
+        with self.timer("mapping"), self._autocast():
             ws = self.G.mapping(z, c, update_emas=update_emas)
             if self.style_mixing > 0:
                 num_ws = ws.shape[1]
@@ -170,18 +200,31 @@ class QCLoss:
         return ws.float()
 
     def synthesis(self, ws: torch.Tensor, q: Optional[torch.Tensor], return_feats: bool = False):
-        with self._autocast():
+        """G(ws, q) [N, C, H, W] in one full pass (and conv1's features x_c with ``return_feats``)."""
+        with self.timer("synthesis sharp" if q is None else "synthesis degraded"), self._autocast():
             out = self.G.synthesis(ws, q=q, noise_mode=self.noise_mode, return_feats=return_feats,
-                                   force_fp32=self.force_fp32)
+                                   force_fp32=self.force_fp32, **self._render_fmt())
         if return_feats:
             return out[0].float(), out[1]
         return out.float()
 
+    def synthesis_pair(self, ws: torch.Tensor, q: torch.Tensor, return_feats: bool = False):
+        """(G(ws, 0), G(ws, q)), each [N, C, H, W], in one pass that shares the trunk below the first
+        DegradBlock and its per-pixel noise (the generator's pair path, as at inference); with
+        ``return_feats`` also the degraded half's x_c (what distillation compares)."""
+        n = ws.shape[0]
+        with self.timer("synthesis pair"), self._autocast():
+            out = self.G.synthesis(ws, q=q, pair=True, noise_mode=self.noise_mode, return_feats=return_feats,
+                                   force_fp32=self.force_fp32, **self._render_fmt())
+        (sharp, degraded), feats = (out[0], [f[n:] for f in out[1]]) if return_feats else (out, None)
+        return sharp.float(), degraded.float(), feats
+
     def teacher_feats(self, ws: torch.Tensor) -> List[torch.Tensor]:
         """The frozen teacher's conv1 outputs at the student's DegradBlock resolutions."""
-        with torch.no_grad(), self._autocast():
+        with self.timer("teacher"), torch.no_grad(), self._autocast():
             _img, feats = self.teacher.synthesis(ws, noise_mode=self.noise_mode, return_feats=True,
-                                                 feat_resolutions=self.kd_resolutions, force_fp32=self.force_fp32)
+                                                 feat_resolutions=self.kd_resolutions, force_fp32=self.force_fp32,
+                                                 **self._render_fmt())
         return [f.float() for f in feats]
 
     def degraded_with_kd(self, ws: torch.Tensor, q: torch.Tensor):
@@ -197,20 +240,46 @@ class QCLoss:
         after.restore()
         return img, distillation_loss(feats, t_feats)
 
+    def render_pair(self, ws: torch.Tensor, q: torch.Tensor, kd: bool):
+        """The sharp and degraded fakes of one w, sharing their per-pixel noise, and (``kd``) the
+        distillation loss [N] against the teacher fed the same w and noise.
+
+        ``impl='fast'``: one pair pass (trunk computed once). ``impl='reference'``: two full passes
+        with the noise replayed; the same images up to float rounding.
+        """
+        before = _RngReplay(self.device)
+        if self.impl == "fast":
+            sharp, degraded, feats = self.synthesis_pair(ws, q, return_feats=kd)
+        else:
+            sharp = self.synthesis(ws, None)
+            before.restore()
+            degraded, feats = self.synthesis(ws, q, return_feats=True)
+        if not kd:
+            return sharp, degraded, None
+        after = _RngReplay(self.device)
+        before.restore()
+        t_feats = self.teacher_feats(ws.detach())
+        after.restore()
+        return sharp, degraded, distillation_loss(feats, t_feats)
+
     def run_D(self, D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         if self.augment_pipe is not None:
-            img = self.augment_pipe(img)
-        with self._autocast():
+            with self.timer("augmentation"):
+                img = self.augment_pipe(img)
+        with self.timer("D sharp" if D is self.D else "D degraded"), self._autocast():
             logits = D(img, c, force_fp32=self.force_fp32)
         return logits.float()
 
-    def generate(self, z: torch.Tensor, c: torch.Tensor, q: Optional[torch.Tensor], update_emas: bool = False):
-        """(img_sharp, img_degraded or None) without gradients, for the D phases."""
-        with torch.no_grad():
-            ws = self.mapping(z, c, update_emas=update_emas)
-            sharp = self.synthesis(ws, None)
-            degraded = self.synthesis(ws, q) if q is not None else None
-        return sharp, degraded
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()`` into the parameters that learn in this phase (the ones that require
+        grad); ``impl='fast'`` skips gradients of inputs nobody reads (ws with a frozen mapping)."""
+        with self.timer("backward"):
+            if self.impl == "reference":
+                loss.backward()
+                return
+            params = [p for net in (self.G, self.D, self.D_degraded) if net is not None
+                      for p in net.parameters() if p.requires_grad]
+            torch.autograd.backward(loss, inputs=params or None)
 
     # --- phases ----------------------------------------------------------------------------------
     def accumulate(self, phase: str, real_img: torch.Tensor, real_img_degraded: Optional[torch.Tensor],
@@ -223,23 +292,29 @@ class QCLoss:
         misc.assert_shape(real_img, [None, None, None, None])
         fn = {"Gmain": self._g_main, "Greg": self._g_reg, "Dmain": self._d_main, "Dreg": self._d_reg,
               "Ddmain": self._dd_main, "Ddreg": self._dd_reg}[phase]
-        return fn(real_img=real_img, real_img_degraded=real_img_degraded, real_c=real_c,
-                  gen_z=gen_z, gen_c=gen_c, gain=gain)
+        if phase in ("Gmain", "Greg"):
+            self._fakes_for_dd.clear()       # G changes after its phases: fakes rendered before are stale
+        with self.timer(phase):
+            return fn(real_img=real_img, real_img_degraded=real_img_degraded, real_c=real_c,
+                      gen_z=gen_z, gen_c=gen_c, gain=gain)
 
     def _g_main(self, gen_z, gen_c, gain, **_):
         terms: Dict[str, torch.Tensor] = {}
         ws = self.mapping(gen_z, gen_c)
-        img = self.synthesis(ws, None)
+        if self.q_dim > 0:
+            q = self.sample_q(gen_z.shape[0])
+            img, img_d, kd = self.render_pair(ws, q, kd=self.kd_weight > 0)
+        else:
+            img, img_d, kd = self.synthesis(ws, None), None, None
         terms["G/adv_sharp"] = F.softplus(-self.run_D(self.D, img, gen_c)).flatten()   # -log sigmoid
         loss = terms["G/adv_sharp"]
-        if self.q_dim > 0:
-            img_d, kd = self.degraded_with_kd(ws, self.sample_q(gen_z.shape[0]))
+        if img_d is not None:
             terms["G/adv_degraded"] = F.softplus(-self.run_D(self.D_degraded, img_d, gen_c)).flatten()
             loss = loss + terms["G/adv_degraded"]
             if kd is not None:
                 terms["G/kd"] = kd
                 loss = loss + self.kd_weight * kd
-        (loss.mean() * gain).backward()
+        self.backward(loss.mean() * gain)
         return terms
 
     def _g_reg(self, gen_z, gen_c, gain, **_):
@@ -256,14 +331,15 @@ class QCLoss:
         loss = 0
         for mode, q in modes:
             img = self.synthesis(ws, q)
-            lengths = path_length(img, ws)
+            with self.timer("path length"):
+                lengths = path_length(img, ws)
             with torch.no_grad():
                 self.pl_mean[mode].copy_(self.pl_mean[mode].lerp(lengths.mean(), self.pl_decay))
             penalty = (lengths - self.pl_mean[mode]).square()
             terms[f"G/pl_{mode}"] = penalty
             # "img * 0" keeps every synthesis parameter in the graph (uniform gradient all-reduce).
             loss = loss + (img[:, 0, 0, 0] * 0 + penalty * self.pl_weight).mean()
-        (loss * gain).backward()
+        self.backward(loss * gain)
         return terms
 
     def _d_main_common(self, D, real_img, real_c, fake_img, gen_c, gain, name, report_ada):
@@ -275,30 +351,77 @@ class QCLoss:
                  f"{name}/real": F.softplus(-real_logits).flatten(),      # -log sigmoid
                  f"{name}/score_real": real_logits.detach().flatten(),
                  f"{name}/score_fake": fake_logits.detach().flatten()}
-        ((terms[f"{name}/fake"] + terms[f"{name}/real"]).mean() * gain).backward()
+        self.backward((terms[f"{name}/fake"] + terms[f"{name}/real"]).mean() * gain)
         return terms
 
     def _d_reg_common(self, D, real_img, real_c, gain, name):
         if self.r1_gamma == 0:
             return {}
         real = real_img.detach().requires_grad_(True)
-        penalty = r1_penalty(real, lambda x: self.run_D(D, x, real_c))
-        (penalty.mean() * (self.r1_gamma / 2) * gain).backward()
+        with self.timer("R1"):
+            penalty = r1_penalty(real, lambda x: self.run_D(D, x, real_c))
+        self.backward(penalty.mean() * (self.r1_gamma / 2) * gain)
         return {f"{name}/r1": penalty}
 
     def _d_main(self, real_img, real_c, gen_z, gen_c, gain, **_):
-        fake, _ = self.generate(gen_z, gen_c, None, update_emas=True)
+        """D on G(w, 0) vs reals. A QC generator renders the pair here: the degraded half is
+        D_degraded's fake in the Ddmain phase of the same chunk (G does not change in between)."""
+        with torch.no_grad():
+            ws = self.mapping(gen_z, gen_c, update_emas=True)
+            if self.q_dim > 0:
+                q = self.sample_q(gen_z.shape[0])
+                if self.impl == "fast":
+                    fake, fake_d, _ = self.render_pair(ws, q, kd=False)
+                    self._fakes_for_dd.stash(gen_z, gen_c, fake_d)
+                else:                       # reference: the degraded fake is rendered in Ddmain
+                    before = _RngReplay(self.device)
+                    fake = self.synthesis(ws, None)
+                    self._fakes_for_dd.stash(gen_z, gen_c, (ws, q, before))
+            else:
+                fake = self.synthesis(ws, None)
         return self._d_main_common(self.D, real_img, real_c, fake, gen_c, gain, "D", report_ada=True)
 
     def _d_reg(self, real_img, real_c, gain, **_):
         return self._d_reg_common(self.D, real_img, real_c, gain, "D")
 
     def _dd_main(self, real_img_degraded, real_c, gen_z, gen_c, gain, **_):
+        """D_degraded on G(w, q) vs degraded reals, w and q those of Dmain's fakes for this chunk
+        (a Ddmain without a Dmain before it maps and renders its own)."""
+        stashed = self._fakes_for_dd.pop(gen_z, gen_c)
         with torch.no_grad():
-            ws = self.mapping(gen_z, gen_c)
-            fake = self.synthesis(ws, self.sample_q(gen_z.shape[0]))
+            if stashed is None:
+                ws = self.mapping(gen_z, gen_c)
+                fake = self.synthesis(ws, self.sample_q(gen_z.shape[0]))
+            elif isinstance(stashed, tuple):     # reference: replay Dmain's noise in a full pass
+                ws, q, before = stashed
+                now = _RngReplay(self.device)
+                before.restore()
+                fake = self.synthesis(ws, q)
+                now.restore()
+            else:
+                fake = stashed
         return self._d_main_common(self.D_degraded, real_img_degraded, real_c, fake, gen_c, gain, "Dd",
                                    report_ada=False)
 
     def _dd_reg(self, real_img_degraded, real_c, gain, **_):
         return self._d_reg_common(self.D_degraded, real_img_degraded, real_c, gain, "Dd")
+
+
+class _FakeStash:
+    """Dmain's degraded fakes, per batch chunk (keyed by its latents), until Ddmain takes them."""
+
+    def __init__(self):
+        self._items: List[tuple] = []
+
+    def stash(self, z: torch.Tensor, c: torch.Tensor, value) -> None:
+        self._items.append((z.detach().clone(), c.detach().clone(), value))
+
+    def pop(self, z: torch.Tensor, c: torch.Tensor):
+        for i, (zz, cc, value) in enumerate(self._items):
+            if zz.shape == z.shape and cc.shape == c.shape and torch.equal(zz, z) and torch.equal(cc, c):
+                del self._items[i]
+                return value
+        return None
+
+    def clear(self) -> None:
+        self._items.clear()

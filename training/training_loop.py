@@ -36,6 +36,7 @@ import dnnlib
 from dnnlib.util import UserError, append_jsonl, format_time, remove_stale_temp_files, rewrite_jsonl
 from torch_utils import distributed as dist
 from torch_utils import training_stats
+from torch_utils.profiling import NULL_TIMER
 
 from . import checkpoint as ckpt
 from .augment import AdaController, AugmentPipe
@@ -327,6 +328,7 @@ class Trainer:
         self.stats = training_stats.Collector()
         if self.state is not None:
             self._load_state(self.state)
+        self.timer = NULL_TIMER          # bench_train.py --profile sets a PhaseTimer (also loss.timer)
 
     # --- setup ---------------------------------------------------------------------------------
     def _setup_networks(self):
@@ -473,11 +475,13 @@ class Trainer:
     def step(self, data_iter) -> None:
         opts, dev = self.opts, self.device
         reseed(step_seed(opts.seed, self.rank, self.batch_idx))
-        real_u8, real_c = next(data_iter)
-        real = real_u8.to(dev).float() / 127.5 - 1
+        with self.timer("data loading"):
+            real_u8, real_c = next(data_iter)
+            real = real_u8.to(dev).float() / 127.5 - 1
         real_deg = None
         if self.degrader is not None:
-            real_deg = self.degrader(real_u8.to(dev), step_seed(opts.seed, self.rank, self.batch_idx) % (1 << 31)).to(dev)
+            with self.timer("degradation of reals"):
+                real_deg = self.degrader(real_u8.to(dev), step_seed(opts.seed, self.rank, self.batch_idx) % (1 << 31)).to(dev)
         real_c = real_c.to(dev)
         gen_z = torch.randn([self.batch_rank, self.G.z_dim], device=dev)
         gen_c = torch.from_numpy(np.stack([self.dataset.get_label(np.random.randint(len(self.dataset)))
@@ -497,9 +501,11 @@ class Trainer:
                 for name, values in terms.items():
                     self.stats.report(f"Loss/{name}", values)
             set_requires_grad(params, module, False)
-            reduce_gradients(params)
-            opt.step()
-        self._update_ema()
+            with self.timer("optimiser"):
+                reduce_gradients(params)
+                opt.step()
+        with self.timer("EMA"):
+            self._update_ema()
         self.cur_nimg += opts.batch
         self.batch_idx += 1
         if self.ada is not None and self.batch_idx % opts.ada_interval == 0:
@@ -633,7 +639,9 @@ def training_loop(run_dir: str, opts: dnnlib.EasyDict, progress_fn=None) -> dict
 def _train(run_dir: str, opts: dnnlib.EasyDict, progress_fn, signals: StopSignals) -> dict:
     trainer = Trainer(run_dir, opts)
     dist.print0(f"training {os.path.basename(run_dir)} on {trainer.device} ({trainer.world} process(es)), "
-                f"batch {opts.batch}, train_blocks {trainer.train_blocks}, precision {opts.precision}")
+                f"batch {opts.batch}, train_blocks {trainer.train_blocks}, precision {opts.precision} "
+                f"(asked {opts.get('precision_info', {}).get('requested', opts.precision)}, "
+                f"CPU {opts.get('precision_info', {}).get('cpu_capability', '?')})")
     dist.print0(module_summary({"G": trainer.G, "D": trainer.D, "D_degraded": trainer.D_degraded,
                                 "G_teacher": trainer.teacher}, trainer.params))
     if trainer.rank == 0:
