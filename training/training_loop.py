@@ -637,6 +637,11 @@ def training_loop(run_dir: str, opts: dnnlib.EasyDict, progress_fn=None) -> dict
 
 
 def _train(run_dir: str, opts: dnnlib.EasyDict, progress_fn, signals: StopSignals) -> dict:
+    # 'auto' precision is decided by each process from a timing; every rank takes rank 0's choice.
+    precision = dist.gather_objects(opts.precision)[0]
+    if precision != opts.precision:
+        print(f"note: rank {dist.get_rank()} chose {opts.precision}; training in rank 0's {precision}")
+        opts.precision = precision
     trainer = Trainer(run_dir, opts)
     dist.print0(f"training {os.path.basename(run_dir)} on {trainer.device} ({trainer.world} process(es)), "
                 f"batch {opts.batch}, train_blocks {trainer.train_blocks}, precision {opts.precision} "
