@@ -24,7 +24,8 @@ test: $(STAMP)
 # capability): AVX2, then the plain non-vectorised ATen path with oneDNN at SSE4.1. Any machine
 # then also runs the kernels of the other CPUs this project meets (tests/test_isa.py).
 ISA_TESTS := tests/test_isa.py tests/test_networks_fixtures.py tests/test_ops.py \
-             tests/test_checkpoint.py tests/test_generate.py tests/test_training.py tests/test_loss.py
+             tests/test_checkpoint.py tests/test_generate.py tests/test_training.py tests/test_loss.py \
+             tests/test_loss_impls.py tests/test_inversion_batch.py
 ISA_CAPS  := avx2:AVX2 default:SSE41
 
 test-isa: $(STAMP)
