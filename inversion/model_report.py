@@ -59,23 +59,16 @@ def load_heldout_faces(path: str, count: int, resolution: int) -> List[np.ndarra
     return faces
 
 
-def _uint8(img: torch.Tensor) -> np.ndarray:
-    from training.generation import to_uint8
-    return to_uint8(img)
-
-
 @torch.no_grad()
 def teacher_agreement(G, G_teacher, seeds: Sequence[int], device) -> dict:
     """Mean PSNR between G(w, 0) and the teacher's synthesis of the same w, uint8 renders."""
     from metrics.image_metrics import psnr
-    from training.generation import seed_to_z
-    values = []
-    for seed in seeds:
-        z = torch.from_numpy(seed_to_z(seed, G.z_dim)).float().to(device)
-        ws = G.mapping(z, None)
-        a = _uint8(G.synthesis(ws, None, noise_mode="const"))[0]
-        b = _uint8(G_teacher.synthesis(ws, noise_mode="const"))[0]
-        values.append(float(psnr(a, b)))
+    from training.generation import seed_to_z, to_uint8
+    z = torch.from_numpy(np.concatenate([seed_to_z(s, G.z_dim) for s in seeds])).float().to(device)
+    ws = G.mapping(z, None)                                                  # [N, num_ws, w_dim]
+    a = to_uint8(G.synthesis(ws, None, noise_mode="const"))
+    b = to_uint8(G_teacher.synthesis(ws, noise_mode="const"))
+    values = [float(psnr(x, y)) for x, y in zip(a, b)]
     return {"seeds": [int(s) for s in seeds], "psnr_db_mean": float(np.mean(values)),
             "psnr_db_min": float(np.min(values)), "target": TARGETS["teacher_psnr_db"]}
 
@@ -97,13 +90,13 @@ def linear_r2(pred: np.ndarray, true: np.ndarray, split: float = DEFAULT_SPLIT) 
 def q_recovery(G, encoder, count: int, seed: int, device, batch: int = 32) -> dict:
     """The q encoder on G(w, q) with known q ~ N(0, I)."""
     from inversion.api import to_tensor
-    from training.generation import seed_to_q, seed_to_z
+    from training.generation import seed_to_q, seed_to_z, to_uint8
     true_q, pred_q = [], []
     for lo in range(0, count, batch):
         seeds = range(seed + lo, seed + min(count, lo + batch))
         z = torch.from_numpy(np.concatenate([seed_to_z(s, G.z_dim) for s in seeds])).float().to(device)
         q = torch.from_numpy(np.concatenate([seed_to_q(s, G.q_dim) for s in seeds])).float().to(device)
-        img = to_tensor(_uint8(G.synthesis(G.mapping(z, None), q, noise_mode="const")), device)
+        img = to_tensor(to_uint8(G.synthesis(G.mapping(z, None), q, noise_mode="const")), device)
         _, q_hat = encoder(img)                        # from the 8-bit image, as a user's file
         true_q.append(q.cpu().numpy())
         pred_q.append(q_hat.cpu().numpy())
@@ -221,15 +214,15 @@ def main(network, encoder, teacher, heldout, sections, probe_images, restore_ima
     """Measure a QC model and its encoders on held-out faces (the model card's numbers)."""
     from inversion.encoders import load_encoder
     from training import pretrained
-    from training.checkpoint import load_network
+    from training.checkpoint import load_generator
     shipped = pretrained.is_shipped(network)
     net_path = pretrained.resolve_network(network)
     enc_path = pretrained.resolve_encoder(encoder, network)
     if teacher is None and shipped:
         teacher = pretrained.DEFAULT_TEACHER
-    G = load_network(net_path, device="cpu")["G_ema"]
-    T = load_network(teacher, device="cpu")["G_ema"] if teacher else None
-    E = load_encoder(enc_path, device=device) if enc_path else None
+    G = load_generator(net_path, device="cpu", require_qc=True)
+    T = load_generator(teacher, device="cpu") if teacher else None
+    E = load_encoder(enc_path, device=device, generator=G) if enc_path else None
     report = model_report(G, E, heldout, G_teacher=T, probe_images=probe_images, restore_images=restore_images,
                           q_samples=q_samples, w_steps=w_steps, pti_steps=pti_steps, seed=seed, device=device,
                           sections=[s.strip() for s in sections.split(",") if s.strip()])
