@@ -1,5 +1,7 @@
 """training/dataset.py, dataset_tool.py: loading, labels, checks, sampler, conversion."""
+import io
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -8,6 +10,7 @@ import zipfile
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 
 from dnnlib.util import UserError
 from training.dataset import ImageDataset, InfiniteSampler, convert_dataset
@@ -148,7 +151,7 @@ def _zip_of_random_pngs(path, n=48, side=32):
     rng = np.random.RandomState(1)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
         for i in range(n):
-            buf = __import__("io").BytesIO()
+            buf = io.BytesIO()
             PIL.Image.fromarray(rng.randint(0, 256, (side, side, 3)).astype(np.uint8)).save(buf, "PNG")
             z.writestr(f"00000/img{i:08d}.png", buf.getvalue())
     return path
@@ -158,8 +161,6 @@ def test_zip_dataset_forked_workers_read_every_image_intact(tmp_path):
     """Issue 14: a ZIP opened before the DataLoader forks its workers must not share one file
     offset among them. 4 forked workers, 6 epochs, every image byte-identical to a
     single-process read (no handle survives __init__; each process reopens by pid)."""
-    import multiprocessing
-    import torch
     path = _zip_of_random_pngs(str(tmp_path / "noise.zip"))
     ds = ImageDataset(path)
     assert ds._zipfile is None                                  # nothing left open to inherit

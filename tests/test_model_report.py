@@ -1,12 +1,11 @@
 """inversion/model_report.py: the model card's measurements."""
+import io
 import json
-import os
 import zipfile
 
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 
 from dnnlib.util import UserError
 from inversion import model_report as mr
@@ -29,7 +28,6 @@ def test_linear_r2_reads_linear_codes_and_rejects_noise():
 def _heldout_zip(path, faces):
     with zipfile.ZipFile(path, "w") as z:
         for i, f in enumerate(faces):
-            import io
             buf = io.BytesIO()
             PIL.Image.fromarray(f).save(buf, "PNG")
             z.writestr(f"00000/img{i:08d}.png", buf.getvalue())
