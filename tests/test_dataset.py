@@ -1,4 +1,5 @@
 """training/dataset.py, dataset_tool.py: loading, labels, checks, sampler, conversion."""
+import io
 import json
 import os
 import subprocess
@@ -148,7 +149,7 @@ def _zip_of_random_pngs(path, n=48, side=32):
     rng = np.random.RandomState(1)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
         for i in range(n):
-            buf = __import__("io").BytesIO()
+            buf = io.BytesIO()
             PIL.Image.fromarray(rng.randint(0, 256, (side, side, 3)).astype(np.uint8)).save(buf, "PNG")
             z.writestr(f"00000/img{i:08d}.png", buf.getvalue())
     return path
