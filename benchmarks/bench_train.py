@@ -136,7 +136,7 @@ def run_child(code: str, cli: dict, steps: int, warmup: int, threads, clock: str
                                                                                    threads=threads, clock=clock, out=out.name))]
         env = dict(os.environ, QC_BENCH_CODE=code, PYTHONPATH=code)
         subprocess.run(args, check=True, env=env)
-        return json.load(open(out.name))
+        return json.load(out)            # the child wrote the file this handle has open
 
 
 @click.command()

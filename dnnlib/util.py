@@ -164,12 +164,11 @@ def append_jsonl(path: str, record: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     line = json.dumps(record, sort_keys=False) + "\n"
     try:
-        with open(path, "ab") as f:
-            if f.tell() > 0:
-                with open(path, "rb") as r:
-                    r.seek(-1, os.SEEK_END)
-                    if r.read(1) != b"\n":
-                        line = "\n" + line
+        with open(path, "ab+") as f:            # appends always go to the end (O_APPEND)
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
             f.write(line.encode("utf-8"))
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None

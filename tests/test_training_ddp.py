@@ -11,19 +11,23 @@ from _training_data import make_blobs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# What every rank script starts with: this checkout first on sys.path, one thread, the gloo group.
+RANK_PREAMBLE = f"""
+import os, signal, sys, torch
+sys.path.insert(0, {ROOT!r})
+torch.set_num_threads(1)
+from torch_utils import distributed as dist
+from training.launch import launch, resolve_options, run_description
+from training.training_loop import training_loop
+dist.init_from_env('cpu')
+"""
+
 
 def test_two_ranks_gloo_keep_identical_parameters(tmp_path):
     """torchrun with 2 CPU processes, 3 steps: both ranks end with the same G, D, D_degraded, G_ema."""
     blobs = make_blobs(tmp_path / "data")
     script = tmp_path / "ranks.py"
-    script.write_text(f"""
-import os, sys, torch
-sys.path.insert(0, {ROOT!r})
-torch.set_num_threads(1)
-from torch_utils import distributed as dist
-from training.launch import resolve_options
-from training.training_loop import training_loop
-dist.init_from_env('cpu')
+    script.write_text(RANK_PREAMBLE + f"""
 opts = resolve_options(dict(data={blobs.data!r}, cfg='smoke', resume={blobs.stock!r}, workers=0, device='cpu',
                             kimg=0.024, tick_kimg=0.024, snap=0, gpus=2, precision='fp32'))   # fp32: CPU-independent
 out = training_loop({str(tmp_path / 'run')!r}, opts)
@@ -52,14 +56,7 @@ def test_two_ranks_stop_together_and_resume_bit_exact(tmp_path):
     and the tick after the stop logs the same loss statistics as (a)."""
     blobs = make_blobs(tmp_path / "data")
     script = tmp_path / "resume.py"
-    script.write_text(f"""
-import os, signal, sys, torch
-sys.path.insert(0, {ROOT!r})
-torch.set_num_threads(1)
-from torch_utils import distributed as dist
-from training.launch import launch, resolve_options, run_description
-from training.training_loop import training_loop
-dist.init_from_env('cpu')
+    script.write_text(RANK_PREAMBLE + f"""
 cli = dict(data={blobs.data!r}, cfg='smoke', init={blobs.stock!r}, resume='latest', workers=0, device='cpu',
            kimg=0.048, tick_kimg=0.016, snap=0, gpus=2, precision='fp32')   # fp32: CPU-independent
 opts = resolve_options(cli)

@@ -1,6 +1,8 @@
 """Preemption and automatic resume: SIGTERM -> snapshot + exit 0, SIGKILL at random points,
 partial or damaged snapshots never picked up, ``--resume latest`` continuing in the same run
 folder to the same final weights as an uninterrupted run (the 2-rank case: test_training_ddp.py)."""
+import contextlib
+import io
 import os
 import random
 import signal
@@ -185,8 +187,6 @@ def test_partial_and_damaged_snapshots_are_never_picked_up(blobs, reference, tmp
     with open(os.path.join(run_dir, "stats.jsonl"), "a") as f:
         f.write('{"Progress/tick": 9, "Progr')                           # killed while logging
     assert not ckpt.is_complete_checkpoint(snaps[-1][1]) and ckpt.is_complete_checkpoint(snaps[-2][1])
-    import io
-    import contextlib
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert launch(resolve_options(_cli(blobs)), str(out)) == run_dir
@@ -200,8 +200,6 @@ def test_partial_and_damaged_snapshots_are_never_picked_up(blobs, reference, tmp
 def test_resume_latest_without_a_run_or_snapshot_starts_fresh(blobs, tmp_path):
     opts = resolve_options(_cli(blobs, kimg=0.016))
     assert opts.auto_resume == "latest" and opts.resume == blobs.stock      # a fresh start loads --init
-    import io
-    import contextlib
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         launch(opts, str(tmp_path), dry_run=True)

@@ -75,13 +75,3 @@ class PhaseTimer:
     def reset(self) -> None:
         self.seconds.clear()
         self.calls.clear()
-
-    def table(self, steps: int, total: Optional[float] = None) -> str:
-        """Markdown table: section, ms per step, share of the step, calls per step."""
-        total = sum(self.seconds.values()) if total is None else total
-        lines = ["| section | ms / step | share | calls / step |", "| --- | ---: | ---: | ---: |"]
-        for name, sec in sorted(self.seconds.items(), key=lambda kv: -kv[1]):
-            lines.append(f"| {name} | {1000 * sec / steps:.1f} | {100 * sec / max(total, 1e-12):.1f}% | "
-                         f"{self.calls[name] / steps:g} |")
-        lines.append(f"| **step** | {1000 * total / steps:.1f} | 100% | |")
-        return "\n".join(lines)

@@ -295,6 +295,7 @@ def _spawn(world: int, run_dir: str, opts: dict) -> None:
     on to them, so they stop together after a snapshot (see training_loop.StopSignals)."""
     import signal
     import torch.multiprocessing as mp
+    from training.training_loop import STOP_SIGNALS
     ctx = mp.spawn(_worker, args=(world, _free_port(), run_dir, opts), nprocs=world, join=False)
 
     def forward(signum, _frame):
@@ -302,7 +303,7 @@ def _spawn(world: int, run_dir: str, opts: dict) -> None:
             if p.is_alive():
                 os.kill(p.pid, signum)
     previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+    for sig in (getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)):
         try:
             previous[sig] = signal.signal(sig, forward)
         except ValueError:        # not the main thread

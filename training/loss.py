@@ -234,11 +234,16 @@ class QCLoss:
             return self.synthesis(ws, q), None
         before = _RngReplay(self.device)
         img, feats = self.synthesis(ws, q, return_feats=True)
+        return img, self._kd_loss(ws, feats, before)
+
+    def _kd_loss(self, ws: torch.Tensor, feats: List[torch.Tensor], before: _RngReplay) -> torch.Tensor:
+        """Distillation loss [N] of the student's ``feats`` against the teacher fed ``ws`` and the
+        noise drawn after ``before``; the RNG streams are left where the student's pass left them."""
         after = _RngReplay(self.device)
         before.restore()
         t_feats = self.teacher_feats(ws.detach())
         after.restore()
-        return img, distillation_loss(feats, t_feats)
+        return distillation_loss(feats, t_feats)
 
     def render_pair(self, ws: torch.Tensor, q: torch.Tensor, kd: bool):
         """The sharp and degraded fakes of one w, sharing their per-pixel noise, and (``kd``) the
@@ -254,13 +259,7 @@ class QCLoss:
             sharp = self.synthesis(ws, None)
             before.restore()
             degraded, feats = self.synthesis(ws, q, return_feats=True)
-        if not kd:
-            return sharp, degraded, None
-        after = _RngReplay(self.device)
-        before.restore()
-        t_feats = self.teacher_feats(ws.detach())
-        after.restore()
-        return sharp, degraded, distillation_loss(feats, t_feats)
+        return sharp, degraded, self._kd_loss(ws, feats, before) if kd else None
 
     def run_D(self, D: torch.nn.Module, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         if self.augment_pipe is not None:

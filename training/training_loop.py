@@ -474,14 +474,16 @@ class Trainer:
     # --- one step ------------------------------------------------------------------------------
     def step(self, data_iter) -> None:
         opts, dev = self.opts, self.device
-        reseed(step_seed(opts.seed, self.rank, self.batch_idx))
+        seed = step_seed(opts.seed, self.rank, self.batch_idx)
+        reseed(seed)
         with self.timer("data loading"):
             real_u8, real_c = next(data_iter)
-            real = real_u8.to(dev).float() / 127.5 - 1
+            real_u8 = real_u8.to(dev)           # one host-to-device copy for both uses below
+            real = real_u8.float() / 127.5 - 1
         real_deg = None
         if self.degrader is not None:
             with self.timer("degradation of reals"):
-                real_deg = self.degrader(real_u8.to(dev), step_seed(opts.seed, self.rank, self.batch_idx) % (1 << 31)).to(dev)
+                real_deg = self.degrader(real_u8, seed % (1 << 31)).to(dev)
         real_c = real_c.to(dev)
         gen_z = torch.randn([self.batch_rank, self.G.z_dim], device=dev)
         gen_c = torch.from_numpy(np.stack([self.dataset.get_label(np.random.randint(len(self.dataset)))
