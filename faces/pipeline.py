@@ -163,13 +163,13 @@ def build_face_pipeline(align: str, G, network_path: Optional[str], nets: Option
                         max_faces: Optional[int] = None, min_face: Optional[int] = None, log=None
                         ) -> Optional[FacePipeline]:
     """The pipeline behind ``--align`` for generator ``G`` loaded from ``network_path`` (``nets``:
-    what ``load_network`` returned, or a function returning it, for the template in its
-    metadata). None = inputs are taken as aligned crops."""
+    what ``load_network`` returned, or at least its ``metadata`` and ``source``, for the template
+    in its metadata). None = inputs are taken as aligned crops."""
     from .templates import resolve_template
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if not align_enabled(align, log):
         return None
-    nets = (nets() if callable(nets) else nets) or {}
+    nets = nets or {}
     template = resolve_template(network_path, nets.get("metadata"), nets.get("source"), log=log)
     return FacePipeline(G.img_resolution, template, mode=align, max_faces=max_faces,
                         min_face=DEFAULT_MIN_FACE if min_face is None else min_face)
