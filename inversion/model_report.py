@@ -59,22 +59,17 @@ def load_heldout_faces(path: str, count: int, resolution: int) -> List[np.ndarra
     return faces
 
 
-def _uint8(img: torch.Tensor) -> np.ndarray:
-    from training.generation import to_uint8
-    return to_uint8(img)
-
-
 @torch.no_grad()
 def teacher_agreement(G, G_teacher, seeds: Sequence[int], device) -> dict:
     """Mean PSNR between G(w, 0) and the teacher's synthesis of the same w, uint8 renders."""
     from metrics.image_metrics import psnr
-    from training.generation import seed_to_z
+    from training.generation import seed_to_z, to_uint8
     values = []
     for seed in seeds:
         z = torch.from_numpy(seed_to_z(seed, G.z_dim)).float().to(device)
         ws = G.mapping(z, None)
-        a = _uint8(G.synthesis(ws, None, noise_mode="const"))[0]
-        b = _uint8(G_teacher.synthesis(ws, noise_mode="const"))[0]
+        a = to_uint8(G.synthesis(ws, None, noise_mode="const"))[0]
+        b = to_uint8(G_teacher.synthesis(ws, noise_mode="const"))[0]
         values.append(float(psnr(a, b)))
     return {"seeds": [int(s) for s in seeds], "psnr_db_mean": float(np.mean(values)),
             "psnr_db_min": float(np.min(values)), "target": TARGETS["teacher_psnr_db"]}
@@ -97,13 +92,13 @@ def linear_r2(pred: np.ndarray, true: np.ndarray, split: float = DEFAULT_SPLIT) 
 def q_recovery(G, encoder, count: int, seed: int, device, batch: int = 32) -> dict:
     """The q encoder on G(w, q) with known q ~ N(0, I)."""
     from inversion.api import to_tensor
-    from training.generation import seed_to_q, seed_to_z
+    from training.generation import seed_to_q, seed_to_z, to_uint8
     true_q, pred_q = [], []
     for lo in range(0, count, batch):
         seeds = range(seed + lo, seed + min(count, lo + batch))
         z = torch.from_numpy(np.concatenate([seed_to_z(s, G.z_dim) for s in seeds])).float().to(device)
         q = torch.from_numpy(np.concatenate([seed_to_q(s, G.q_dim) for s in seeds])).float().to(device)
-        img = to_tensor(_uint8(G.synthesis(G.mapping(z, None), q, noise_mode="const")), device)
+        img = to_tensor(to_uint8(G.synthesis(G.mapping(z, None), q, noise_mode="const")), device)
         _, q_hat = encoder(img)                        # from the 8-bit image, as a user's file
         true_q.append(q.cpu().numpy())
         pred_q.append(q_hat.cpu().numpy())
@@ -127,10 +122,11 @@ def probe(G, encoder, faces: Sequence[np.ndarray], seed: int, device) -> dict:
 def degrade_faces(faces: Sequence[np.ndarray], seed: int) -> List[np.ndarray]:
     """The ``paper`` pipeline, relative mode, one seeded draw per face."""
     from degradations import build_pipeline
+    from degradations.functional import to_uint8_hwc
     pipe = build_pipeline("paper", faces[0].shape[0], mode="relative")
     x = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float()
     y, _ = pipe(x, generator=torch.Generator().manual_seed(seed))
-    return list(y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return list(to_uint8_hwc(y))
 
 
 def nlm_denoise(img: np.ndarray, strength: int = NLM_STRENGTH) -> np.ndarray:
