@@ -106,11 +106,9 @@ def summarize_records(records: Sequence[dict], names: Sequence[str]) -> Dict[str
 
 
 def _invert_chunk(G, images, names, encoder, options, on_result=None) -> list:
-    """Invert a list of uint8 images together (one batch of ``options['batch_size']`` or fewer);
-    ``on_result(i, result)`` runs as soon as image ``i`` is finished."""
+    """Invert a list of uint8 images, ``options['batch_size']`` together (``restore_folder`` always
+    sets it); ``on_result(i, result)`` runs as soon as image ``i`` is finished."""
     from inversion.api import invert_images
-    options = dict(options)
-    options.setdefault("batch_size", len(images))
     return invert_images(G, images, encoder=encoder, names=names, progress=False, on_result=on_result, **options)
 
 
