@@ -104,6 +104,7 @@ def _faces_of(pipeline, chunk, keys, images, outdir, bar):
         append_jsonl(os.path.join(outdir, RESULTS), {"name": key, "file": name_of[key], "photo": key, "faces": 0,
                                                      "note": NO_FACE_NOTE, "timestamp": time.time()})
         bar.update(1)
-    faces = {k: (f, None if f is None else images[keys.index(p)].shape) for k, _, f, p in items}
+    shape_of = dict(zip(keys, (im.shape for im in images)))
+    faces = {k: (f, shape_of.get(p)) for k, _, f, p in items}          # aligned crops: (None, None)
     return ([name_of[p or k] for k, _, _, p in items], [k for k, _, _, _ in items], [im for _, im, _, _ in items], faces,
             len(empty))
