@@ -73,7 +73,10 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     encoder = resolve_encoder(encoder, network)
     shipped = is_shipped(network)
     network = resolve_network(network)
-    G = load_network(network, device="cpu")["G_ema"].eval()
+    nets = load_network(network, device="cpu")                    # read once: G and the face template
+    G = nets["G_ema"].eval()
+    meta = {k: nets.get(k) for k in ("metadata", "source")}
+    del nets
     if G.q_dim == 0:
         raise UserError(f"{network} is a plain StyleGAN2 (q_dim = 0); the demo needs a QC generator")
     E = load_encoder(encoder) if encoder else None
@@ -107,7 +110,7 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
                      direction_info={"kind": "boundary", "arg": "gender (shipped)"})
         edited = [lat.name for lat in latents]
     # 5. A whole real photo: detect, align, restore, paste back.
-    photo = restore_photo(G, network, E, os.path.join(outdir, "photo"), pti_steps, w_steps, progress)
+    photo = restore_photo(G, network, E, os.path.join(outdir, "photo"), pti_steps, w_steps, progress, meta)
     # 6. Overview and index.
     rows = [[read_image(os.path.join(d[k], n)) for n in names] for k in ("clean", "degraded", "restored")]
     tiles = [np.kron(im, np.ones((VIEW_SCALE, VIEW_SCALE, 1), np.uint8)) for row in rows for im in row]
@@ -127,12 +130,13 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     return summary
 
 
-def restore_photo(G, network: str, E, outdir: str, pti_steps: int, w_steps: int, progress: bool) -> dict:
-    """Degrade scikit-image's astronaut photo and restore it whole (restore.py --align auto)."""
+def restore_photo(G, network: str, E, outdir: str, pti_steps: int, w_steps: int, progress: bool,
+                  meta: dict) -> dict:
+    """Degrade scikit-image's astronaut photo and restore it whole (restore.py --align auto);
+    ``meta``: the network file's metadata and source (for the face template)."""
     from dnnlib.image_io import write_image
     from faces.pipeline import align_enabled, build_face_pipeline
     from inversion.applications.restore import restore_folder
-    from training.checkpoint import load_network
     try:
         import skimage.data
     except ImportError:
@@ -149,7 +153,7 @@ def restore_photo(G, network: str, E, outdir: str, pti_steps: int, w_steps: int,
         path = os.path.join(outdir, sub, "astronaut.png")
         if not os.path.isfile(path):
             write_image(path, np.ascontiguousarray(img))
-    faces = build_face_pipeline("auto", G, network, lambda: load_network(network))
+    faces = build_face_pipeline("auto", G, network, meta)
     s = restore_folder(G, os.path.join(outdir, "input"), os.path.join(outdir, "restored"), encoder=E,
                        gt=os.path.join(outdir, "clean"), compare=True, metrics=["psnr", "ssim"], pti_steps=pti_steps,
                        w_steps=w_steps, progress=progress, face_pipeline=faces)

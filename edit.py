@@ -44,10 +44,15 @@ def _floats(spec: str, what: str):
     return vals
 
 
-def _load_G(network, device, require_qc=True):
-    from training.checkpoint import load_generator
+def _load_G(network, device, require_qc=True, with_meta=False):
+    """G (``load_generator``'s rule) on ``device``; with ``with_meta``, also the file's metadata and
+    source (for the face template), the file read once."""
+    from training.checkpoint import load_network, pick_generator
     from training.pretrained import resolve_network
-    return load_generator(resolve_network(network), device="cpu", require_qc=require_qc).to(device)
+    path = resolve_network(network)
+    nets = load_network(path, device="cpu")
+    G = pick_generator(nets, path, require_qc=require_qc).to(device)
+    return (G, {k: nets.get(k) for k in ("metadata", "source")}) if with_meta else G
 
 
 def _latents_from_images(G, input_path, outdir, encoder, pti_steps, w_steps, device, batch_size=None,
@@ -119,17 +124,16 @@ def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, batch
     if (inversions is None) == (input_path is None):
         raise UserError("give exactly one of --inversions DIR or --input DIR")
     strengths = _floats(strengths, "--strengths")
-    G = _load_G(network, device)
+    G, meta = _load_G(network, device, with_meta=True)
     layers = parse_range(layers) if layers is not None else None
     d, info = _direction(G, resolve_direction(direction), sefa, ganspace, layers, device)
     pasted = 0
     if input_path is not None:
         from faces.pipeline import build_face_pipeline
-        from training.checkpoint import load_network
         from training.pretrained import resolve_network
         net_path = resolve_network(network, announce=False)
         def faces():
-            return build_face_pipeline(align, G, net_path, lambda: load_network(net_path), max_faces=max_faces,
+            return build_face_pipeline(align, G, net_path, meta, max_faces=max_faces,
                                        min_face=min_face)
         latents = _latents_from_images(G, input_path, outdir, resolve_encoder(encoder, network), pti_steps,
                                        w_steps, device, batch_size, faces)

@@ -20,9 +20,13 @@ from dnnlib.util import UserError, cli_main
 from torch_utils.misc import resolve_device
 
 
-def _load_generator(path, device):
-    from training.checkpoint import load_generator
-    return load_generator(path, device=device)
+def _load_generator(path, device, with_meta=False):
+    """G (``load_generator``'s rule); with ``with_meta``, also the file's metadata and source (for
+    the face template), the file read once."""
+    from training.checkpoint import load_network, pick_generator
+    nets = load_network(path, device=device)
+    G = pick_generator(nets, path)
+    return (G, {k: nets.get(k) for k in ("metadata", "source")}) if with_meta else G
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,11 +73,10 @@ def run(network_path, encoder_path, input_path, outdir, w_steps, pti_steps, w_lr
     dev = resolve_device(device)
     encoder_path = resolve_encoder(encoder_path, network_path)
     network_path = resolve_network(network_path)
-    G = _load_generator(network_path, dev)
+    G, meta = _load_generator(network_path, dev, with_meta=True)
     from faces.pipeline import build_face_pipeline
-    from training.checkpoint import load_network
     E = load_encoder(encoder_path, device=dev, generator=G) if encoder_path else None
-    faces = build_face_pipeline(align, G, network_path, lambda: load_network(network_path), max_faces=max_faces,
+    faces = build_face_pipeline(align, G, network_path, meta, max_faces=max_faces,
                                 min_face=min_face)                       # after every file check
     opts = PTIOptions(w_lr=w_lr, q_lr=q_lr, w_plus=w_plus, pti_lr=pti_lr, lpips_threshold=lpips_threshold,
                       degrad_weight=degrad_weight, locality_weight=locality_weight, tune_blocks=tune_blocks,

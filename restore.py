@@ -51,7 +51,7 @@ def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, 
     """Restore degraded images: G(w, 0) of their QC-StyleGAN inversion."""
     import torch
     from inversion.applications.restore import restore_folder
-    from training.checkpoint import load_generator, load_network
+    from training.checkpoint import load_network, pick_generator
     from training.pretrained import resolve_encoder, resolve_network
     from metrics.compare import format_table
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -60,12 +60,15 @@ def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, 
     from faces.pipeline import build_face_pipeline
     encoder = resolve_encoder(encoder, network)
     network = resolve_network(network)
-    G = load_generator(network, device="cpu", require_qc=True).to(device)
+    nets = load_network(network, device="cpu")                      # read once: G and the face template
+    G = pick_generator(nets, network, require_qc=True).to(device)
+    meta = {k: nets.get(k) for k in ("metadata", "source")}
+    del nets
     E = None
     if encoder is not None:
         from inversion.encoders import load_encoder
         E = load_encoder(encoder, device=device, generator=G)
-    faces = build_face_pipeline(align, G, network, lambda: load_network(network, device="cpu"),
+    faces = build_face_pipeline(align, G, network, meta,
                                 max_faces=max_faces, min_face=min_face)   # after every file check
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     s = restore_folder(G, input_path, outdir, encoder=E, inversions=inversions, gt=gt, compare=compare,

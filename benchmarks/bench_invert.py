@@ -35,6 +35,7 @@ from inversion import PTIOptions, invert_images  # noqa: E402
 from inversion.losses import PerceptualLoss, ReconstructionLoss  # noqa: E402
 from inversion.pti import PivotalTuner  # noqa: E402
 from torch_utils.misc import resolve_device  # noqa: E402
+from training.generation import to_uint8  # noqa: E402
 from training.networks import Generator  # noqa: E402
 
 
@@ -44,7 +45,7 @@ def samples(G, n: int, device):
     with torch.no_grad():
         ws = G.mapping(z, torch.zeros([n, G.c_dim], device=device))
         img = G.synthesis(ws, q).clamp(-1, 1)
-    return list((img * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()), ws, q, img
+    return list(to_uint8(img)), ws, q, img
 
 
 def sync(device):

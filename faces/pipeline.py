@@ -42,7 +42,7 @@ def _r(a, nd: int = 2):
 class AlignedFace:
     index: int                  # k: 0 = largest face of the photo
     crop: np.ndarray            # uint8 [R, R, 3]: the model's input
-    native: np.ndarray          # uint8 [S, S, 3]: the same crop at the photo's own resolution
+    crop_size: int              # S: side of the native crop (the same crop at the photo's own resolution)
     matrix: np.ndarray          # [2, 3]: photo pixel -> R x R crop pixel (similarity)
     detection: Detection
     points: np.ndarray          # [5, 2] alignment points in the photo
@@ -51,7 +51,7 @@ class AlignedFace:
         """Plain data for JSONL: box, landmarks, transform (photo -> crop), score."""
         return {"face": self.index, "box": _r(self.detection.box), "score": round(self.detection.score, 4),
                 "landmarks": _r(self.detection.landmarks, 1), "points": _r(self.points),
-                "transform": _r(self.matrix, 6), "crop_size": int(self.native.shape[0]),
+                "transform": _r(self.matrix, 6), "crop_size": int(self.crop_size),
                 "crop_box": _r(crop_box(self.matrix, self.crop.shape[0]))}
 
 
@@ -125,8 +125,8 @@ class FacePipeline:
     def align(self, photo: np.ndarray, det: Detection, index: int = 0) -> AlignedFace:
         pts = five_points(det.landmarks)
         m = similarity_transform(pts, self._dst)
-        crop, native, _ = crop_face(photo, m, self.resolution)
-        return AlignedFace(index=index, crop=crop, native=native, matrix=m, detection=det, points=pts)
+        crop, _, side = crop_face(photo, m, self.resolution)      # the native crop itself is not kept (memory)
+        return AlignedFace(index=index, crop=crop, crop_size=side, matrix=m, detection=det, points=pts)
 
     def find(self, photo: np.ndarray) -> Tuple[List[AlignedFace], List[str]]:
         """Aligned faces of ``photo`` (uint8 [H, W, 3]), largest first, and notes on what was left out."""
@@ -163,13 +163,13 @@ def build_face_pipeline(align: str, G, network_path: Optional[str], nets: Option
                         max_faces: Optional[int] = None, min_face: Optional[int] = None, log=None
                         ) -> Optional[FacePipeline]:
     """The pipeline behind ``--align`` for generator ``G`` loaded from ``network_path`` (``nets``:
-    what ``load_network`` returned, or a function returning it, for the template in its
-    metadata). None = inputs are taken as aligned crops."""
+    what ``load_network`` returned, or at least its ``metadata`` and ``source``, for the template
+    in its metadata). None = inputs are taken as aligned crops."""
     from .templates import resolve_template
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if not align_enabled(align, log):
         return None
-    nets = (nets() if callable(nets) else nets) or {}
+    nets = nets or {}
     template = resolve_template(network_path, nets.get("metadata"), nets.get("source"), log=log)
     return FacePipeline(G.img_resolution, template, mode=align, max_faces=max_faces,
                         min_face=DEFAULT_MIN_FACE if min_face is None else min_face)

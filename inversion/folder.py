@@ -40,12 +40,16 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int 
         batch = default_batch_size(device if device is not None else next(G.parameters()).device)
     root, names = list_sources(input_path, outdir)
     stems = output_stems(names)
-    photos_done = {r["photo"] for r in read_jsonl(os.path.join(outdir, RESULTS)) if "photo" in r}
+    # Photos without a face are reported once and not tried again; a photo with faces is detected
+    # again on a rerun and only its faces without result.json are inverted (a run stopped between
+    # two faces of one photo keeps the finished ones and does the others).
+    photos_done = {r["photo"] for r in read_jsonl(os.path.join(outdir, RESULTS)) if "photo" in r and "faces" in r}
     todo = [n for n in names if not os.path.isfile(os.path.join(outdir, stems[n], RESULT_FILES["result"]))
             and stems[n] not in photos_done]
     counts = {"done": 0, "skipped": len(names) - len(todo), "failed": 0}
     os.makedirs(outdir, exist_ok=True)
     bar = tqdm(total=len(todo), desc="invert", unit="img", disable=not progress)
+    ticked = set()
     for lo in range(0, len(todo), batch):
         chunk, images = [], []
         for name in todo[lo:lo + batch]:
@@ -62,8 +66,10 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int 
         keys = [stems[n] for n in chunk]
         faces: Dict[str, Any] = {}
         if face_pipeline is not None:
-            chunk, keys, images, faces, no_face = _faces_of(face_pipeline, chunk, keys, images, outdir, bar)
+            chunk, keys, images, faces, no_face, done_before = _faces_of(face_pipeline, chunk, keys, images, outdir,
+                                                                         bar)
             counts["done"] += no_face            # reported (results line), not tried again
+            counts["skipped"] += done_before     # every face finished by an earlier run
         if not chunk:
             continue
 
@@ -84,7 +90,8 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int 
                 **({"photo": stems[name], "face": face.index, "transform": face.record()["transform"]}
                    if face is not None else {})})
             counts["done"] += 1
-            if face is None or face.index == 0:
+            if stems[name] not in ticked:        # one tick per input (a photo: its first face written)
+                ticked.add(stems[name])
                 bar.update(1)
 
         invert_images(G, images, encoder=encoder, pti_steps=pti_steps, w_steps=w_steps, device=device,
@@ -95,15 +102,22 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int 
 
 
 def _faces_of(pipeline, chunk, keys, images, outdir, bar):
-    """Whole photos of a chunk -> one entry per face (``<key>_<k>``); photos without a face get a
-    results line (and are not tried again). Returns (names, keys, images, faces, photos without a face)."""
+    """Whole photos of a chunk -> one entry per face (``<key>_<k>``) not finished before; photos
+    without a face get a results line (and are not tried again). Returns (names, keys, images,
+    faces, photos without a face, photos whose faces were all finished before)."""
     from faces.pipeline import NO_FACE_NOTE, expand_photos
     items, empty = expand_photos(pipeline, list(zip(keys, images)))
+    with_faces = {p for _, _, f, p in items if f is not None}
+    items = [it for it in items if it[2] is None or not os.path.isfile(os.path.join(outdir, it[0], RESULT_FILES["result"]))]
+    done_before = with_faces - {p for _, _, f, p in items if f is not None}
+    for _ in done_before:
+        bar.update(1)
     name_of = dict(zip(keys, chunk))
     for key in empty:
         append_jsonl(os.path.join(outdir, RESULTS), {"name": key, "file": name_of[key], "photo": key, "faces": 0,
                                                      "note": NO_FACE_NOTE, "timestamp": time.time()})
         bar.update(1)
-    faces = {k: (f, None if f is None else images[keys.index(p)].shape) for k, _, f, p in items}
+    shape_of = dict(zip(keys, (im.shape for im in images)))
+    faces = {k: (f, shape_of.get(p)) for k, _, f, p in items}          # aligned crops: (None, None)
     return ([name_of[p or k] for k, _, _, p in items], [k for k, _, _, _ in items], [im for _, im, _, _ in items], faces,
-            len(empty))
+            len(empty), len(done_before))

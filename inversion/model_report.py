@@ -120,10 +120,11 @@ def probe(G, encoder, faces: Sequence[np.ndarray], seed: int, device) -> dict:
 def degrade_faces(faces: Sequence[np.ndarray], seed: int) -> List[np.ndarray]:
     """The ``paper`` pipeline, relative mode, one seeded draw per face."""
     from degradations import build_pipeline
+    from degradations.functional import to_uint8_hwc
     pipe = build_pipeline("paper", faces[0].shape[0], mode="relative")
     x = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float()
     y, _ = pipe(x, generator=torch.Generator().manual_seed(seed))
-    return list(y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return list(to_uint8_hwc(y))
 
 
 def nlm_denoise(img: np.ndarray, strength: int = NLM_STRENGTH) -> np.ndarray:

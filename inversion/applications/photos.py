@@ -24,15 +24,17 @@ def with_alpha(img: np.ndarray, alpha: Optional[np.ndarray]) -> np.ndarray:
     return img if alpha is None else np.dstack([img, alpha])
 
 
-def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.ndarray]], root: str, outdir: str,
+def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.ndarray]],
+                   alphas: Dict[str, Optional[np.ndarray]], outdir: str,
                    invert_fn: Callable, sharp_fn: Callable, inversions: Optional[str] = None,
                    keep_inversions: bool = False, compare: bool = False, score_fn: Optional[Callable] = None,
                    log=None) -> List[Dict[str, Any]]:
     """Restore the faces of whole photos and paste them back; returns one record per photo.
 
-    photos: [(src, out_rel, rgb uint8 [H, W, 3])]; ``invert_fn(crops, names)`` -> results (the
+    photos: [(src, out_rel, rgb uint8 [H, W, 3])], ``alphas[src]``: its alpha (uint8 [H, W] or
+    None), both as read by the caller; ``invert_fn(crops, names)`` -> results (the
     folder's inversion call, on the list of every face of these photos); ``sharp_fn(result, name)``
-    -> uint8 [R, R, 3] G(w, 0); ``score_fn(src, restored_photo)`` -> metrics fields or {}.
+    -> uint8 [R, R, 3] G(w, 0); ``score_fn(src, photo, restored_photo)`` -> metrics fields or {}.
     """
     from inversion.api import load_inversion, save_inversion
     from faces.pipeline import save_face_info
@@ -56,7 +58,7 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
     seconds = (time.perf_counter() - t0) / max(1, len(fresh))
     records = []
     for (src, out_rel, img), (stem, faces, notes) in zip(photos, found):
-        _, alpha = image_io.read_image_alpha(os.path.join(root, src))
+        alpha = alphas[src]
         sharps, face_recs = [], []
         for f in faces:
             name = face_name(stem, f.index)
@@ -82,7 +84,7 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
                                "seconds": round(seconds * len(faces), 3), "faces": face_recs, "notes": notes,
                                "alpha": alpha is not None}
         if score_fn is not None:
-            rec.update(score_fn(src, whole))
+            rec.update(score_fn(src, img, whole))
         records.append(rec)
     return records
 

@@ -106,11 +106,9 @@ def summarize_records(records: Sequence[dict], names: Sequence[str]) -> Dict[str
 
 
 def _invert_chunk(G, images, names, encoder, options, on_result=None) -> list:
-    """Invert a list of uint8 images together (one batch of ``options['batch_size']`` or fewer);
-    ``on_result(i, result)`` runs as soon as image ``i`` is finished."""
+    """Invert a list of uint8 images, ``options['batch_size']`` together (``restore_folder`` always
+    sets it); ``on_result(i, result)`` runs as soon as image ``i`` is finished."""
     from inversion.api import invert_images
-    options = dict(options)
-    options.setdefault("batch_size", len(images))
     return invert_images(G, images, encoder=encoder, names=names, progress=False, on_result=on_result, **options)
 
 
@@ -178,10 +176,11 @@ def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Op
             bar.update(1)
 
     for lo in range(0, len(todo), max(1, batch_size)):
-        chunk = []
+        chunk, alphas = [], {}                 # alphas: for whole photos, pasted back with theirs
         for src, out_rel in todo[lo:lo + batch_size]:
             try:
-                chunk.append((src, out_rel, image_io.read_image(os.path.join(root, src))))
+                rgb, alphas[src] = image_io.read_image_alpha(os.path.join(root, src))
+                chunk.append((src, out_rel, rgb))
             except UserError as exc:
                 log(f"skipped {src}: {exc}")
                 append_jsonl(records_path, {"file": out_rel, "source": src, "error": str(exc)})
@@ -191,7 +190,7 @@ def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Op
         from faces.pipeline import split_photos
         chunk, photos = split_photos(face_pipeline, chunk)
         if photos:
-            for rec in _restore_photos(G, face_pipeline, photos, root, outdir, encoder, inv_options, inversions,
+            for rec in _restore_photos(G, face_pipeline, photos, alphas, outdir, encoder, inv_options, inversions,
                                        keep_inversions, compare, gt, scorer, device, log):
                 append_jsonl(records_path, rec)
                 summary["written"] += 1
@@ -242,12 +241,12 @@ def sharp_image(G, res, name: str, device) -> np.ndarray:
     return np.asarray(to_uint8(render(generator_for(G, lat), lat.w[None], None, device=device)[0])[0])
 
 
-def _restore_photos(G, pipeline, photos, root, outdir, encoder, inv_options, inversions, keep_inversions, compare,
+def _restore_photos(G, pipeline, photos, alphas, outdir, encoder, inv_options, inversions, keep_inversions, compare,
                     gt, scorer, device, log) -> list:
     """Whole photos: every face restored (one inversion call for all of them) and pasted back."""
     from .photos import restore_photos
 
-    def score(src, restored):
+    def score(src, inp, restored):
         gt_path = find_gt(gt, src) if gt is not None else None
         if gt_path is None:
             return {}
@@ -255,11 +254,10 @@ def _restore_photos(G, pipeline, photos, root, outdir, encoder, inv_options, inv
         if gt_img.shape != restored.shape:
             log(f"{src}: ground truth has another size; metrics skipped")
             return {}
-        inp = image_io.read_image(os.path.join(root, src))
         return {"gt": os.path.relpath(gt_path, gt).replace(os.sep, "/"), "input": scorer(inp, gt_img),
                 "restored": scorer(restored, gt_img)}
 
-    return restore_photos(pipeline, photos, root, outdir,
+    return restore_photos(pipeline, photos, alphas, outdir,
                           invert_fn=lambda crops, names: _invert_chunk(G, crops, names, encoder, inv_options),
                           sharp_fn=lambda res, name: sharp_image(G, res, name, device), inversions=inversions,
                           keep_inversions=keep_inversions, compare=compare,
