@@ -40,7 +40,7 @@ from dnnlib.util import cli_main
 @click.option("--teacher", default=None, metavar="FILE", help="Distillation teacher [default: the stock generator of --resume]")
 @click.option("--q-dim", type=int, default=None, help="Quality code size; 0 = plain StyleGAN2-ADA [default: preset, 16]")
 @click.option("--kd-weight", type=float, default=None, help="lambda_KD, weight of the distillation loss [default: preset, 3]")
-@click.option("--train-blocks", default=None, help="Synthesis blocks G trains, from the top: N or 'all' [default: 3 when fine-tuning a stock model, else all]")
+@click.option("--train-blocks", default=None, help="Synthesis blocks G trains, from the top: N, 'all', or 'degrad' (only the DegradBlocks: q = 0 stays the teacher) [default: 3 when fine-tuning a stock model, else all]")
 @click.option("--gamma", type=float, default=None, help="R1 weight [default: preset]")
 @click.option("--lr", type=float, default=None, help="Learning rate of G and D [default: preset]")
 @click.option("--mirror", type=bool, default=None, help="Add x-flipped copies of the data [default: 0]")

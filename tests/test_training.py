@@ -85,6 +85,37 @@ def test_train_blocks_freeze_mapping_and_lower_blocks(blobs, tmp_path):
     assert trained["training_state"]["train_blocks"] == 1
 
 
+def test_train_blocks_degrad_keeps_the_sharp_path_exactly(blobs, tmp_path):
+    # --train-blocks degrad: only the DegradBlocks (convq, conv1's extra rows) learn, so every
+    # tensor G(w, 0) reads stays the stock teacher's bit for bit, and the sharp D never trains.
+    opts = _opts(blobs, kimg=0.032, train_blocks="degrad", snap=0)
+    assert opts.kd_weight == 0                      # nothing left for distillation to keep
+    out = training_loop(str(tmp_path / "d"), opts)
+    start = training_loop(str(tmp_path / "z"), _opts(blobs, kimg=0.008, train_blocks="degrad", snap=0, lr=0.0))
+    trained, initial = ckpt.load_network(out["snapshot"]), ckpt.load_network(start["snapshot"])
+    stock = ckpt.load_network(blobs.stock)["G"].state_dict()
+    degrad_moved = []
+    for net in ("G", "G_ema"):
+        for name, value in trained[net].state_dict().items():
+            if ".convq." in name:
+                if name.endswith(".weight"):         # (its buffers are fixed filters)
+                    degrad_moved.append(not torch.equal(value, initial[net].state_dict()[name]))
+                continue
+            ref = stock[name]                   # widened conv1: its first rows are the stock ones
+            head = value[:ref.shape[0]] if ref.ndim else value
+            assert torch.equal(head, ref), f"{net}.{name}: the sharp path moved"
+            if value.shape != ref.shape:
+                degrad_moved.append(not torch.equal(value[ref.shape[0]:],
+                                                    initial[net].state_dict()[name][ref.shape[0]:]))
+    assert all(degrad_moved) and len(degrad_moved) > 4, "a DegradBlock parameter did not learn"
+    for name, value in trained["D"].state_dict().items():
+        assert torch.equal(value, initial["D"].state_dict()[name]), f"the sharp D trained ({name})"
+    assert trained["training_state"]["train_blocks"] == "degrad"
+    stats = read_jsonl(os.path.join(os.path.dirname(out["snapshot"]), "stats.jsonl"))
+    assert stats and all("Loss/Dd/real" in s and "Loss/D/real" not in s and "Loss/G/adv_sharp" not in s
+                         for s in stats)
+
+
 def test_nonfinite_loss_stops_naming_the_term(blobs, tmp_path, monkeypatch):
     from training import loss as loss_mod
     original = loss_mod.distillation_loss

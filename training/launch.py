@@ -98,11 +98,16 @@ def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
     if opts.q_dim < 0:
         raise UserError("--q-dim must be >= 0")
     tb = opts.train_blocks
-    if tb is not None and tb != "all":
+    if tb is not None and tb not in ("all", "degrad"):
         try:
             opts.train_blocks = int(tb)
         except ValueError:
-            raise UserError(f"--train-blocks must be 'all' or a number, got {tb}") from None
+            raise UserError(f"--train-blocks must be 'all', 'degrad' or a number, got {tb}") from None
+    if tb == "degrad":
+        if opts.q_dim == 0:
+            raise UserError("--train-blocks degrad trains the DegradBlocks: it needs --q-dim > 0")
+        if cli.get("kd_weight") is None:
+            opts.kd_weight = 0.0     # the sharp path is frozen: q = 0 is the teacher exactly (docs/training.md)
     _resolve_resume(opts)
     from training.checkpoint import check_network_file
     for path_opt in ("resume", "init", "teacher"):

@@ -42,14 +42,16 @@ class Phase:
 
 
 def phase_table(degraded: bool, r1_interval: int = 16, pl_interval: int = 4,
-                use_r1: bool = True, use_pl: bool = True) -> List[Phase]:
-    """The phases of one training step, in order. ``degraded`` adds the D_degraded rows."""
+                use_r1: bool = True, use_pl: bool = True, sharp: bool = True) -> List[Phase]:
+    """The phases of one training step, in order. ``degraded`` adds the D_degraded rows;
+    ``sharp=False`` (G's sharp path frozen, ``--train-blocks degrad``) drops the D rows."""
     rows = [Phase("Gmain", "G", 1)]
     if use_pl:
         rows.append(Phase("Greg", "G", pl_interval))
-    rows.append(Phase("Dmain", "D", 1))
-    if use_r1:
-        rows.append(Phase("Dreg", "D", r1_interval))
+    if sharp:
+        rows.append(Phase("Dmain", "D", 1))
+        if use_r1:
+            rows.append(Phase("Dreg", "D", r1_interval))
     if degraded:
         rows.append(Phase("Ddmain", "D_degraded", 1))
         if use_r1:
@@ -137,7 +139,8 @@ class QCLoss:
                  autocast_dtype: Optional[torch.dtype] = None,  # bf16 autocast for forward passes; None = off
                  noise_mode: str = "random",              # per-pixel noise while training
                  force_fp32: bool = False,                # disable the networks' CUDA float16 blocks
-                 impl: str = "fast"):                     # 'fast' or 'reference' (see IMPLS)
+                 impl: str = "fast",                      # 'fast' or 'reference' (see IMPLS)
+                 sharp_frozen: bool = False):             # G(w, 0) does not learn: no sharp terms
         self.device = device
         self.G, self.D, self.D_degraded, self.teacher = G, D, D_degraded, teacher
         self.augment_pipe = augment_pipe
@@ -160,6 +163,9 @@ class QCLoss:
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got '{impl}'")
         self.impl = impl
+        # With the sharp path frozen (--train-blocks degrad) the sharp adversarial and path-length
+        # terms have no gradient for G: they are not computed, and ADA reads D_degraded's logits.
+        self.sharp_frozen = bool(sharp_frozen) and self.q_dim > 0
         self._fakes_for_dd = _FakeStash()
         # Renders without autograd (the D phases' fakes, the teacher) use the layout inference uses
         # on this device (CPU: channels_last, non-fused modulation: 2.9x faster for the teacher
@@ -300,13 +306,18 @@ class QCLoss:
     def _g_main(self, gen_z, gen_c, gain, **_):
         terms: Dict[str, torch.Tensor] = {}
         ws = self.mapping(gen_z, gen_c)
-        if self.q_dim > 0:
+        if self.sharp_frozen:
+            img = None
+            img_d, kd = self.degraded_with_kd(ws, self.sample_q(gen_z.shape[0]))
+        elif self.q_dim > 0:
             q = self.sample_q(gen_z.shape[0])
             img, img_d, kd = self.render_pair(ws, q, kd=self.kd_weight > 0)
         else:
             img, img_d, kd = self.synthesis(ws, None), None, None
-        terms["G/adv_sharp"] = F.softplus(-self.run_D(self.D, img, gen_c)).flatten()   # -log sigmoid
-        loss = terms["G/adv_sharp"]
+        loss = 0
+        if img is not None:
+            terms["G/adv_sharp"] = F.softplus(-self.run_D(self.D, img, gen_c)).flatten()   # -log sigmoid
+            loss = terms["G/adv_sharp"]
         if img_d is not None:
             terms["G/adv_degraded"] = F.softplus(-self.run_D(self.D_degraded, img_d, gen_c)).flatten()
             loss = loss + terms["G/adv_degraded"]
@@ -323,7 +334,7 @@ class QCLoss:
         ws = self.mapping(gen_z[:n], gen_c[:n])
         if not ws.requires_grad:         # frozen mapping: differentiate w.r.t. ws all the same
             ws = ws.detach().requires_grad_(True)
-        modes = [("sharp", None)]
+        modes = [] if self.sharp_frozen else [("sharp", None)]
         if self.q_dim > 0:
             modes.append(("degraded", self.sample_q(n)))
         terms: Dict[str, torch.Tensor] = {}
@@ -400,7 +411,7 @@ class QCLoss:
             else:
                 fake = stashed
         return self._d_main_common(self.D_degraded, real_img_degraded, real_c, fake, gen_c, gain, "Dd",
-                                   report_ada=False)
+                                   report_ada=self.sharp_frozen)
 
     def _dd_reg(self, real_img_degraded, real_c, gain, **_):
         return self._d_reg_common(self.D_degraded, real_img_degraded, real_c, gain, "Dd")

@@ -115,10 +115,13 @@ def reseed(seed: int) -> None:
 
 
 def trainable_generator_params(G: Generator, train_blocks: Any) -> List[torch.nn.Parameter]:
-    """Parameters G's optimiser updates: everything for 'all', else the top N synthesis blocks
-    (counted from the highest resolution). The mapping network trains only with 'all'."""
+    """Parameters G's optimiser updates: everything for 'all', the degradation path only for
+    'degrad' (see ``degradation_params``), else the top N synthesis blocks (counted from the
+    highest resolution). The mapping network trains only with 'all'."""
     if train_blocks in (None, "all"):
         return list(G.parameters())
+    if train_blocks == "degrad":
+        return degradation_params(G)
     n = int(train_blocks)
     resolutions = G.synthesis.block_resolutions
     if not 1 <= n <= len(resolutions):
@@ -126,6 +129,26 @@ def trainable_generator_params(G: Generator, train_blocks: Any) -> List[torch.nn
     params: List[torch.nn.Parameter] = []
     for res in resolutions[-n:]:
         params += list(getattr(G.synthesis, f"b{res}").parameters())
+    return params
+
+
+def degradation_params(G: Generator) -> List[torch.nn.Parameter]:
+    """The parameters that only the degraded mode uses (Sec. 3.2): each DegradBlock's ``convq``
+    stack and the weight and bias of the widened conv1 (its first C rows, which make x_c, get
+    their gradient zeroed by a hook, so Adam never moves them). Everything G(w, 0) depends on
+    stays the teacher's: with ``--train-blocks degrad``, q = 0 renders the teacher exactly."""
+    if not G.synthesis.degrad_resolutions:
+        raise UserError("--train-blocks degrad needs a QC generator (q_dim > 0)")
+    params: List[torch.nn.Parameter] = []
+    for res in G.synthesis.degrad_resolutions:
+        block = getattr(G.synthesis, f"b{res}")
+        c = block.convq.out_channels
+        for p in (block.conv1.weight, block.conv1.bias):
+            keep = torch.ones_like(p)
+            keep[:c] = 0                                   # rows of x_c: the sharp path
+            p.register_hook(lambda grad, keep=keep: grad * keep.to(grad.dtype))
+            params.append(p)
+        params += list(block.convq.parameters())
     return params
 
 
@@ -382,7 +405,9 @@ class Trainer:
             self.params["D_degraded"] = list(self.D_degraded.parameters())
             self.modules["D_degraded"] = self.D_degraded
         use_pl, use_r1 = opts.pl_weight > 0, opts.gamma > 0
-        self.phases = phase_table(self.D_degraded is not None, opts.r1_interval, opts.pl_interval, use_r1, use_pl)
+        sharp_frozen = self.train_blocks == "degrad"      # G(w, 0) cannot change: no sharp D phases
+        self.phases = phase_table(self.D_degraded is not None, opts.r1_interval, opts.pl_interval, use_r1, use_pl,
+                                  sharp=not sharp_frozen)
         self.optimizers = {
             "G": make_optimizer(g_params, opts.lr, opts.pl_interval if use_pl else None),
             "D": make_optimizer(self.params["D"], opts.lr, opts.r1_interval if use_r1 else None)}
@@ -401,7 +426,7 @@ class Trainer:
                            augment_pipe=self.augment_pipe, r1_gamma=opts.gamma, style_mixing=opts.style_mixing,
                            pl_weight=opts.pl_weight, pl_batch_shrink=opts.pl_batch_shrink, pl_decay=opts.pl_decay,
                            kd_weight=opts.kd_weight, autocast_dtype=autocast,
-                           force_fp32=opts.precision != "fp16")
+                           force_fp32=opts.precision != "fp16", sharp_frozen=sharp_frozen)
         if self.ada is not None:
             self.loss.ada_logits_hook = self.ada.accumulate
         self.degrader = RealDegrader(opts.degradation, self.dataset.resolution) if self.D_degraded is not None else None
@@ -650,7 +675,8 @@ def _train(run_dir: str, opts: dnnlib.EasyDict, progress_fn, signals: StopSignal
                 f"(asked {opts.get('precision_info', {}).get('requested', opts.precision)}, "
                 f"CPU {opts.get('precision_info', {}).get('cpu_capability', '?')})")
     dist.print0(module_summary({"G": trainer.G, "D": trainer.D, "D_degraded": trainer.D_degraded,
-                                "G_teacher": trainer.teacher}, trainer.params))
+                                "G_teacher": trainer.teacher},
+                               {m: p for m, p in trainer.params.items() if any(ph.module == m for ph in trainer.phases)}))
     if trainer.rank == 0:
         prepare_run_dir(run_dir, trainer.cur_nimg)
     if trainer.rank == 0 and trainer.cur_nimg == 0:
