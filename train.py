@@ -43,6 +43,7 @@ from dnnlib.util import cli_main
 @click.option("--train-blocks", default=None, help="Synthesis blocks G trains, from the top: N, 'all', or 'degrad' (only the DegradBlocks: q = 0 stays the teacher) [default: 3 when fine-tuning a stock model, else all]")
 @click.option("--gamma", type=float, default=None, help="R1 weight [default: preset]")
 @click.option("--lr", type=float, default=None, help="Learning rate of G and D [default: preset]")
+@click.option("--degraded-reals", type=bool, default=None, help="Plain runs: D sees reals through the degradation pipeline (the Table 1 baseline) [default: 0]")
 @click.option("--mirror", type=bool, default=None, help="Add x-flipped copies of the data [default: 0]")
 @click.option("--cond", type=bool, default=None, help="Class-conditional, labels from dataset.json [default: 0]")
 @click.option("--max-size", type=int, default=None, help="Use at most this many images")

@@ -67,7 +67,7 @@ def build_trainer(cli: dict, root: str):
     from training.launch import load_config, resolve_options
     from training.training_loop import Trainer, build_networks
     q_dim = cli["q_dim"] if cli.get("q_dim") is not None else load_config(cli["cfg"])["q_dim"]
-    opts = resolve_options(dict(cli, q_dim=0))
+    opts = resolve_options(dict(cli, q_dim=0, train_blocks=None))     # the stock network's options
     if q_dim > 0:             # a random stock generator: the start point and the teacher
         torch.manual_seed(0)
         nets = build_networks(opts, ImageDataset(opts.data))

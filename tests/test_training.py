@@ -116,6 +116,25 @@ def test_train_blocks_degrad_keeps_the_sharp_path_exactly(blobs, tmp_path):
                          for s in stats)
 
 
+def test_degraded_reals_baseline_trains_a_plain_g_on_degraded_images(blobs, tmp_path, monkeypatch):
+    # --degraded-reals (plain runs): the reals D sees are the degradation pipeline's outputs
+    # (Table 1's baseline: a StyleGAN2 fine-tuned on degraded images). The degrader is replaced
+    # by a marker (every pixel -0.25) so "D saw degraded reals" is an exact check.
+    from training import training_loop as tl
+    from training.launch import run_description
+    monkeypatch.setattr(tl.RealDegrader, "__call__", lambda self, u8, seed: torch.full(u8.shape, -0.25))
+    seen = []
+    original_d = tl.QCLoss._d_main
+    monkeypatch.setattr(tl.QCLoss, "_d_main",
+                        lambda self, real_img, **kw: seen.append(real_img.clone()) or original_d(self, real_img=real_img, **kw))
+    opts = _opts(blobs, kimg=0.016, q_dim=0, degraded_reals=True, snap=0)
+    assert "-plain-degradedreals-" in run_description(opts)
+    training_loop(str(tmp_path / "b"), opts)
+    assert seen and all(torch.equal(r, torch.full_like(r, -0.25)) for r in seen)
+    with pytest.raises(UserError, match="plain runs"):
+        _opts(blobs, degraded_reals=True)
+
+
 def test_nonfinite_loss_stops_naming_the_term(blobs, tmp_path, monkeypatch):
     from training import loss as loss_mod
     original = loss_mod.distillation_loss

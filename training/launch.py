@@ -28,7 +28,7 @@ DEGRADATION = "paper"          # the registered degradation mix used by training
 # Options that are not preset values, with their defaults.
 RUN_DEFAULTS = dict(gpus=1, seed=0, workers=2, device="auto", precision="auto", cond=False, mirror=False,
                     max_size=None, resume=None, init=None, teacher=None, metrics=[], aug_p=0.2, batch_gpu=None,
-                    degradation=DEGRADATION, inception=None)
+                    degradation=DEGRADATION, inception=None, degraded_reals=False)
 RESUME_LATEST = ("latest", "auto")      # --resume values that continue this run's newest snapshot
 SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d+(?:\.\d+)?)\.pt$")
 
@@ -103,6 +103,9 @@ def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
             opts.train_blocks = int(tb)
         except ValueError:
             raise UserError(f"--train-blocks must be 'all', 'degrad' or a number, got {tb}") from None
+    if opts.degraded_reals and opts.q_dim > 0:
+        raise UserError("--degraded-reals is for plain runs (--q-dim 0); a QC run already shows "
+                        "D_degraded degraded reals")
     if tb == "degrad":
         if opts.q_dim == 0:
             raise UserError("--train-blocks degrad trains the DegradBlocks: it needs --q-dim > 0")
@@ -198,7 +201,7 @@ def choose_run(outdir: str, opts) -> Tuple[str, Optional[str]]:
 
 def run_description(opts) -> str:
     desc = f"{opts.dataset_name}-{opts.cfg}-gpus{opts.gpus}-batch{opts.batch}"
-    desc += f"-q{opts.q_dim}" if opts.q_dim else "-plain"
+    desc += f"-q{opts.q_dim}" if opts.q_dim else ("-plain-degradedreals" if opts.get("degraded_reals") else "-plain")
     if opts.q_dim:
         desc += f"-kd{opts.kd_weight:g}"
     desc += f"-{opts.aug}" + (f"{opts.target:g}" if opts.aug == "ada" else "")

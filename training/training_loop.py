@@ -429,7 +429,11 @@ class Trainer:
                            force_fp32=opts.precision != "fp16", sharp_frozen=sharp_frozen)
         if self.ada is not None:
             self.loss.ada_logits_hook = self.ada.accumulate
-        self.degrader = RealDegrader(opts.degradation, self.dataset.resolution) if self.D_degraded is not None else None
+        # Degraded reals feed D_degraded; with --degraded-reals (plain runs) they replace the reals:
+        # a StyleGAN2 trained on degraded images, the baseline of the paper's Table 1.
+        self.degraded_reals = bool(opts.get("degraded_reals"))
+        self.degrader = RealDegrader(opts.degradation, self.dataset.resolution) \
+            if self.D_degraded is not None or self.degraded_reals else None
 
     # --- state ---------------------------------------------------------------------------------
     def rank_state(self) -> dict:
@@ -509,6 +513,8 @@ class Trainer:
         if self.degrader is not None:
             with self.timer("degradation of reals"):
                 real_deg = self.degrader(real_u8, seed % (1 << 31)).to(dev)
+            if self.degraded_reals:
+                real, real_deg = real_deg, None
         real_c = real_c.to(dev)
         gen_z = torch.randn([self.batch_rank, self.G.z_dim], device=dev)
         gen_c = torch.from_numpy(np.stack([self.dataset.get_label(np.random.randint(len(self.dataset)))
