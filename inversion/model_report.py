@@ -12,6 +12,10 @@ Each section is one claim of the paper, measured at our scale:
 * ``probe``: Sec. 4.6 on held-out faces: OpenCV Gaussian blur at 5 levels (sigma up to 2 px at
   64x64, i.e. 8 px at the probe's 256 px reference), q from the encoder, a linear classifier on a
   seeded 70/30 split (``inversion.probe``).
+* ``swd``: sample quality (needs ``--reals``, the training ZIP): SWD x 1e3 of the QC sharp mode,
+  the teacher, the QC degraded mode against ``paper``-degraded reals, and (``--baseline``) a plain
+  StyleGAN2 trained on degraded reals against the same degraded reals (the paper's Table 1 claim:
+  the degraded mode models degraded images better than such a baseline).
 * ``restoration``: Sec. 4.3 on held-out faces degraded by the ``paper`` pipeline (relative mode,
   seeded): PSNR/SSIM against the clean face of the degraded input, of OpenCV's non-local-means
   denoiser, and of the restoration (encoder, stage-1 steps, PTI, rendered at q = 0).
@@ -41,7 +45,10 @@ TARGETS = {
     "q_r2": 0.5,                          # R^2 of true q from predicted q
     "probe_blurry_vs_sharp": 0.95,
     "probe_blur_5_levels": 0.60,
+    "swd_sharp_max": 0.7 * 24.6,          # 0.7x the first shipped model's sharp SWD (x 1e3, 2k images)
+    "swd_sharp_vs_teacher": 1.10,         # QC sharp SWD within 10 % of its teacher's
 }
+SWD_IMAGES = 2000
 PROBE_SIGMAS_AT_256 = [1.6, 3.2, 4.8, 6.4, 8.0]     # -> 0.4 ... 2.0 px at 64x64
 NLM_STRENGTH = 10                                    # OpenCV's documented example (h = hColor = 10)
 DEFAULT_SPLIT = 0.7
@@ -157,10 +164,36 @@ def restoration(G, encoder, faces: Sequence[np.ndarray], seed: int, w_steps: int
             "restored_beats_nlm_ssim": bool(r["ssim"] > n["ssim"])}
 
 
+@torch.no_grad()
+def swd_scores(G, reals: str, device, G_teacher=None, baseline=None, num_images: int = SWD_IMAGES,
+               seed: int = 0) -> dict:
+    """SWD x 1e3 (mean over pyramid levels, and per level) of each generator against ``reals``:
+    QC sharp and teacher vs reals, QC degraded and the plain ``baseline`` vs degraded reals."""
+    from metrics import swd
+    from metrics.metric_utils import MetricOptions
+    runs = [("qc_sharp", G, "sharp", None), ("teacher", G_teacher, "sharp", None),
+            ("qc_degraded", G, "degraded", None), ("baseline_degraded", baseline, "degraded", "sharp")]
+    out: dict = {"reals": reals, "images": num_images}
+    for name, net, mode, gen_mode in runs:
+        if net is None:
+            continue
+        opts = MetricOptions(G=net.eval().to(device), dataset_kwargs={"path": reals}, device=torch.device(device),
+                             seed=seed, progress=True)
+        out[name] = swd.compute_swd(opts, mode, num_images, gen_mode=gen_mode)
+    avg = {k: v["avg"] for k, v in out.items() if isinstance(v, dict)}
+    out["sharp_within_0.7x_of_24.6"] = bool(avg["qc_sharp"] <= TARGETS["swd_sharp_max"])
+    if "teacher" in avg:
+        out["sharp_within_10pct_of_teacher"] = bool(avg["qc_sharp"] <= TARGETS["swd_sharp_vs_teacher"] * avg["teacher"])
+    if "baseline_degraded" in avg:
+        out["degraded_beats_baseline"] = bool(avg["qc_degraded"] < avg["baseline_degraded"])
+    return out
+
+
 def model_report(G, encoder, heldout: str, G_teacher=None, probe_images: int = 300, restore_images: int = 32,
                  q_samples: int = 256, teacher_seeds: int = 64, w_steps: int = 50, pti_steps: int = 100,
                  seed: int = 0, device="cpu", sections: Sequence[str] = ("teacher", "q_recovery", "probe",
-                                                                          "restoration")) -> dict:
+                                                                          "restoration"),
+                 reals: Optional[str] = None, baseline=None, swd_images: int = SWD_IMAGES) -> dict:
     """Run the named sections; returns the JSON-ready report."""
     G = G.eval().requires_grad_(False).to(device)
     if G.q_dim == 0:
@@ -186,6 +219,12 @@ def model_report(G, encoder, heldout: str, G_teacher=None, probe_images: int = 3
         elif section == "probe":
             faces = load_heldout_faces(heldout, probe_images, G.img_resolution)
             report[section] = probe(G, encoder, faces, seed, device)
+        elif section == "swd":
+            if reals is None:
+                report[section] = {"skipped": "no --reals given (the training ZIP the SWD compares with)"}
+                continue
+            report[section] = swd_scores(G, reals, device, G_teacher=G_teacher, baseline=baseline,
+                                         num_images=swd_images, seed=seed)
         elif section == "restoration":
             faces = load_heldout_faces(heldout, restore_images, G.img_resolution)
             report[section] = restoration(G, encoder, faces, seed, w_steps, pti_steps, device)
@@ -206,12 +245,15 @@ def model_report(G, encoder, heldout: str, G_teacher=None, probe_images: int = 3
 @click.option("--q-samples", type=click.IntRange(min=40), default=256, show_default=True)
 @click.option("--w-steps", type=click.IntRange(min=0), default=50, show_default=True, help="Restoration stage-1 steps.")
 @click.option("--pti-steps", type=click.IntRange(min=0), default=100, show_default=True, help="Restoration PTI steps.")
+@click.option("--reals", default=None, type=click.Path(), help="Training ZIP for the swd section.")
+@click.option("--baseline", default=None, help="Plain StyleGAN2 trained on degraded reals (train.py --degraded-reals) for the swd section.")
+@click.option("--swd-images", type=click.IntRange(min=64), default=SWD_IMAGES, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", default="model_report.json", show_default=True, help="JSON report.")
 @cli_main
 def main(network, encoder, teacher, heldout, sections, probe_images, restore_images, q_samples, w_steps,
-         pti_steps, seed, device, out):
+         pti_steps, reals, baseline, swd_images, seed, device, out):
     """Measure a QC model and its encoders on held-out faces (the model card's numbers)."""
     from inversion.encoders import load_encoder
     from training import pretrained
@@ -224,10 +266,12 @@ def main(network, encoder, teacher, heldout, sections, probe_images, restore_ima
     G = load_generator(net_path, device="cpu", require_qc=True)
     T = load_generator(teacher, device="cpu") if teacher else None
     E = load_encoder(enc_path, device=device, generator=G) if enc_path else None
+    B = load_generator(baseline, device="cpu") if baseline else None
     report = model_report(G, E, heldout, G_teacher=T, probe_images=probe_images, restore_images=restore_images,
                           q_samples=q_samples, w_steps=w_steps, pti_steps=pti_steps, seed=seed, device=device,
-                          sections=[s.strip() for s in sections.split(",") if s.strip()])
-    report["files"] = {"network": net_path, "encoder": enc_path, "teacher": teacher}
+                          sections=[s.strip() for s in sections.split(",") if s.strip()],
+                          reals=reals, baseline=B, swd_images=swd_images)
+    report["files"] = {"network": net_path, "encoder": enc_path, "teacher": teacher, "baseline": baseline}
     with atomic_write(out) as f:
         f.write(json.dumps(report, indent=2).encode())
     print(json.dumps({k: v for k, v in report.items() if isinstance(v, dict)}, indent=1)[:4000])

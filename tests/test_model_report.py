@@ -54,3 +54,18 @@ def test_report_sections_on_a_tiny_model(tmp_path):
     json.dumps(rep)                                          # JSON-ready
     with pytest.raises(UserError, match="need --encoder"):
         mr.model_report(G, None, heldout, sections=("probe",))
+
+
+def test_swd_section_scores_each_generator_against_its_reals(tmp_path):
+    # The teacher given here is G itself (its sharp mode), so the sharp scores must agree exactly;
+    # the baseline (G's sharp images against degraded reals) differs from G's degraded mode.
+    G = tiny_generator(resolution=16, q_dim=2)
+    rng = np.random.RandomState(0)
+    reals = _heldout_zip(tmp_path / "reals.zip", [rng.randint(0, 256, (16, 16, 3)).astype(np.uint8) for _ in range(64)])
+    rep = mr.model_report(G, None, reals, G_teacher=G, sections=("swd",), reals=reals, baseline=G, swd_images=64)
+    s = rep["swd"]
+    assert s["qc_sharp"]["avg"] == s["teacher"]["avg"] and s["sharp_within_10pct_of_teacher"]
+    assert s["baseline_degraded"]["avg"] != s["qc_degraded"]["avg"]
+    assert all(np.isfinite(s[k]["avg"]) and s[k]["avg"] >= 0 for k in ("qc_sharp", "qc_degraded", "baseline_degraded"))
+    assert mr.model_report(G, None, reals, sections=("swd",))["swd"]["skipped"].startswith("no --reals")
+    json.dumps(rep)
