@@ -11,7 +11,7 @@ from conftest import assert_close_scaled, shared_path
 from dnnlib.util import UserError
 from torch_utils.safe_pickle import load_pickle
 from training.checkpoint import (infer_generator_kwargs, load_network, save_checkpoint,
-                                 widen_generator)
+                                 WIDEN_RESIDUAL_GAIN, widen_generator)
 from training.networks import Generator
 
 
@@ -167,6 +167,11 @@ def test_widen_stock_generator_renders_stock_image_at_q0():
         torch.testing.assert_close(G_qc(z), G(z), rtol=0, atol=0)
         torch.testing.assert_close(G_qc(z, q=torch.zeros(3, 4)), G(z), rtol=1e-6, atol=1e-6)
         assert (G_qc(z, q=torch.randn(3, 4)) - G(z)).abs().max() > 1e-4
+    # The fresh residual starts small (WIDEN_RESIDUAL_GAIN): the last convq layer is the scaled copy
+    # of what the same seed gives at gain 1; the layers before it are untouched.
+    full = widen_generator(G, q_dim=4, residual_gain=1.0)
+    torch.testing.assert_close(b16.convq[-1].weight, full.synthesis.b16.convq[-1].weight * WIDEN_RESIDUAL_GAIN)
+    torch.testing.assert_close(b16.convq[0].weight, full.synthesis.b16.convq[0].weight, rtol=0, atol=0)
 
 
 def test_widen_official_pickle_generator():

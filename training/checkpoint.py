@@ -349,13 +349,22 @@ def _load_torch_file(path: str) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Stock StyleGAN2 -> QC-StyleGAN.
 
+# The last convq layer of a widened generator starts at this fraction of its default
+# initialisation. At 1 the fresh residual drowns the image (the shipped teacher widened: G(w, q)
+# 7 dB PSNR from G(w, 0), q ~ N(0, I)); at 0.03 the degraded mode starts 36 dB from the sharp one,
+# a faint change that D_degraded then grows into degradations.
+WIDEN_RESIDUAL_GAIN = 0.03
+
+
 def widen_generator(G: Generator, q_dim: int = 16, degrad_blocks: int = 2, degrad_channels: int = 16,
-                    degrad_layers: int = 3, seed: Optional[int] = 0) -> Generator:
+                    degrad_layers: int = 3, seed: Optional[int] = 0,
+                    residual_gain: float = WIDEN_RESIDUAL_GAIN) -> Generator:
     """A QC generator initialised from a plain StyleGAN2 generator (Sec. 3.3, fine-tuning).
 
     Matching tensors are copied by name; in the DegradBlock blocks the stock conv1 weight/bias
     fill the first ``out_channels`` rows of the widened conv1, while its extra rows and ``convq``
-    keep a fresh initialisation. At q = 0 the result renders exactly the stock image.
+    keep a fresh initialisation, the last ``convq`` layer scaled by ``residual_gain`` (see
+    ``WIDEN_RESIDUAL_GAIN``). At q = 0 the result renders exactly the stock image.
     """
     if G.q_dim != 0:
         raise UserError("widen_generator expects a plain StyleGAN2 generator (q_dim=0)")
@@ -370,6 +379,9 @@ def widen_generator(G: Generator, q_dim: int = 16, degrad_blocks: int = 2, degra
     else:
         G_qc = Generator(**kwargs)
     copy_state(G_qc, G.state_dict(), what="widen_generator", allow_widen=True)
+    with torch.no_grad():
+        for res in G_qc.synthesis.degrad_resolutions:
+            getattr(G_qc.synthesis, f"b{res}").convq[-1].weight.mul_(residual_gain)
     return G_qc.to(next(G.parameters()).device).train(G.training)
 
 
