@@ -116,6 +116,22 @@ def test_train_blocks_degrad_keeps_the_sharp_path_exactly(blobs, tmp_path):
                          for s in stats)
 
 
+def test_degradation_params_mask_the_sharp_rows_of_a_frozen_loaded_generator(blobs):
+    # Files load frozen (requires_grad False, as --init gives them): the hook must still attach,
+    # and a backward must leave conv1's x_c rows without gradient while its extra rows get one.
+    from training.training_loop import degradation_params
+    G = ckpt.widen_generator(ckpt.load_network(blobs.stock)["G"], q_dim=4).requires_grad_(False)
+    params = degradation_params(G)
+    z, q = torch.randn(2, G.z_dim), torch.randn(2, 4)
+    G(z, None, q=q).square().mean().backward()
+    for res in G.synthesis.degrad_resolutions:
+        block = getattr(G.synthesis, f"b{res}")
+        c = block.convq.out_channels
+        for p in (block.conv1.weight, block.conv1.bias):
+            assert any(p is x for x in params)
+            assert p.grad[:c].abs().max() == 0 and p.grad[c:].abs().max() > 0
+
+
 def test_degraded_reals_baseline_trains_a_plain_g_on_degraded_images(blobs, tmp_path, monkeypatch):
     # --degraded-reals (plain runs): the reals D sees are the degradation pipeline's outputs
     # (Table 1's baseline: a StyleGAN2 fine-tuned on degraded images). The degrader is replaced

@@ -146,6 +146,7 @@ def degradation_params(G: Generator) -> List[torch.nn.Parameter]:
         for p in (block.conv1.weight, block.conv1.bias):
             keep = torch.ones_like(p)
             keep[:c] = 0                                   # rows of x_c: the sharp path
+            p.requires_grad_(True)     # (a hook needs it; each phase sets requires_grad afterwards)
             p.register_hook(lambda grad, keep=keep: grad * keep.to(grad.dtype))
             params.append(p)
         params += list(block.convq.parameters())
