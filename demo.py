@@ -28,6 +28,7 @@ import time
 import click
 import numpy as np
 
+from dnnlib.image_io import make_grid, write_image
 from dnnlib.util import UserError, atomic_write, cli_main
 
 DEMO_PTI_STEPS = 50      # light PTI: the encoder gives the start; keeps the demo to minutes on 2 cores
@@ -66,7 +67,7 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     from inversion.applications.restore import restore_folder
     from inversion.encoders import load_encoder
     from training.checkpoint import load_network
-    from training.generation import generate_images, make_grid, save_png
+    from training.generation import generate_images
     from training.pretrained import BOUNDARIES, is_shipped, resolve_encoder, resolve_network
 
     t0 = time.time()
@@ -114,7 +115,7 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     # 6. Overview and index.
     rows = [[read_image(os.path.join(d[k], n)) for n in names] for k in ("clean", "degraded", "restored")]
     tiles = [np.kron(im, np.ones((VIEW_SCALE, VIEW_SCALE, 1), np.uint8)) for row in rows for im in row]
-    save_png(os.path.join(outdir, "overview.png"), make_grid(tiles, len(names)))
+    write_image(os.path.join(outdir, "overview.png"), make_grid(tiles, len(names)))
 
     summary = {"network": os.path.relpath(network), "encoder": os.path.relpath(encoder) if encoder else None,
                "pairs": pairs, "restored": n_restore, "w_steps": w_steps, "pti_steps": pti_steps,

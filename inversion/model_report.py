@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dnnlib.image_io import PIXEL_RANGE, from_uint8_hwc, to_uint8_hwc
 from dnnlib.util import UserError, atomic_write, cli_main
 
 # Targets of the shipped-model issue, reported beside the measurements (not enforced here).
@@ -63,11 +64,11 @@ def load_heldout_faces(path: str, count: int, resolution: int) -> List[np.ndarra
 def teacher_agreement(G, G_teacher, seeds: Sequence[int], device) -> dict:
     """Mean PSNR between G(w, 0) and the teacher's synthesis of the same w, uint8 renders."""
     from metrics.image_metrics import psnr
-    from training.generation import seed_to_z, to_uint8
+    from training.generation import seed_to_z
     z = torch.from_numpy(np.concatenate([seed_to_z(s, G.z_dim) for s in seeds])).float().to(device)
     ws = G.mapping(z, None)                                                  # [N, num_ws, w_dim]
-    a = to_uint8(G.synthesis(ws, None, noise_mode="const"))
-    b = to_uint8(G_teacher.synthesis(ws, noise_mode="const"))
+    a = to_uint8_hwc(G.synthesis(ws, None, noise_mode="const"))
+    b = to_uint8_hwc(G_teacher.synthesis(ws, noise_mode="const"))
     values = [float(psnr(x, y)) for x, y in zip(a, b)]
     return {"seeds": [int(s) for s in seeds], "psnr_db_mean": float(np.mean(values)),
             "psnr_db_min": float(np.min(values)), "target": TARGETS["teacher_psnr_db"]}
@@ -89,14 +90,13 @@ def linear_r2(pred: np.ndarray, true: np.ndarray, split: float = DEFAULT_SPLIT) 
 @torch.no_grad()
 def q_recovery(G, encoder, count: int, seed: int, device, batch: int = 32) -> dict:
     """The q encoder on G(w, q) with known q ~ N(0, I)."""
-    from inversion.api import to_tensor
-    from training.generation import seed_to_q, seed_to_z, to_uint8
+    from training.generation import seed_to_q, seed_to_z
     true_q, pred_q = [], []
     for lo in range(0, count, batch):
         seeds = range(seed + lo, seed + min(count, lo + batch))
         z = torch.from_numpy(np.concatenate([seed_to_z(s, G.z_dim) for s in seeds])).float().to(device)
         q = torch.from_numpy(np.concatenate([seed_to_q(s, G.q_dim) for s in seeds])).float().to(device)
-        img = to_tensor(to_uint8(G.synthesis(G.mapping(z, None), q, noise_mode="const")), device)
+        img = from_uint8_hwc(to_uint8_hwc(G.synthesis(G.mapping(z, None), q, noise_mode="const")), device=device)
         _, q_hat = encoder(img)                        # from the 8-bit image, as a user's file
         true_q.append(q.cpu().numpy())
         pred_q.append(q_hat.cpu().numpy())
@@ -120,11 +120,10 @@ def probe(G, encoder, faces: Sequence[np.ndarray], seed: int, device) -> dict:
 def degrade_faces(faces: Sequence[np.ndarray], seed: int) -> List[np.ndarray]:
     """The ``paper`` pipeline, relative mode, one seeded draw per face."""
     from degradations import build_pipeline
-    from degradations.functional import to_uint8_hwc
     pipe = build_pipeline("paper", faces[0].shape[0], mode="relative")
-    x = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float()
+    x = from_uint8_hwc(list(faces), PIXEL_RANGE)
     y, _ = pipe(x, generator=torch.Generator().manual_seed(seed))
-    return list(to_uint8_hwc(y))
+    return list(to_uint8_hwc(y, PIXEL_RANGE))
 
 
 def nlm_denoise(img: np.ndarray, strength: int = NLM_STRENGTH) -> np.ndarray:

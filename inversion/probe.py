@@ -29,6 +29,7 @@ import click
 import numpy as np
 import torch
 
+from dnnlib.image_io import from_uint8_hwc, to_uint8_hwc
 from dnnlib.util import UserError, atomic_write, cli_main
 
 from .applications.linear import DEFAULT_TEST_FRACTION, fit_and_evaluate
@@ -113,7 +114,7 @@ def encode_q(G, images: Sequence[np.ndarray], encoder=None, w_steps: Optional[in
     q = 0 the DegradBlock's residual is 0 before its first ReLU, whose gradient there is 0, so
     q = 0 is a stationary point of the reconstruction loss and would never move.
     """
-    from inversion.api import invert_images, prepare_image, to_tensor
+    from inversion.api import invert_images, prepare_image
     if encoder is not None:
         res = invert_images(G, list(images), encoder=encoder, pti_steps=0, w_steps=w_steps, device=device,
                             progress=progress, batch_size=batch_size)
@@ -129,7 +130,7 @@ def encode_q(G, images: Sequence[np.ndarray], encoder=None, w_steps: Optional[in
     for lo in range(0, len(images), batch_size):
         batch = [prepare_image(im, G.img_resolution, G.img_channels) for im in images[lo:lo + batch_size]]
         q0 = (Q_INIT_STD * torch.randn([len(batch), G.q_dim], generator=gen)).to(device)
-        _, q = optimize_latents(G, to_tensor(batch, device), loss_fn,
+        _, q = optimize_latents(G, from_uint8_hwc(batch, device=device), loss_fn,
                                 DEFAULT_W_STEPS if w_steps is None else w_steps, opts, q_init=q0)
         out.append(q.cpu().numpy())
     return np.concatenate(out)
@@ -164,12 +165,11 @@ def run_probe(G, clean_images: Sequence[np.ndarray], families: Sequence[str] = (
 def sample_clean_images(G, count: int, seed: int = 0, device="cpu") -> List[np.ndarray]:
     """The generator's sharp samples G(w, 0) for seeds seed..seed+count-1."""
     from .applications.latents import render, seed_latents
-    from training.generation import to_uint8
     out = []
     lats = seed_latents(G, range(seed, seed + count), device)
     for lo in range(0, count, 16):
         ws = torch.stack([l.w for l in lats[lo:lo + 16]])
-        out.extend(to_uint8(render(G, ws, None, device=device)[0]))
+        out.extend(to_uint8_hwc(render(G, ws, None, device=device)[0]))
     return out
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from dnnlib.image_io import save_grid, to_uint8
 from dnnlib.util import UserError, append_jsonl, atomic_write
 
 from .encoders import InversionEncoder, read_encoder_file, save_encoder
@@ -182,7 +183,6 @@ class EncoderTrainer:
     # -- validation images ------------------------------------------------------------------
     def save_validation(self, path: str) -> None:
         """Rows: input, G(w, q), G(w, 0) of a fixed batch."""
-        from training.training_loop import save_grid, to_uint8
         n = self.opts.val_images
         gen = torch.Generator().manual_seed(step_seed(self.opts.seed, -1))
         img = self.synthetic_rows(n, gen)[0] if self.dataset is None else self.real_rows(n, gen)[0]

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from dnnlib.image_io import to_uint8
 from dnnlib.util import UserError
 from torch_utils.misc import assert_shape
 
@@ -231,7 +232,7 @@ def generate_images(opts: MetricOptions, mode: str, k: int, count: int) -> torch
         torch.manual_seed(noise_seed)
         img = G(z.to(opts.device), c.to(opts.device), q=q, **opts.G_kwargs)
     assert_shape(img, [count, G.img_channels, G.img_resolution, G.img_resolution])
-    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return to_uint8(img)
 
 
 def iterate_generated_images(opts: MetricOptions, mode: str, num_items: int,

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from dnnlib.image_io import save_grid, to_uint8
 from dnnlib.util import UserError, append_jsonl, format_time, remove_stale_temp_files, rewrite_jsonl
 from torch_utils import distributed as dist
 from torch_utils import training_stats
@@ -278,26 +279,6 @@ class RealDegrader:
         if gray:
             y = y.mean(dim=1, keepdim=True)
         return y / 127.5 - 1
-
-
-def to_uint8(img: torch.Tensor) -> torch.Tensor:
-    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-
-
-def save_grid(path: str, rows: List[torch.Tensor], cols: int) -> None:
-    """uint8 images [N, C, H, W] laid out ``cols`` per row -> PNG."""
-    from dnnlib.image_io import write_image
-    imgs = torch.cat(rows).cpu()
-    n, c, h, w = imgs.shape
-    grid_rows = (n + cols - 1) // cols
-    canvas = torch.zeros([c, grid_rows * h, cols * w], dtype=torch.uint8)
-    for i in range(n):
-        r, k = divmod(i, cols)
-        canvas[:, r * h:(r + 1) * h, k * w:(k + 1) * w] = imgs[i]
-    arr = canvas.permute(1, 2, 0).numpy()
-    if c == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    write_image(path, arr)
 
 
 def grid_shape(resolution: int) -> tuple:

@@ -21,9 +21,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from dnnlib.image_io import make_grid, to_uint8_hwc, write_image
 from dnnlib.util import UserError, append_jsonl
 from torch_utils.misc import assert_shape
-from training.generation import make_grid, save_png, seed_to_q, to_uint8
+from training.generation import seed_to_q
 
 from .latents import Latent, generator_for, render
 
@@ -110,19 +111,19 @@ def synthesize_folder(G, sources: Sequence[Latent], mode: str, outdir: str, valu
     for src in it:
         qs, tags = q_variants(src, mode, values, reference, seeds)
         sharp, deg = synthesize(G, src, qs, device=device)
-        s8, d8 = to_uint8(sharp), to_uint8(deg)
+        s8, d8 = to_uint8_hwc(sharp), to_uint8_hwc(deg)
         folder = os.path.join(outdir, src.name)
-        save_png(os.path.join(folder, "sharp.png"), s8[0])
+        write_image(os.path.join(folder, "sharp.png"), s8[0])
         for i, tag in enumerate(tags):
-            save_png(os.path.join(folder, f"{tag}.png"), d8[i])
+            write_image(os.path.join(folder, f"{tag}.png"), d8[i])
             append_jsonl(records_path, {"name": src.name, "mode": mode, "tag": tag, "file": f"{src.name}/{tag}.png",
                                         "value": (list(values)[i] if mode in ("interpolate", "scale") else
                                                   int(seeds[i]) if mode == "novel" else None),
                                         "source": src.source, "reference": reference.source if reference else None,
                                         "q": qs[i].tolist()})
         row = [s8[0]] + list(d8)
-        save_png(os.path.join(folder, "grid.png"), make_grid(row, len(row)))
+        write_image(os.path.join(folder, "grid.png"), make_grid(row, len(row)))
         rows.append(row)
     if rows and all(len(r) == len(rows[0]) for r in rows):
-        save_png(os.path.join(outdir, "grid.png"), make_grid([im for r in rows for im in r], len(rows[0])))
+        write_image(os.path.join(outdir, "grid.png"), make_grid([im for r in rows for im in r], len(rows[0])))
     return {"images": len(sources), "renders": sum(len(r) - 1 for r in rows)}

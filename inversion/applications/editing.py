@@ -18,9 +18,9 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from dnnlib.image_io import make_grid, to_uint8_hwc, write_image
 from dnnlib.util import UserError, append_jsonl, read_jsonl
 from torch_utils.misc import assert_shape
-from training.generation import make_grid, save_png, to_uint8
 
 from .latents import Latent, generator_for, render
 
@@ -78,15 +78,15 @@ def edit_latents(G, latents: Sequence[Latent], direction: torch.Tensor, strength
             summary["skipped"] += 1
         else:
             sharp, deg = edit_latent(G, lat, direction, strengths, device=device)
-            s8, d8 = to_uint8(sharp), to_uint8(deg)
+            s8, d8 = to_uint8_hwc(sharp), to_uint8_hwc(deg)
             for i, a in enumerate(strengths):
-                save_png(os.path.join(folder, f"degraded_{strength_tag(a)}.png"), d8[i])
-                save_png(os.path.join(folder, f"sharp_{strength_tag(a)}.png"), s8[i])
+                write_image(os.path.join(folder, f"degraded_{strength_tag(a)}.png"), d8[i])
+                write_image(os.path.join(folder, f"sharp_{strength_tag(a)}.png"), s8[i])
                 stats = residual_stats(deg[i], sharp[i])
                 append_jsonl(records_path, {"name": lat.name, "strength": a, "source": lat.source,
                                             "residual_mean": stats["mean"], "residual_std": stats["std"],
                                             **({"direction": direction_info} if direction_info else {})})
-            save_png(os.path.join(folder, "grid.png"), make_grid(list(d8) + list(s8), len(strengths)))
+            write_image(os.path.join(folder, "grid.png"), make_grid(list(d8) + list(s8), len(strengths)))
             summary["written"] += 1
         if bar is not None:
             bar.update(1)

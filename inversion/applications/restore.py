@@ -47,16 +47,6 @@ COMPARE_DIR = "compare"
 INVERSIONS_DIR = "inversions"
 
 
-def resize_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 [h, w, C] -> [height, width, C] with Lanczos (no-op when the size matches)."""
-    if img.shape[:2] == (height, width):
-        return img
-    from PIL import Image
-    pil = Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img)
-    out = np.asarray(pil.resize((width, height), Image.LANCZOS))
-    return out[:, :, None] if out.ndim == 2 else out
-
-
 def find_gt(gt_dir: str, source: str) -> Optional[str]:
     exact = os.path.join(gt_dir, source)
     if os.path.isfile(exact):
@@ -236,9 +226,8 @@ def sharp_image(G, res, name: str, device) -> np.ndarray:
         return np.asarray(res.sharp)
     import torch
     from .latents import Latent, generator_for, render
-    from training.generation import to_uint8
     lat = Latent(name=name, w=torch.as_tensor(res.w).float(), q=torch.as_tensor(res.q).float(), delta=res.delta)
-    return np.asarray(to_uint8(render(generator_for(G, lat), lat.w[None], None, device=device)[0])[0])
+    return np.asarray(image_io.to_uint8_hwc(render(generator_for(G, lat), lat.w[None], None, device=device)[0])[0])
 
 
 def _restore_photos(G, pipeline, photos, alphas, outdir, encoder, inv_options, inversions, keep_inversions, compare,
@@ -269,7 +258,7 @@ def _finish_image(G, res, src: str, out_rel: str, img: np.ndarray, outdir: str, 
     """Render (or take) G_θ(w, 0), resize back, write it, score it. Returns its record."""
     h, w = img.shape[:2]
     sharp = sharp_image(G, res, out_rel, device)
-    restored = resize_to(np.asarray(sharp), h, w)
+    restored = image_io.resize(np.asarray(sharp), h, w)
     if restored.shape[2] != img.shape[2]:
         restored = np.repeat(restored, img.shape[2], axis=2) if restored.shape[2] == 1 else restored[:, :, :img.shape[2]]
     image_io.write_image(os.path.join(outdir, out_rel), restored)
