@@ -90,9 +90,8 @@ def main():
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.network:
-        from training.checkpoint import load_network
-        nets = load_network(args.network, device=device)
-        G, name = nets.get("G_ema", nets.get("G")).eval().requires_grad_(False), os.path.basename(args.network)
+        from training.checkpoint import load_generator
+        G, name = load_generator(args.network, device=device), os.path.basename(args.network)
     else:
         torch.manual_seed(0)
         G, name = Generator(**CONFIGS[args.config]).eval().requires_grad_(False).to(device), args.config

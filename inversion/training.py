@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from degradations import build_pipeline
 from dnnlib.image_io import save_grid, to_uint8
 from dnnlib.util import UserError, append_jsonl, atomic_write
 
@@ -76,7 +77,6 @@ class EncoderTrainer:
         self.n_syn = {"synthetic": o.batch, "real": 0, "mixed": int(round(o.batch * o.synthetic_frac))}[o.mode]
         self.pipe = None
         if self.dataset is not None:
-            from degradations import build_pipeline
             self.pipe = build_pipeline(o.degradations, resolution=G.img_resolution)
             if self.dataset.resolution != G.img_resolution:
                 raise UserError(f"dataset resolution {self.dataset.resolution} differs from the network's "

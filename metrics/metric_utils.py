@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from dnnlib.image_io import to_uint8
+from dnnlib.image_io import PIXEL_RANGE, to_uint8
 from dnnlib.util import UserError
 from torch_utils.misc import assert_shape
 
@@ -194,7 +194,7 @@ def iterate_real_images(opts: MetricOptions, mode: str, num_items: Optional[int]
             if imgs.shape[1] != 3:
                 raise UserError("degraded metrics need RGB datasets (the degradation pipeline is RGB)")
             y, _records = pipe(imgs.to(opts.device, torch.float32), generator=gen)
-            imgs = y.round().clamp(0, 255).to(torch.uint8)
+            imgs = to_uint8(y, PIXEL_RANGE)
         if bar is not None:
             bar.update((stop - start) * opts.num_gpus)
         yield imgs.to(opts.device)

@@ -208,18 +208,6 @@ def build_networks(opts: dnnlib.EasyDict, dataset: ImageDataset) -> Dict[str, to
     return {"G": G, "D": D, "D_degraded": D_degraded}
 
 
-def _pick_generator(nets: Dict[str, Any], path: str) -> Generator:
-    G = nets.get("G_ema") or nets.get("G")
-    if G is None:
-        raise UserError(f"{path} holds no generator")
-    return G
-
-
-def load_teacher(path: str) -> Generator:
-    nets = ckpt.load_network(path)
-    return _pick_generator(nets, path)
-
-
 def init_from_file(opts, dataset, nets) -> Dict[str, Any]:
     """Networks (and the teacher) from ``opts.resume``: our checkpoint, a StyleGAN2-ADA pickle,
     an official QC-StyleGAN pickle or a bare generator state_dict. Stock generators are widened
@@ -237,7 +225,7 @@ def init_from_file(opts, dataset, nets) -> Dict[str, Any]:
     stock = src_G.q_dim == 0
     if stock and opts.q_dim > 0:
         out["training_state"] = None          # a new QC run starts from the stock model
-        out["teacher"] = out["teacher"] or copy.deepcopy(_pick_generator(loaded, opts.resume))
+        out["teacher"] = out["teacher"] or copy.deepcopy(ckpt.pick_generator(loaded, opts.resume))
         for key in ("G", "G_ema"):
             src = loaded.get(key) or src_G
             loaded[key] = ckpt.widen_generator(src, q_dim=opts.q_dim)
@@ -327,7 +315,7 @@ class Trainer:
         else:
             self.G_ema_init = copy.deepcopy(nets["G"])
         if opts.teacher:
-            teacher = load_teacher(opts.teacher)
+            teacher = ckpt.load_generator(opts.teacher)
         if nets["G"].q_dim > 0 and opts.kd_weight > 0 and teacher is None:
             raise UserError("QC training needs a teacher: pass --teacher FILE, or --resume a stock "
                             "StyleGAN2 file (it becomes the teacher), or --kd-weight 0")

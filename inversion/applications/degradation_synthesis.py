@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from dnnlib.image_io import make_grid, to_uint8_hwc, write_image
 from dnnlib.util import UserError, append_jsonl
@@ -106,7 +107,6 @@ def synthesize_folder(G, sources: Sequence[Latent], mode: str, outdir: str, valu
     records_path = os.path.join(outdir, RECORDS_FILE)
     it = sources
     if progress:
-        from tqdm import tqdm
         it = tqdm(sources, desc=mode, unit="img", file=sys.stderr)
     for src in it:
         qs, tags = q_variants(src, mode, values, reference, seeds)
