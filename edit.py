@@ -19,7 +19,7 @@ import os
 import click
 
 from dnnlib.util import UserError, cli_main, parse_range
-from inversion.applications.degradation_synthesis import synthesize_folder
+from inversion.applications.degradation_synthesis import synthesize_degradations
 from inversion.applications.directions import fit_boundary_on_latents, pick_direction, read_labels, save_boundary
 from inversion.applications.editing import edit_folder
 from inversion.applications.latents import latents_from_images, load_latents
@@ -106,30 +106,12 @@ def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, batch
 @cli_main
 def degradation_cmd(network, source, reference, alphas, q_seeds, scales, outdir, device, quiet):
     """Keep w, change q: novel (--q-seeds), transfer (--reference), interpolate (--reference --alphas), scale."""
-    picked = [k for k, v in (("alphas", alphas), ("q-seeds", q_seeds), ("scales", scales)) if v is not None]
-    if len(picked) > 1:
-        raise UserError(f"give only one of --alphas, --q-seeds, --scales (got {', '.join(picked)})")
     models = load_models(network, device=device, with_encoder=False)
-    G, device = models.G, models.device
-    ref = None
-    if reference is not None:
-        refs = load_latents(G, reference, device=device)
-        if len(refs) != 1:
-            raise UserError(f"--reference must be one image, found {len(refs)} under {reference}")
-        ref = refs[0]
-    if alphas is not None:
-        mode, values, seeds = "interpolate", _floats(alphas, "--alphas"), ()
-    elif q_seeds is not None:
-        mode, values, seeds = "novel", (), parse_range(q_seeds)
-    elif scales is not None:
-        mode, values, seeds = "scale", _floats(scales, "--scales"), ()
-    elif ref is not None:
-        mode, values, seeds = "transfer", (), ()
-    else:
-        raise UserError("say what to do: --reference (transfer), --reference --alphas, --q-seeds or --scales")
-    sources = load_latents(G, source, device=device)
-    summary = synthesize_folder(G, sources, mode, outdir, values=values, reference=ref, seeds=seeds,
-                                device=device, progress=not quiet)
+    mode, summary = synthesize_degradations(
+        models, source, outdir, reference=reference,
+        alphas=_floats(alphas, "--alphas") if alphas is not None else None,
+        q_seeds=parse_range(q_seeds) if q_seeds is not None else None,
+        scales=_floats(scales, "--scales") if scales is not None else None, progress=not quiet)
     click.echo(f"{mode}: {summary['renders']} renders of {summary['images']} images -> {outdir}")
 
 

@@ -27,7 +27,7 @@ from dnnlib.util import UserError, append_jsonl
 from torch_utils.misc import assert_shape
 from training.generation import seed_to_q
 
-from .latents import Latent, generator_for, render
+from .latents import Latent, generator_for, load_latents, render
 
 RECORDS_FILE = "degradation.jsonl"
 MODES = ("novel", "transfer", "interpolate", "scale")
@@ -127,3 +127,35 @@ def synthesize_folder(G, sources: Sequence[Latent], mode: str, outdir: str, valu
     if rows and all(len(r) == len(rows[0]) for r in rows):
         write_image(os.path.join(outdir, "grid.png"), make_grid([im for r in rows for im in r], len(rows[0])))
     return {"images": len(sources), "renders": sum(len(r) - 1 for r in rows)}
+
+
+def synthesize_degradations(models, source: str, outdir: str, reference: Optional[str] = None,
+                            alphas: Optional[Sequence[float]] = None, q_seeds: Optional[Sequence[int]] = None,
+                            scales: Optional[Sequence[float]] = None, progress: bool = True) -> Tuple[str, dict]:
+    """The library of ``edit.py degradation``: the latents of ``source`` (an inversions folder,
+    one image's folder or ``seeds:RANGE``) with their q interpolated towards ``reference``'s
+    (``alphas``), novel (``q_seeds``), scaled (``scales``) or transferred (``reference`` alone).
+    ``models``: ``inversion.models.Models``. Returns (mode, ``synthesize_folder``'s counts)."""
+    G, device = models.G, models.device
+    picked = [k for k, v in (("alphas", alphas), ("q-seeds", q_seeds), ("scales", scales)) if v is not None]
+    if len(picked) > 1:
+        raise UserError(f"give only one of --alphas, --q-seeds, --scales (got {', '.join(picked)})")
+    ref = None
+    if reference is not None:
+        refs = load_latents(G, reference, device=device)
+        if len(refs) != 1:
+            raise UserError(f"--reference must be one image, found {len(refs)} under {reference}")
+        ref = refs[0]
+    if alphas is not None:
+        mode, values, seeds = "interpolate", list(alphas), ()
+    elif q_seeds is not None:
+        mode, values, seeds = "novel", (), list(q_seeds)
+    elif scales is not None:
+        mode, values, seeds = "scale", list(scales), ()
+    elif ref is not None:
+        mode, values, seeds = "transfer", (), ()
+    else:
+        raise UserError("say what to do: --reference (transfer), --reference --alphas, --q-seeds or --scales")
+    sources = load_latents(G, source, device=device)
+    return mode, synthesize_folder(G, sources, mode, outdir, values=values, reference=ref, seeds=seeds,
+                                   device=device, progress=progress)
