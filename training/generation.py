@@ -3,7 +3,7 @@
 Conventions users rely on (the official tools produce the same images for the same seeds):
   * z for seed s:  ``numpy.random.RandomState(s).randn(1, z_dim)``
   * q for seed s:  ``numpy.random.RandomState(s).randn(1, q_dim)`` (QC-StyleGAN's convention)
-  * pixels:        ``(img * 127.5 + 128).clamp(0, 255)`` as uint8
+  * pixels:        ``(img * 127.5 + 128).clamp(0, 255)`` as uint8 (``dnnlib.image_io.to_uint8``)
 """
 from __future__ import annotations
 
