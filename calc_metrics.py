@@ -22,7 +22,10 @@ import os
 import click
 
 from dnnlib.util import cli_main
+from metrics.compare import compare_folders, format_table
 from metrics.network_metrics import run_generator_metrics
+from torch_utils.misc import resolve_device
+from training.pretrained import default_network_path
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,7 +54,6 @@ def main(ctx, network, metrics, data, inception, inception_resize, outdir, devic
     if ctx.invoked_subcommand is not None:
         return
     if not network:
-        from training.pretrained import default_network_path
         network = default_network_path(announce=True)
         outdir = outdir or os.path.join("out", "metrics")      # never write into pretrained/
     run_generator_metrics(network, metrics, data=data, inception=inception, inception_resize=inception_resize,
@@ -77,8 +79,6 @@ def main(ctx, network, metrics, data, inception, inception_resize, outdir, devic
 @cli_main
 def compare(pred, gt, metric_list, out, channel, crop_border, lpips_net, lpips_random, device, quiet):
     """Compare --pred against --gt by relative path (PSNR, SSIM, LPIPS, NIQE)."""
-    from metrics.compare import compare_folders, format_table
-    from torch_utils.misc import resolve_device
     res = compare_folders(pred, gt, metrics=metric_list, channel=channel, crop_border=crop_border,
                           lpips_net=lpips_net, lpips_backbone="random" if lpips_random else "imagenet",
                           device=resolve_device(device), out=out, progress=not quiet)

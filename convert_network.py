@@ -12,6 +12,7 @@ restricted unpickler and never execute code.
 import click
 
 from dnnlib.util import UserError, cli_main
+from faces.templates import TEMPLATE_KEY, load_template
 from training.checkpoint import convert_network
 
 
@@ -36,7 +37,6 @@ def main(src, dst, widen_q_dim, only, notes, face_template):
             raise UserError(f"--note must be KEY=VALUE, got '{note}'")
         meta[key] = value
     if face_template:
-        from faces.templates import TEMPLATE_KEY, load_template
         meta[TEMPLATE_KEY] = load_template(face_template)
     written = convert_network(src, dst, widen_q_dim=widen_q_dim, only=keep, metadata=meta)
     click.echo(f"wrote {dst}: " + ", ".join(f"{k} ({v})" for k, v in written.items()))

@@ -6,6 +6,7 @@
 import click
 
 from dnnlib.util import cli_main
+from training.dataset import convert_dataset
 
 
 @click.command()
@@ -20,7 +21,6 @@ from dnnlib.util import cli_main
 @cli_main
 def main(source, dest, resolution, transform, max_images, image_format):
     """Folder/ZIP of images -> training ZIP."""
-    from training.dataset import convert_dataset
     report = convert_dataset(source, dest, resolution=resolution, transform=transform,
                              max_images=max_images, image_format=image_format)
     print(f"wrote {report['written']} images of {report['resolution']}x{report['resolution']} to {dest}"

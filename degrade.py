@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from degradations.folder import degrade_folder
 from dnnlib.util import cli_main
 
 
@@ -29,7 +30,6 @@ from dnnlib.util import cli_main
 @cli_main
 def main(input_path, outdir, pipeline, seed, copies, resolution, mode, dry_run, quiet):
     """Degrade images for restoration test sets and degraded-image evaluation."""
-    from degradations.folder import degrade_folder
     summary = degrade_folder(input_path, outdir, pipeline=pipeline, seed=seed, copies=copies,
                              resolution=resolution, mode=mode, progress=not quiet, dry_run=dry_run)
     click.echo(f"{summary['written']} written, {summary['skipped']} already there, "

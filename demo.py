@@ -26,9 +26,22 @@ import shutil
 import time
 
 import click
+import cv2
 import numpy as np
 
+from degradations.folder import degrade_folder
+from dnnlib.image_io import make_grid, read_image, write_image
 from dnnlib.util import UserError, atomic_write, cli_main
+from faces.pipeline import align_enabled
+from inversion.applications.directions import get_direction
+from inversion.applications.editing import edit_latents
+from inversion.applications.latents import load_latents
+from inversion.applications.restore import restore_folder
+from inversion.models import Models, load_models
+from inversion.store import INVERSIONS_DIR
+from metrics.lpips_metric import backbone_path
+from training.generation import generate_images
+from training.pretrained import BOUNDARIES, is_shipped
 
 DEMO_PTI_STEPS = 50      # light PTI: the encoder gives the start; keeps the demo to minutes on 2 cores
 DEMO_W_STEPS = 50         # stage-1 refinement of the encoder's (w, q): the shipped q head is weakly trained
@@ -61,25 +74,10 @@ def main(network, encoder, outdir, pairs, n_restore, w_steps, pti_steps, batch_s
 def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6, pti_steps: int = DEMO_PTI_STEPS,
              w_steps: int = DEMO_W_STEPS, progress: bool = True, batch_size=None) -> dict:
     """Run every step (module docstring); returns the summary written to ``summary.json``."""
-    from degradations.folder import degrade_folder
-    from dnnlib.image_io import read_image
-    from inversion.applications.restore import restore_folder
-    from inversion.encoders import load_encoder
-    from training.checkpoint import load_network
-    from training.generation import generate_images, make_grid, save_png
-    from training.pretrained import BOUNDARIES, is_shipped, resolve_encoder, resolve_network
-
     t0 = time.time()
-    encoder = resolve_encoder(encoder, network)
     shipped = is_shipped(network)
-    network = resolve_network(network)
-    nets = load_network(network, device="cpu")                    # read once: G and the face template
-    G = nets["G_ema"].eval()
-    meta = {k: nets.get(k) for k in ("metadata", "source")}
-    del nets
-    if G.q_dim == 0:
-        raise UserError(f"{network} is a plain StyleGAN2 (q_dim = 0); the demo needs a QC generator")
-    E = load_encoder(encoder) if encoder else None
+    models = load_models(network, encoder, device="cpu")          # read once: G, encoder, the face template
+    G, E = models.G, models.E
     os.makedirs(outdir, exist_ok=True)
     d = {k: os.path.join(outdir, k) for k in ("pairs", "clean", "degraded", "restored", "edit")}
 
@@ -101,22 +99,19 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     # 4. Editing with the degradation kept (the shipped boundary lives in the shipped model's W).
     edited = []
     if shipped:
-        from inversion.applications.directions import get_direction
-        from inversion.applications.editing import edit_latents
-        from inversion.applications.latents import load_latents
         direction = get_direction(G, "boundary", BOUNDARIES["gender"])
-        latents = load_latents(G, os.path.join(d["restored"], "inversions"))
+        latents = load_latents(G, os.path.join(d["restored"], INVERSIONS_DIR))
         edit_latents(G, latents, direction, EDIT_STRENGTHS, d["edit"], progress=progress,
                      direction_info={"kind": "boundary", "arg": "gender (shipped)"})
         edited = [lat.name for lat in latents]
     # 5. A whole real photo: detect, align, restore, paste back.
-    photo = restore_photo(G, network, E, os.path.join(outdir, "photo"), pti_steps, w_steps, progress, meta)
+    photo = restore_photo(models, os.path.join(outdir, "photo"), pti_steps, w_steps, progress)
     # 6. Overview and index.
     rows = [[read_image(os.path.join(d[k], n)) for n in names] for k in ("clean", "degraded", "restored")]
     tiles = [np.kron(im, np.ones((VIEW_SCALE, VIEW_SCALE, 1), np.uint8)) for row in rows for im in row]
-    save_png(os.path.join(outdir, "overview.png"), make_grid(tiles, len(names)))
+    write_image(os.path.join(outdir, "overview.png"), make_grid(tiles, len(names)))
 
-    summary = {"network": os.path.relpath(network), "encoder": os.path.relpath(encoder) if encoder else None,
+    summary = {"network": os.path.relpath(models.network), "encoder": os.path.relpath(models.encoder) if models.encoder else None,
                "pairs": pairs, "restored": n_restore, "w_steps": w_steps, "pti_steps": pti_steps,
                "metrics": rs.get("metrics", {}), "lpips": "lpips" in metrics,
                "niqe": f"not reported: NIQE needs images of at least 96x96 pixels; these are "
@@ -130,21 +125,15 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     return summary
 
 
-def restore_photo(G, network: str, E, outdir: str, pti_steps: int, w_steps: int, progress: bool,
-                  meta: dict) -> dict:
-    """Degrade scikit-image's astronaut photo and restore it whole (restore.py --align auto);
-    ``meta``: the network file's metadata and source (for the face template)."""
-    from dnnlib.image_io import write_image
-    from faces.pipeline import align_enabled, build_face_pipeline
-    from inversion.applications.restore import restore_folder
+def restore_photo(models: Models, outdir: str, pti_steps: int, w_steps: int, progress: bool) -> dict:
+    """Degrade scikit-image's astronaut photo and restore it whole (restore.py --align auto)."""
     try:
-        import skimage.data
+        import skimage.data     # optional (the test extra): imported here so the demo runs without it
     except ImportError:
         return {"skipped": "scikit-image is not installed (pip install scikit-image)"}
     notes = []
     if not align_enabled("auto", notes.append):
         return {"skipped": notes[0]}
-    import cv2
     clean = skimage.data.astronaut()
     rng = np.random.RandomState(0)     # blur 1.5 px, noise sigma 6, JPEG 40: a visibly damaged photo
     x = cv2.GaussianBlur(clean, (0, 0), 1.5).astype(np.float32) + rng.normal(0, 6, clean.shape).astype(np.float32)
@@ -153,8 +142,8 @@ def restore_photo(G, network: str, E, outdir: str, pti_steps: int, w_steps: int,
         path = os.path.join(outdir, sub, "astronaut.png")
         if not os.path.isfile(path):
             write_image(path, np.ascontiguousarray(img))
-    faces = build_face_pipeline("auto", G, network, meta)
-    s = restore_folder(G, os.path.join(outdir, "input"), os.path.join(outdir, "restored"), encoder=E,
+    faces = models.face_pipeline("auto")
+    s = restore_folder(models.G, os.path.join(outdir, "input"), os.path.join(outdir, "restored"), encoder=models.E,
                        gt=os.path.join(outdir, "clean"), compare=True, metrics=["psnr", "ssim"], pti_steps=pti_steps,
                        w_steps=w_steps, progress=progress, face_pipeline=faces)
     return {"faces": s["faces"], "metrics": s.get("metrics", {})}
@@ -162,7 +151,6 @@ def restore_photo(G, network: str, E, outdir: str, pti_steps: int, w_steps: int,
 
 def lpips_available() -> bool:
     """Whether LPIPS's AlexNet backbone is in the torch hub cache (nothing is downloaded)."""
-    from metrics.lpips_metric import backbone_path
     try:
         backbone_path("alex")
         return True

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import click
 
+import json
+import os
+
 from dnnlib.util import UserError, cli_main
-from torch_utils.misc import resolve_device
-
-
-def _load_generator(path, device, with_meta=False):
-    """G (``load_generator``'s rule); with ``with_meta``, also the file's metadata and source (for
-    the face template), the file read once."""
-    from training.checkpoint import load_network, pick_generator
-    nets = load_network(path, device=device)
-    G = pick_generator(nets, path)
-    return (G, {k: nets.get(k) for k in ("metadata", "source")}) if with_meta else G
+from inversion.delta import parse_encoding
+from inversion.encoders import export_encoder
+from inversion.folder import invert_folder
+from inversion.models import load_models
+from inversion.pti import PTIOptions
+from inversion.training import train_encoder
+from training.dataset import ImageDataset
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,27 +62,16 @@ def main():
 def run(network_path, encoder_path, input_path, outdir, w_steps, pti_steps, w_lr, q_lr, w_plus, pti_lr, lpips_threshold,
         degrad_weight, locality_weight, tune_blocks, delta_encoding, perceptual, batch, device, align, max_faces, min_face):
     """Invert images: DIR/<name>/{w.npy, q.npy, delta.pt, reconstruction.png, sharp.png, result.json}."""
-    from inversion.delta import parse_encoding
-    from inversion.encoders import load_encoder
-    from inversion.folder import invert_folder
-    from inversion.pti import PTIOptions
-    from training.pretrained import resolve_encoder, resolve_network
     if batch is not None and batch < 1:
         raise UserError("--batch must be >= 1")
     parse_encoding(delta_encoding)
-    dev = resolve_device(device)
-    encoder_path = resolve_encoder(encoder_path, network_path)
-    network_path = resolve_network(network_path)
-    G, meta = _load_generator(network_path, dev, with_meta=True)
-    from faces.pipeline import build_face_pipeline
-    E = load_encoder(encoder_path, device=dev, generator=G) if encoder_path else None
-    faces = build_face_pipeline(align, G, network_path, meta, max_faces=max_faces,
-                                min_face=min_face)                       # after every file check
+    models = load_models(network_path, encoder_path, device, require_qc=False)
+    faces = models.face_pipeline(align, max_faces, min_face)             # after every file check
     opts = PTIOptions(w_lr=w_lr, q_lr=q_lr, w_plus=w_plus, pti_lr=pti_lr, lpips_threshold=lpips_threshold,
                       degrad_weight=degrad_weight, locality_weight=locality_weight, tune_blocks=tune_blocks,
                       delta_encoding=delta_encoding)
-    counts = invert_folder(G, input_path, outdir, encoder=E, pti_steps=pti_steps, w_steps=w_steps, device=dev,
-                           batch=batch, perceptual=perceptual, options=opts, face_pipeline=faces)
+    counts = invert_folder(models.G, input_path, outdir, encoder=models.E, pti_steps=pti_steps, w_steps=w_steps,
+                           device=models.device, batch=batch, perceptual=perceptual, options=opts, face_pipeline=faces)
     click.echo(f"inverted {counts['done']}, skipped {counts['skipped']} (done before), failed {counts['failed']} -> {outdir}")
 
 
@@ -115,7 +104,6 @@ def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, b
                       backbone_weights, degradations, l2_weight, lpips_weight, w_norm_weight, latent_weight, perceptual,
                       log_steps, snap_steps, seed, device, dry_run):
     """Train the content (w) and quality (q) encoders for one generator."""
-    import json
     mode = mode or ("real" if data else "synthetic")
     if mode != "synthetic" and not data:
         raise UserError(f"--mode {mode} needs --data")
@@ -130,15 +118,10 @@ def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, b
     if dry_run:
         click.echo(json.dumps({"network": network_path, "data": data, "outdir": outdir, **opts}, indent=2))
         return
-    from inversion.training import train_encoder
-    dev = resolve_device(device)
-    opts["device"] = str(dev)
-    G = _load_generator(network_path, dev)
-    dataset = None
-    if data:
-        from training.dataset import ImageDataset
-        dataset = ImageDataset(data)
-    out = train_encoder(outdir, G, opts, dataset,
+    models = load_models(network_path, device=device, require_qc=False, with_encoder=False)
+    opts["device"] = str(models.device)
+    dataset = ImageDataset(data) if data else None
+    out = train_encoder(outdir, models.G, opts, dataset,
                         progress_fn=lambda s: click.echo(f"step {s['step']:<7d} loss {s['loss']:<9.4f} "
                                                          f"sec/step {s['sec_per_step']:.3f}"))
     click.echo(f"encoder: {out['encoder']} (step {out['step']})")
@@ -151,8 +134,6 @@ def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, b
 @cli_main
 def export_encoder_cmd(src, dst, half):
     """Write a release copy of encoder SRC to DST (no optimiser state)."""
-    import os
-    from inversion.encoders import export_encoder
     size = export_encoder(src, dst, half=half, metadata={"exported_from": os.path.basename(src)})
     click.echo(f"wrote {dst} ({size / 2**20:.1f} MiB)")
 

@@ -19,6 +19,9 @@ from __future__ import annotations
 import click
 
 from dnnlib.util import UserError, cli_main
+from inversion.applications.restore import RestoreOptions, restore_folder
+from inversion.models import load_models
+from metrics.compare import format_table
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +41,7 @@ from dnnlib.util import UserError, cli_main
 @click.option("--perceptual", type=click.Choice(["auto", "lpips", "lpips-random", "fallback"]), default="auto", show_default=True,
               help="Perceptual loss of the inversion.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=None, help="Images inverted together (stage 1 and PTI, each with its own tuned weights) [default: 8 on CPU, 32 on CUDA].")
-@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--align", type=click.Choice(["auto", "dlib", "none"]), default="auto", show_default=True,
               help="Whole photos: detect, align, restore and paste back each face (auto: inputs that are not "
                    "R x R crops; none: every input is an aligned crop).")
@@ -49,32 +52,15 @@ from dnnlib.util import UserError, cli_main
 def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, metrics, lpips_backbone, compare,
          pti_steps, w_steps, perceptual, batch_size, device, align, max_faces, min_face, quiet):
     """Restore degraded images: G(w, 0) of their QC-StyleGAN inversion."""
-    import torch
-    from inversion.applications.restore import restore_folder
-    from training.checkpoint import load_network, pick_generator
-    from training.pretrained import resolve_encoder, resolve_network
-    from metrics.compare import format_table
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if metrics is not None and gt is None:
         raise UserError("--metrics needs --gt")
-    from faces.pipeline import build_face_pipeline
-    encoder = resolve_encoder(encoder, network)
-    network = resolve_network(network)
-    nets = load_network(network, device="cpu")                      # read once: G and the face template
-    G = pick_generator(nets, network, require_qc=True).to(device)
-    meta = {k: nets.get(k) for k in ("metadata", "source")}
-    del nets
-    E = None
-    if encoder is not None:
-        from inversion.encoders import load_encoder
-        E = load_encoder(encoder, device=device, generator=G)
-    faces = build_face_pipeline(align, G, network, meta,
-                                max_faces=max_faces, min_face=min_face)   # after every file check
+    models = load_models(network, encoder, device)                 # every file checked before anything runs
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    s = restore_folder(G, input_path, outdir, encoder=E, inversions=inversions, gt=gt, compare=compare,
-                       keep_inversions=keep_inversions, metrics=names, lpips_backbone=lpips_backbone,
-                       pti_steps=pti_steps, w_steps=w_steps, batch_size=batch_size, perceptual=perceptual,
-                       device=device, progress=not quiet, face_pipeline=faces)
+    opts = RestoreOptions(inversions=inversions, gt=gt, compare=compare, keep_inversions=keep_inversions, metrics=names,
+                          lpips_backbone=lpips_backbone, pti_steps=pti_steps, w_steps=w_steps, batch_size=batch_size,
+                          perceptual=perceptual, device=models.device, progress=not quiet,
+                          face_pipeline=models.face_pipeline(align, max_faces, min_face))
+    s = restore_folder(models.G, input_path, outdir, encoder=models.E, options=opts)
     click.echo(f"{s['written']} restored ({s['reused']} from --inversions), {s['skipped']} already there, "
                f"{s['failed']} unreadable (of {s['inputs']})"
                + (f"; {s['faces']} faces pasted back, {s['no_face']} photos without a face" if s["faces"] or s["no_face"] else ""))

@@ -64,8 +64,8 @@ def main():
     args = ap.parse_args()
     device = resolve_device(args.device)
     if args.network:
-        from training.checkpoint import load_network
-        G = load_network(args.network, device=device)["G_ema"]
+        from training.checkpoint import load_generator
+        G = load_generator(args.network, device=device)
         name = os.path.basename(args.network)
     else:
         torch.manual_seed(0)

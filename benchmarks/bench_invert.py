@@ -35,7 +35,7 @@ from inversion import PTIOptions, invert_images  # noqa: E402
 from inversion.losses import PerceptualLoss, ReconstructionLoss  # noqa: E402
 from inversion.pti import PivotalTuner  # noqa: E402
 from torch_utils.misc import resolve_device  # noqa: E402
-from training.generation import to_uint8  # noqa: E402
+from dnnlib.image_io import to_uint8_hwc  # noqa: E402
 from training.networks import Generator  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def samples(G, n: int, device):
     with torch.no_grad():
         ws = G.mapping(z, torch.zeros([n, G.c_dim], device=device))
         img = G.synthesis(ws, q).clamp(-1, 1)
-    return list(to_uint8(img)), ws, q, img
+    return list(to_uint8_hwc(img)), ws, q, img
 
 
 def sync(device):
@@ -90,9 +90,8 @@ def main():
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.network:
-        from training.checkpoint import load_network
-        nets = load_network(args.network, device=device)
-        G, name = nets.get("G_ema", nets.get("G")).eval().requires_grad_(False), os.path.basename(args.network)
+        from training.checkpoint import load_generator
+        G, name = load_generator(args.network, device=device), os.path.basename(args.network)
     else:
         torch.manual_seed(0)
         G, name = Generator(**CONFIGS[args.config]).eval().requires_grad_(False).to(device), args.config

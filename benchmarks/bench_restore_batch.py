@@ -56,15 +56,13 @@ def main():
     from degradations.folder import degrade_folder
     from inversion.api import default_batch_size
     from inversion.applications.restore import restore_folder
-    from inversion.encoders import load_encoder
-    from training.checkpoint import load_network
-    from training.pretrained import resolve_encoder, resolve_network
+    from inversion.models import load_models
 
     clean, degraded = os.path.join(args.outdir, "clean"), os.path.join(args.outdir, "degraded")
     extract_faces(args.data, args.images, clean)
     degrade_folder(clean, degraded, "paper", seed=0, progress=False)
-    G = load_network(resolve_network(None), device="cpu")["G_ema"].to(args.device)
-    E = load_encoder(resolve_encoder(None, None), device=args.device)
+    models = load_models(None, None, args.device, announce=False)        # the shipped model and encoder
+    G, E = models.G, models.E
     batch = args.batch or default_batch_size(args.device)
     runs = {}
     for label, b in (("one at a time", 1), (f"batch {batch}", batch)):

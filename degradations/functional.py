@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dnnlib.image_io import PIXEL_RANGE, from_uint8_hwc, to_uint8_hwc
+
 from . import kernels
 
 _MAX = 255.0
@@ -286,22 +288,9 @@ def jpeg(x: torch.Tensor, quality: Sequence[int], impl: str = "auto") -> torch.T
             return torch.stack(out).to(x.dtype)
         except Exception as exc:  # old torchvision, no nvJPEG, CPU tensor...
             _warn_once("jpeg", f"torchvision JPEG unavailable ({exc}); using OpenCV on the CPU")
-    u8 = to_uint8_hwc(x)
+    u8 = to_uint8_hwc(x, PIXEL_RANGE)
     out = np.stack([jpeg_cv2(u8[i], int(quality[i])) for i in range(u8.shape[0])])
-    return from_uint8_hwc(out, x)
-
-
-# ---------------------------------------------------------------------------------------------
-# Conversions between the batch tensor and per-image uint8 arrays.
-
-def to_uint8_hwc(x: torch.Tensor) -> np.ndarray:
-    # x: [N, C, H, W] float -> np.uint8 [N, H, W, C]
-    return x.detach().round().clamp(0, _MAX).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
-
-def from_uint8_hwc(arr: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    # arr: np.uint8 [N, H, W, C] -> [N, C, H, W] with like's dtype and device
-    return torch.from_numpy(arr).to(like.device).permute(0, 3, 1, 2).to(like.dtype).contiguous()
+    return from_uint8_hwc(out, PIXEL_RANGE, x.dtype, x.device)
 
 
 # ---------------------------------------------------------------------------------------------

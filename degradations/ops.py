@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from dnnlib.image_io import PIXEL_RANGE, from_uint8_hwc, to_uint8_hwc
 from dnnlib.util import UserError
 
 from . import functional as Fn
@@ -232,7 +233,7 @@ class Op:
     def apply_cv2(self, img: np.ndarray, entry: Dict[str, Any]) -> np.ndarray:
         """One uint8 [H, W, C] image (defaults to the torch version)."""
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
-        return Fn.to_uint8_hwc(self.apply_torch(x, [entry]))[0]
+        return to_uint8_hwc(self.apply_torch(x, [entry]), PIXEL_RANGE)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,8 +347,9 @@ class MedianBlur(Op):
     def apply_torch_group(self, x, entries):
         if not x.is_cuda and entries[0]["ksize"] > 7:
             # The counting median is a GPU algorithm; on CPU OpenCV gives the same numbers faster.
-            u8 = Fn.to_uint8_hwc(x)
-            return Fn.from_uint8_hwc(np.stack([Fn.cv2_median(v, entries[0]["ksize"]) for v in u8]), x)
+            u8 = to_uint8_hwc(x, PIXEL_RANGE)
+            return from_uint8_hwc(np.stack([Fn.cv2_median(v, entries[0]["ksize"]) for v in u8]), PIXEL_RANGE,
+                                  x.dtype, x.device)
         return Fn.median_blur(x, entries[0]["ksize"])
 
     def apply_cv2(self, img, e):

@@ -21,14 +21,27 @@ or with it where two inputs would share a name (``b.jpg`` and ``b.png`` -> ``b.j
 Writing (``write_image``): PNG/JPEG/WebP/BMP/TIFF chosen by the extension, through a temporary
 file renamed into place (``dnnlib.util.atomic_write``), so an interrupted run never leaves a
 half-written image.
+
+Arrays (the one place every package converts, tiles and resizes images):
+- ``to_uint8`` / ``to_uint8_hwc``: float batches ``[N, C, H, W]`` -> uint8, in one of two
+  conventions: ``drange=(-1, 1)`` for a generator's images (``x * 127.5 + 128`` clamped and
+  truncated, the StyleGAN convention: the same seeds give the same files as the official tools),
+  ``drange=(0, 255)`` for pixel values between degradation steps (rounded half to even, as a
+  uint8 pipeline holds them); ``from_uint8_hwc`` is the way back;
+- ``make_grid``: uint8 ``[H, W, C]`` tiles in rows of ``cols``;
+- ``resize``: Lanczos (Pillow) to a given height and width.
 """
 from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
 
 from .util import UserError, atomic_write
 
@@ -151,7 +164,6 @@ def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
 
 def _exif_orientation(data: bytes) -> int:
     try:
-        from PIL import Image
         with Image.open(io.BytesIO(data)) as im:
             return int(im.getexif().get(_EXIF_ORIENTATION_TAG, 1) or 1)
     except Exception:
@@ -160,7 +172,6 @@ def _exif_orientation(data: bytes) -> int:
 
 def _decode_cv2(data: bytes) -> Optional[np.ndarray]:
     """Decode with OpenCV keeping depth and alpha (no orientation applied); RGB(A) order."""
-    import cv2
     if hasattr(cv2, "utils") and hasattr(cv2.utils, "logging"):     # a refused file is reported once, by us
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -174,7 +185,6 @@ def _decode_cv2(data: bytes) -> Optional[np.ndarray]:
 
 
 def _decode_pil(data: bytes) -> np.ndarray:
-    from PIL import Image
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         if im.mode == "P":
@@ -206,8 +216,6 @@ def _read_bytes(path: str) -> bytes:
 
 def _check_size(data: bytes, path: str) -> None:
     """Refuse images above ``max_pixels()`` from the header alone (nothing is decoded)."""
-    import warnings
-    from PIL import Image
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -243,7 +251,6 @@ def read_image_alpha(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         try:
             arr = _decode_pil(data)
         except Exception as exc:
-            from PIL import UnidentifiedImageError
             why = "not an image (format not recognised)" if isinstance(exc, UnidentifiedImageError) else exc
             raise UserError(f"cannot decode {path}: {why or 'not an image'}") from None
     arr = _apply_orientation(arr, _exif_orientation(data))
@@ -272,7 +279,6 @@ _PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
 
 def encode_image(array: np.ndarray, ext: str, quality: int = 95) -> bytes:
     """Encode uint8 ``[H, W]``, ``[H, W, 1|3|4]`` into the format named by ``ext``."""
-    from PIL import Image
     fmt = _PIL_FORMATS.get(ext.lower())
     if fmt is None:
         raise UserError(f"unsupported image extension '{ext}' (use one of {', '.join(IMAGE_EXTENSIONS)})")
@@ -298,3 +304,69 @@ def write_image(path: str, array: np.ndarray, quality: int = 95) -> None:
     data = encode_image(array, os.path.splitext(os.fspath(path))[1], quality=quality)
     with atomic_write(path, "wb") as f:
         f.write(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrays and tensors (module docstring).
+
+GENERATOR_RANGE = (-1, 1)     # a generator's images, about [-1, 1]
+PIXEL_RANGE = (0, 255)        # pixel values held as floats (degradations)
+
+
+def to_uint8(images: torch.Tensor, drange: Tuple[int, int] = GENERATOR_RANGE) -> torch.Tensor:
+    """[N, C, H, W] float -> uint8 [N, C, H, W] on the same device, in one of the two conventions
+    of the module docstring (``drange`` (-1, 1) or (0, 255))."""
+    x = images.detach()
+    if tuple(drange) == GENERATOR_RANGE:
+        return (x.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    if tuple(drange) == PIXEL_RANGE:
+        return x.round().clamp(0, 255).to(torch.uint8)
+    raise ValueError(f"drange must be {GENERATOR_RANGE} or {PIXEL_RANGE}, got {drange}")
+
+
+def to_uint8_hwc(images: torch.Tensor, drange: Tuple[int, int] = GENERATOR_RANGE) -> np.ndarray:
+    """[N, C, H, W] float -> uint8 NumPy [N, H, W, C] on the CPU (``to_uint8``'s conventions)."""
+    return to_uint8(images, drange).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def from_uint8_hwc(arr, drange: Tuple[int, int] = GENERATOR_RANGE, dtype: torch.dtype = torch.float32,
+                   device=None) -> torch.Tensor:
+    """uint8 [N, H, W, C] (an array or a list of [H, W, C]) -> [N, C, H, W] ``dtype`` on ``device``:
+    ``x / 127.5 - 1`` for ``drange`` (-1, 1), the pixel values themselves for (0, 255)."""
+    x = torch.from_numpy(np.stack(arr) if isinstance(arr, (list, tuple)) else np.asarray(arr))
+    x = x.permute(0, 3, 1, 2).to(dtype)
+    if tuple(drange) == GENERATOR_RANGE:
+        return (x / 127.5 - 1).to(device)
+    if tuple(drange) == PIXEL_RANGE:
+        return x.to(device).contiguous()
+    raise ValueError(f"drange must be {GENERATOR_RANGE} or {PIXEL_RANGE}, got {drange}")
+
+
+def make_grid(images: Sequence[np.ndarray], cols: int) -> np.ndarray:
+    """Tile uint8 [H, W, C] images (all of one shape) into rows of ``cols``; empty cells are black."""
+    h, w, c = images[0].shape
+    rows = (len(images) + cols - 1) // cols
+    grid = np.zeros([rows * h, cols * w, c], dtype=np.uint8)
+    for i, im in enumerate(images):
+        r, k = divmod(i, cols)
+        grid[r * h:(r + 1) * h, k * w:(k + 1) * w] = im
+    return grid
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 [H, W] or [H, W, C] (C = 1, 3 or 4) -> the same layout at ``height`` x ``width``,
+    Lanczos (Pillow); the aspect ratio follows the arguments. The array itself when the size
+    already matches."""
+    arr = np.asarray(image)
+    if arr.shape[:2] == (height, width):
+        return arr
+    grey = arr.ndim == 3 and arr.shape[2] == 1
+    out = np.asarray(Image.fromarray(arr[:, :, 0] if grey else arr).resize((width, height), Image.LANCZOS))
+    return out[:, :, None] if grey else out
+
+
+def save_grid(path: str, batches: Sequence[torch.Tensor], cols: int) -> None:
+    """uint8 batches [N, C, H, W] (concatenated in order) tiled ``cols`` per row -> an RGB image
+    file (grey tiles repeated to three channels): the training and encoder-training grids."""
+    grid = make_grid(torch.cat(list(batches)).permute(0, 2, 3, 1).cpu().numpy(), cols)
+    write_image(path, np.repeat(grid, 3, axis=2) if grid.shape[2] == 1 else grid)

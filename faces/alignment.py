@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import List, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 POINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -81,7 +82,6 @@ def native_size(m: np.ndarray, resolution: int) -> int:
 
 
 def _resize(img: np.ndarray, size: int, down: bool) -> np.ndarray:
-    import cv2
     if img.shape[0] == size and img.shape[1] == size:
         return img
     out = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if down else cv2.INTER_LANCZOS4)
@@ -91,7 +91,6 @@ def _resize(img: np.ndarray, size: int, down: bool) -> np.ndarray:
 def crop_face(photo: np.ndarray, m: np.ndarray, resolution: int) -> Tuple[np.ndarray, np.ndarray, int]:
     """photo uint8 [H, W, C], m [2, 3] photo -> R x R crop. Returns (model crop uint8 [R, R, C],
     native crop uint8 [S, S, C], S)."""
-    import cv2
     s = native_size(m, resolution)
     ms = scaled_transform(m, s / resolution)
     native = cv2.warpAffine(photo, ms, (s, s), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
@@ -110,7 +109,6 @@ def paste_back(photo: np.ndarray, face: np.ndarray, m: np.ndarray, resolution: i
                feather: float = DEFAULT_FEATHER) -> np.ndarray:
     """Blend ``face`` (uint8 square crop of any side, aligned by ``m`` at side R) into a copy of
     ``photo`` (uint8 [H, W, C]); see the module docstring."""
-    import cv2
     photo = np.asarray(photo)
     h, w = photo.shape[:2]
     side = face.shape[0]

@@ -18,9 +18,15 @@ import importlib.util
 import os
 from typing import List, Optional
 
+import cv2
 import numpy as np
 
 from dnnlib.util import UserError
+
+try:
+    import dlib      # the optional ``faces`` extra: when missing, FaceDetector's require_faces() names the install line
+except ImportError:
+    dlib = None
 
 MODELS_PACKAGE = "face_recognition_models"
 LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -97,7 +103,6 @@ class FaceDetector:
     def __init__(self, min_face: int = 16, max_side: int = DEFAULT_MAX_SIDE, threshold: float = 0.0,
                  rotations=DEFAULT_ROTATIONS):
         require_faces()
-        import dlib
         self.min_face = max(1, int(min_face))   # px: smallest face (box side) looked for
         self.max_side = int(max_side)           # px: long side of the scanned copy, at most
         self.threshold = float(threshold)       # detector score threshold (dlib's adjust_threshold)
@@ -110,8 +115,6 @@ class FaceDetector:
         return min(DETECTOR_WINDOW / self.min_face, self.max_side / max(height, width))
 
     def __call__(self, rgb: np.ndarray) -> List[Detection]:
-        import cv2
-        import dlib
         img = np.ascontiguousarray(np.asarray(rgb, np.uint8)[:, :, :3])     # [H, W, 3]
         h, w = img.shape[:2]
         s = self.scan_scale(h, w)
@@ -134,8 +137,6 @@ class FaceDetector:
 
     def _scan(self, img: np.ndarray, angle: float, sx: float, sy: float) -> List[Detection]:
         """Detections in ``img`` rotated by ``angle`` degrees, in photo coordinates."""
-        import cv2
-        import dlib
         h, w = img.shape[:2]
         if angle:
             rot = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)     # scanned -> rotated

@@ -22,11 +22,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from dnnlib.image_io import write_image
 from dnnlib.util import UserError, atomic_write
 
 from .alignment import (DEFAULT_FEATHER, apply_transform, crop_box, crop_face, paste_back, similarity_transform)
 from .detection import INSTALL_HINT, Detection, FaceDetector, faces_available, five_points, missing_dependencies
-from .templates import FFHQ_TEMPLATE, template_points, validate_template
+from .templates import FFHQ_TEMPLATE, resolve_template, template_points, validate_template
 
 ALIGN_MODES = ("auto", "dlib", "none")
 DEFAULT_MIN_FACE = 16        # px: faces whose detector box is smaller are skipped (noted)
@@ -165,7 +166,6 @@ def build_face_pipeline(align: str, G, network_path: Optional[str], nets: Option
     """The pipeline behind ``--align`` for generator ``G`` loaded from ``network_path`` (``nets``:
     what ``load_network`` returned, or at least its ``metadata`` and ``source``, for the template
     in its metadata). None = inputs are taken as aligned crops."""
-    from .templates import resolve_template
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if not align_enabled(align, log):
         return None
@@ -219,7 +219,6 @@ def expand_photos(pipeline: Optional[FacePipeline], items: Sequence[Tuple[str, n
 
 def save_face_info(folder: str, face: AlignedFace, source: str, photo_shape: Sequence[int]) -> None:
     os.makedirs(folder, exist_ok=True)
-    from dnnlib.image_io import write_image
     write_image(os.path.join(folder, "aligned.png"), face.crop)
     with atomic_write(os.path.join(folder, FACE_INFO_FILE), "w") as f:
         json.dump({"source": source, "photo_size": [int(photo_shape[0]), int(photo_shape[1])],

@@ -20,17 +20,22 @@ bad fits) over the faces where one face was found.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 import zipfile
 from typing import Any, Dict, Iterator, Optional, Tuple
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
-from dnnlib.util import UserError, atomic_write
+from dnnlib import image_io
+from dnnlib.util import UserError, atomic_write, cli_main
 
 from .alignment import POINT_NAMES
+from .detection import DETECTOR_WINDOW, FaceDetector, five_points
 
 TEMPLATE_KEY = "face_template"
 SIDECAR_SUFFIX = "-face.json"
@@ -93,10 +98,8 @@ def resolve_template(network_path: Optional[str], metadata: Optional[dict] = Non
 # Estimation from a model's training faces.
 
 def _iter_images(data: str, limit: Optional[int]) -> Iterator[Tuple[str, np.ndarray]]:
-    from dnnlib import image_io
     n = 0
     if os.path.isfile(data) and zipfile.is_zipfile(data):
-        import cv2
         with zipfile.ZipFile(data) as z:
             names = sorted(x for x in z.namelist() if image_io.is_image_file(x))
             for name in names[:limit]:
@@ -113,9 +116,6 @@ def _iter_images(data: str, limit: Optional[int]) -> Iterator[Tuple[str, np.ndar
 
 def estimate_template(data: str, limit: Optional[int] = None, upsample: int = 4, progress: bool = True) -> Dict[str, Any]:
     """Median five points (crop fractions) over the faces of ``data`` where exactly one face is found."""
-    import cv2
-    from tqdm import tqdm
-    from .detection import DETECTOR_WINDOW, FaceDetector, five_points
     det = FaceDetector(min_face=DETECTOR_WINDOW, max_side=100000)      # scale 1: the upsampled face is scanned as is
     pts, sizes, seen = [], set(), 0
     for _, img in tqdm(_iter_images(data, limit), desc="landmarks", unit="img", disable=not progress):
@@ -139,8 +139,6 @@ def estimate_template(data: str, limit: Optional[int] = None, upsample: int = 4,
 
 
 def main(argv=None) -> None:
-    import argparse
-    from dnnlib.util import cli_main
     p = argparse.ArgumentParser(prog="python -m faces.templates", description="Estimate a face template from training faces.")
     p.add_argument("--data", required=True, help="ZIP or folder of aligned training faces")
     p.add_argument("--out", required=True, help="template JSON to write (e.g. pretrained/<stem>-face.json)")

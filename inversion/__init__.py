@@ -22,10 +22,12 @@ Library API (applications such as restore.py and edit.py build on exactly this):
 
     from inversion.encoders import load_encoder   # encoder checkpoints (weights_only format)
 
-Modules: ``encoders`` (ResNet w/q encoders, checkpoints), ``training`` (encoder training),
-``losses`` (L2 + LPIPS or the no-download fallback), ``pti`` (stage 1 optimisation, stage 2
-pivotal tuning), ``delta`` (compact per-image deltas), ``api`` (the functions above), ``folder``
-(``invert.py run``).
+Modules: ``models`` (``load_models``: the generator of a file, the encoder and the device, for
+every CLI), ``store`` (``FolderRun``: the resumable per-image folder loop), ``encoders`` (ResNet
+w/q encoders, checkpoints), ``training`` (encoder training), ``losses`` (L2 + LPIPS or the
+no-download fallback), ``pti`` (stage 1 optimisation, stage 2 pivotal tuning), ``delta``
+(compact per-image deltas), ``api`` (the functions above), ``folder`` (``invert.py run``),
+``applications`` (restore, edit, degradation synthesis, whole photos).
 """
 from .api import InversionResult, invert_images, load_inversion, save_inversion  # noqa: F401
 from .delta import apply_delta  # noqa: F401

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from dnnlib.image_io import from_uint8_hwc, read_image, resize, to_uint8_hwc, write_image
 from dnnlib.util import UserError, atomic_write
+from metrics.image_metrics import psnr
 
 from .delta import delta_nbytes, load_delta, save_delta
 from .losses import PerceptualLoss, ReconstructionLoss
@@ -54,11 +56,6 @@ class InversionResult:
 # ---------------------------------------------------------------------------------------------
 # Images.
 
-def to_uint8_hwc(img: torch.Tensor) -> np.ndarray:
-    """img [N, C, H, W] in about [-1, 1] -> uint8 [N, H, W, C]."""
-    return (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def prepare_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarray:
     """uint8 [H, W, 3] (or [H, W] / [H, W, 1]) -> uint8 [R, R, channels].
 
@@ -66,7 +63,6 @@ def prepare_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarr
     aspect ratio is not kept: crop first if that matters); grey images are replicated to RGB and
     RGB is averaged for a one-channel model.
     """
-    from PIL import Image
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         raise UserError(f"images must be uint8, got {arr.dtype}")
@@ -74,11 +70,7 @@ def prepare_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarr
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3):
         raise UserError(f"expected an image [H, W, 3], got shape {arr.shape}")
-    if arr.shape[0] != resolution or arr.shape[1] != resolution:
-        mode = "L" if arr.shape[2] == 1 else "RGB"
-        pil = Image.fromarray(arr[:, :, 0] if mode == "L" else arr, mode)
-        arr = np.asarray(pil.resize((resolution, resolution), Image.LANCZOS))
-        arr = arr[:, :, None] if arr.ndim == 2 else arr
+    arr = resize(arr, resolution, resolution)
     if channels == 3 and arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     elif channels == 1 and arr.shape[2] == 3:
@@ -86,14 +78,7 @@ def prepare_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarr
     return np.ascontiguousarray(arr)
 
 
-def to_tensor(images_hwc: Sequence[np.ndarray], device) -> torch.Tensor:
-    """uint8 [R, R, C] list -> [N, C, R, R] float32 in [-1, 1]."""
-    x = torch.from_numpy(np.stack(images_hwc)).permute(0, 3, 1, 2).float()
-    return (x / 127.5 - 1).to(device)
-
-
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    from metrics.image_metrics import psnr
     return float(psnr(a, b))
 
 
@@ -150,7 +135,7 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
         batch = images[lo:lo + batch_size]
         sizes = [list(np.shape(im)[:2]) for im in batch]
         prepared = [prepare_image(im, G.img_resolution, G.img_channels) for im in batch]
-        target = to_tensor(prepared, dev)
+        target = from_uint8_hwc(prepared, device=dev)
         t0 = time.perf_counter()
         ws_init = q_init = None
         if encoder is not None:
@@ -212,7 +197,6 @@ def _result(ws, q, target, prepared: np.ndarray, stage1: np.ndarray, out: dict, 
 def save_inversion(folder: str, result: InversionResult) -> None:
     """Write one result: w.npy, q.npy, delta.pt (when tuned), reconstruction.png, sharp.png and
     result.json (stats, name). result.json is written last: its presence marks a finished image."""
-    from dnnlib.image_io import write_image
     os.makedirs(folder, exist_ok=True)
     for key, arr in (("w", result.w), ("q", result.q)):
         with atomic_write(os.path.join(folder, RESULT_FILES[key]), "wb") as f:
@@ -246,6 +230,5 @@ def load_inversion(folder: str) -> InversionResult:
     for key in ("reconstruction", "sharp"):
         path = os.path.join(folder, RESULT_FILES[key])
         if os.path.isfile(path):
-            from dnnlib.image_io import read_image
             images[key] = read_image(path)
     return InversionResult(w=w, q=q, delta=delta, stats=stats, name=name, **images)

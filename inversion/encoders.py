@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnnlib.util import UserError, atomic_write
+from dnnlib.util import BadFileError, UserError, atomic_write
 from torch_utils.misc import assert_shape, load_torch_file
 
 FORMAT_TAG = "qc-stylegan-encoder"
@@ -160,7 +161,6 @@ class InversionEncoder(nn.Module):
 
     def check_generator(self, G: nn.Module, what: str = "encoder") -> None:
         """UserError unless this encoder was made for a generator shaped like ``G``."""
-        from dnnlib.util import BadFileError
         for attr in ("img_resolution", "num_ws", "w_dim", "q_dim"):
             if getattr(self, attr) != getattr(G, attr):
                 raise BadFileError(f"{what} was trained for another generator: shape mismatch in {attr} "
@@ -211,7 +211,6 @@ def save_encoder(path: str, E: InversionEncoder, training_state: Optional[dict] 
 def read_encoder_file(path: str) -> Dict[str, Any]:
     """The raw payload of an encoder checkpoint (UserError for missing/foreign/corrupt files)."""
     payload = load_torch_file(path, "encoder file")
-    from dnnlib.util import BadFileError
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
         raise BadFileError(f"{path}: not an encoder checkpoint (train one with 'invert.py train-encoder')")
     if not isinstance(payload.get("version"), int) or payload["version"] > FORMAT_VERSION:
@@ -224,7 +223,6 @@ def export_encoder(src: str, dst: str, half: bool = False, metadata: Optional[di
     """Write a release copy of an encoder checkpoint: no optimiser/training state, metadata merged,
     and with ``half`` the weights stored as float16 (BatchNorm statistics stay float32; loading
     casts back to float32). Returns the file size in bytes."""
-    import os
     payload = read_encoder_file(src)
     state = payload["state_dict"]
     if half:
@@ -244,7 +242,6 @@ def load_encoder(path: str, device: Any = "cpu", generator: Optional[nn.Module] 
     """Load an encoder checkpoint, in eval mode with gradients off, on ``device``; with
     ``generator``, check it was made for that generator's shapes (``BadFileError`` naming the
     mismatch, before any output is written)."""
-    from dnnlib.util import BadFileError
     payload = read_encoder_file(path)
     try:
         E = InversionEncoder(**payload["kwargs"])

@@ -3,8 +3,8 @@
 ``<name>`` is the input's path relative to the input folder without its extension, so the
 folder layout is kept (with it where two inputs would share a name: ``a.jpg`` and ``a.png`` ->
 ``a.jpg/``, ``a.png/``; ``dnnlib.image_io.output_stems``). Each finished image gets one line in
-``DIR/results.jsonl``; a second run skips images whose folder already holds ``result.json``
-(written when the image is finished, even in the middle of a batch).
+``DIR/results.jsonl``; a second run skips images whose folder already holds its result file
+(``inversion.store.is_finished``: written when the image is finished, even in the middle of a batch).
 Unreadable images (any odd file ``dnnlib.image_io`` refuses) are reported, get a line with
 ``error`` in ``results.jsonl`` and are tried again by the next run; when no input at all can be
 processed the job ends with a ``UserError`` (``image_io.require_progress``).
@@ -12,23 +12,22 @@ processed the job ends with a ``UserError`` (``image_io.require_progress``).
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any, Dict, Optional
 
-from tqdm import tqdm
+from dnnlib.image_io import output_stems
+from dnnlib.util import append_jsonl, read_jsonl
+from faces.pipeline import NO_FACE_NOTE, expand_photos, save_face_info
 
-from dnnlib.image_io import list_sources, output_stems, read_image, require_progress
-from dnnlib.util import UserError, append_jsonl, read_jsonl
-
-from .api import RESULT_FILES, default_batch_size, invert_images, save_inversion
+from .api import DEFAULT_PTI_STEPS, default_batch_size, invert_images, save_inversion
+from .store import FolderRun, is_finished
 
 RESULTS = "results.jsonl"
 
 
-def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int = 350,
+def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int = DEFAULT_PTI_STEPS,
                   w_steps: Optional[int] = None, device: Any = None, batch: Optional[int] = None,
-                  progress: bool = True, face_pipeline=None, **invert_kwargs) -> Dict[str, Any]:
+                  progress: bool = True, face_pipeline=None, log=None, **invert_kwargs) -> Dict[str, Any]:
     """Invert the images under ``input_path``, ``batch`` at a time (default: by device, see
     ``inversion.api.default_batch_size``); each image is written when it is finished, so an
     interrupted run loses at most the images still being tuned. Returns {'done', 'skipped',
@@ -38,36 +37,23 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int 
     inverted into ``DIR/a_k/`` with ``aligned.png`` and ``face.json`` (its transform)."""
     if batch is None:
         batch = default_batch_size(device if device is not None else next(G.parameters()).device)
-    root, names = list_sources(input_path, outdir)
-    stems = output_stems(names)
+    run = FolderRun(input_path, outdir, RESULTS, "invert", progress, log)
+    stems = output_stems(run.sources)
     # Photos without a face are reported once and not tried again; a photo with faces is detected
-    # again on a rerun and only its faces without result.json are inverted (a run stopped between
-    # two faces of one photo keeps the finished ones and does the others).
-    photos_done = {r["photo"] for r in read_jsonl(os.path.join(outdir, RESULTS)) if "photo" in r and "faces" in r}
-    todo = [n for n in names if not os.path.isfile(os.path.join(outdir, stems[n], RESULT_FILES["result"]))
-            and stems[n] not in photos_done]
-    counts = {"done": 0, "skipped": len(names) - len(todo), "failed": 0}
-    os.makedirs(outdir, exist_ok=True)
-    bar = tqdm(total=len(todo), desc="invert", unit="img", disable=not progress)
+    # again on a rerun and only its faces without a result are inverted (a run stopped between two
+    # faces of one photo keeps the finished ones and does the others).
+    photos_done = {r["photo"] for r in read_jsonl(run.records) if "photo" in r and "faces" in r}
+    todo = [n for n in run.sources if not is_finished(os.path.join(outdir, stems[n])) and stems[n] not in photos_done]
+    counts = {"done": 0, "skipped": len(run.sources) - len(todo), "failed": 0}
+    run.start(counts["skipped"])
     ticked = set()
-    for lo in range(0, len(todo), batch):
-        chunk, images = [], []
-        for name in todo[lo:lo + batch]:
-            try:
-                images.append(read_image(os.path.join(root, name)))
-                chunk.append(name)
-            except UserError as exc:
-                print(f"warning: skipped {name}: {exc}", file=sys.stderr)
-                append_jsonl(os.path.join(outdir, RESULTS), {"name": name, "error": str(exc), "timestamp": time.time()})
-                counts["failed"] += 1
-                bar.update(1)
-        if not chunk:
-            continue
+    for read in run.chunks(todo, batch, source_of=lambda n: n,
+                           error_record=lambda n, why: {"name": n, "error": why, "timestamp": time.time()}):
+        chunk, images = [n for n, _, _ in read], [rgb for _, rgb, _ in read]
         keys = [stems[n] for n in chunk]
         faces: Dict[str, Any] = {}
         if face_pipeline is not None:
-            chunk, keys, images, faces, no_face, done_before = _faces_of(face_pipeline, chunk, keys, images, outdir,
-                                                                         bar)
+            chunk, keys, images, faces, no_face, done_before = _faces_of(face_pipeline, chunk, keys, images, run)
             counts["done"] += no_face            # reported (results line), not tried again
             counts["skipped"] += done_before     # every face finished by an earlier run
         if not chunk:
@@ -78,10 +64,9 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int 
             save_inversion(os.path.join(outdir, key), res)
             face, photo = faces.get(key, (None, None))
             if face is not None:
-                from faces.pipeline import save_face_info
                 save_face_info(os.path.join(outdir, key), face, name, photo)
             s = res.stats
-            append_jsonl(os.path.join(outdir, RESULTS), {
+            append_jsonl(run.records, {
                 "name": key, "file": name, "psnr": s["psnr"], "psnr_stage1": s["psnr_stage1"],
                 "lpips": s["lpips"], "perceptual": s["perceptual"], "perceptual_loss": s["perceptual_loss"],
                 "w_steps": s["w_steps"], "pti_steps": s["pti_steps"],
@@ -92,31 +77,29 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int 
             counts["done"] += 1
             if stems[name] not in ticked:        # one tick per input (a photo: its first face written)
                 ticked.add(stems[name])
-                bar.update(1)
+                run.tick()
 
         invert_images(G, images, encoder=encoder, pti_steps=pti_steps, w_steps=w_steps, device=device,
                       progress=False, batch_size=batch, names=keys, on_result=write, **invert_kwargs)
-    bar.close()
-    require_progress(counts["done"] + counts["skipped"], counts["failed"], os.path.join(outdir, RESULTS))
+    counts["failed"] = run.failed
+    run.finish(counts["done"] + counts["skipped"])
     return counts
 
 
-def _faces_of(pipeline, chunk, keys, images, outdir, bar):
+def _faces_of(pipeline, chunk, keys, images, run: FolderRun):
     """Whole photos of a chunk -> one entry per face (``<key>_<k>``) not finished before; photos
     without a face get a results line (and are not tried again). Returns (names, keys, images,
     faces, photos without a face, photos whose faces were all finished before)."""
-    from faces.pipeline import NO_FACE_NOTE, expand_photos
     items, empty = expand_photos(pipeline, list(zip(keys, images)))
     with_faces = {p for _, _, f, p in items if f is not None}
-    items = [it for it in items if it[2] is None or not os.path.isfile(os.path.join(outdir, it[0], RESULT_FILES["result"]))]
+    items = [it for it in items if it[2] is None or not is_finished(os.path.join(run.outdir, it[0]))]
     done_before = with_faces - {p for _, _, f, p in items if f is not None}
-    for _ in done_before:
-        bar.update(1)
+    run.tick(len(done_before))
     name_of = dict(zip(keys, chunk))
     for key in empty:
-        append_jsonl(os.path.join(outdir, RESULTS), {"name": key, "file": name_of[key], "photo": key, "faces": 0,
-                                                     "note": NO_FACE_NOTE, "timestamp": time.time()})
-        bar.update(1)
+        append_jsonl(run.records, {"name": key, "file": name_of[key], "photo": key, "faces": 0,
+                                   "note": NO_FACE_NOTE, "timestamp": time.time()})
+        run.tick()
     shape_of = dict(zip(keys, (im.shape for im in images)))
     faces = {k: (f, shape_of.get(p)) for k, _, f, p in items}          # aligned crops: (None, None)
     return ([name_of[p or k] for k, _, _, p in items], [k for k, _, _, _ in items], [im for _, im, _, _ in items], faces,

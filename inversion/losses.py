@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from dnnlib.util import UserError
+from metrics.lpips_metric import BACKBONE_FILES, LPIPS, hub_checkpoint_dir
 from torch_utils.misc import assert_shape
 
 PERCEPTUAL_KINDS = ("auto", "lpips", "lpips-random", "fallback")
@@ -131,7 +132,6 @@ class FallbackPerceptual(torch.nn.Module):
 class _LPIPSModule(torch.nn.Module):
     def __init__(self, backbone: str, device):
         super().__init__()
-        from metrics.lpips_metric import LPIPS
         self.model = LPIPS(net="alex", backbone=backbone, device=device).model
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -143,7 +143,6 @@ class _LPIPSModule(torch.nn.Module):
 
 def lpips_available() -> bool:
     """True when the AlexNet backbone weights LPIPS needs are in the torch hub cache."""
-    from metrics.lpips_metric import BACKBONE_FILES, hub_checkpoint_dir
     return os.path.isfile(os.path.join(hub_checkpoint_dir(), BACKBONE_FILES["alex"]))
 
 
@@ -163,7 +162,6 @@ class PerceptualLoss(torch.nn.Module):
             if lpips_available():
                 kind = "lpips"
             else:
-                from metrics.lpips_metric import BACKBONE_FILES, hub_checkpoint_dir
                 _announce(f"LPIPS backbone {BACKBONE_FILES['alex']} is not in {hub_checkpoint_dir()}/; "
                           f"inversion uses the no-download fallback (Laplacian-pyramid L1 + MS-SSIM)")
                 kind = "fallback"

@@ -33,11 +33,23 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 import click
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from degradations import build_pipeline
+from dnnlib.image_io import PIXEL_RANGE, from_uint8_hwc, to_uint8_hwc
 from dnnlib.util import UserError, atomic_write, cli_main
+from metrics.image_metrics import psnr, ssim
+from training import pretrained
+from training.checkpoint import load_generator
+from training.dataset import ImageDataset
+from training.generation import seed_to_q, seed_to_z
+
+from .api import invert_images, prepare_image
+from .models import load_models
+from .probe import run_probe
 
 # Targets of the shipped-model issue, reported beside the measurements (not enforced here).
 TARGETS = {
@@ -56,8 +68,6 @@ DEFAULT_SPLIT = 0.7
 
 def load_heldout_faces(path: str, count: int, resolution: int) -> List[np.ndarray]:
     """The first ``count`` images (sorted names) of a training-layout ZIP or folder: uint8 [R, R, 3]."""
-    from inversion.api import prepare_image
-    from training.dataset import ImageDataset
     ds = ImageDataset(path)
     if len(ds) < count:
         raise UserError(f"{path} holds {len(ds)} images, {count} asked for")
@@ -69,12 +79,10 @@ def load_heldout_faces(path: str, count: int, resolution: int) -> List[np.ndarra
 @torch.no_grad()
 def teacher_agreement(G, G_teacher, seeds: Sequence[int], device) -> dict:
     """Mean PSNR between G(w, 0) and the teacher's synthesis of the same w, uint8 renders."""
-    from metrics.image_metrics import psnr
-    from training.generation import seed_to_z, to_uint8
     z = torch.from_numpy(np.concatenate([seed_to_z(s, G.z_dim) for s in seeds])).float().to(device)
     ws = G.mapping(z, None)                                                  # [N, num_ws, w_dim]
-    a = to_uint8(G.synthesis(ws, None, noise_mode="const"))
-    b = to_uint8(G_teacher.synthesis(ws, noise_mode="const"))
+    a = to_uint8_hwc(G.synthesis(ws, None, noise_mode="const"))
+    b = to_uint8_hwc(G_teacher.synthesis(ws, noise_mode="const"))
     values = [float(psnr(x, y)) for x, y in zip(a, b)]
     return {"seeds": [int(s) for s in seeds], "psnr_db_mean": float(np.mean(values)),
             "psnr_db_min": float(np.min(values)), "target": TARGETS["teacher_psnr_db"]}
@@ -96,14 +104,12 @@ def linear_r2(pred: np.ndarray, true: np.ndarray, split: float = DEFAULT_SPLIT) 
 @torch.no_grad()
 def q_recovery(G, encoder, count: int, seed: int, device, batch: int = 32) -> dict:
     """The q encoder on G(w, q) with known q ~ N(0, I)."""
-    from inversion.api import to_tensor
-    from training.generation import seed_to_q, seed_to_z, to_uint8
     true_q, pred_q = [], []
     for lo in range(0, count, batch):
         seeds = range(seed + lo, seed + min(count, lo + batch))
         z = torch.from_numpy(np.concatenate([seed_to_z(s, G.z_dim) for s in seeds])).float().to(device)
         q = torch.from_numpy(np.concatenate([seed_to_q(s, G.q_dim) for s in seeds])).float().to(device)
-        img = to_tensor(to_uint8(G.synthesis(G.mapping(z, None), q, noise_mode="const")), device)
+        img = from_uint8_hwc(to_uint8_hwc(G.synthesis(G.mapping(z, None), q, noise_mode="const")), device=device)
         _, q_hat = encoder(img)                        # from the 8-bit image, as a user's file
         true_q.append(q.cpu().numpy())
         pred_q.append(q_hat.cpu().numpy())
@@ -116,7 +122,6 @@ def q_recovery(G, encoder, count: int, seed: int, device, batch: int = 32) -> di
 
 def probe(G, encoder, faces: Sequence[np.ndarray], seed: int, device) -> dict:
     """Sec. 4.6 at 64x64 with the encoder's q (``inversion.probe.run_probe``)."""
-    from inversion.probe import run_probe
     out = run_probe(G, faces, families=("blur",), encoder=encoder, w_steps=0, blur_sigmas=PROBE_SIGMAS_AT_256,
                     seed=seed, device=device, progress=False)
     out["targets"] = {"blurry_vs_sharp": TARGETS["probe_blurry_vs_sharp"],
@@ -126,16 +131,13 @@ def probe(G, encoder, faces: Sequence[np.ndarray], seed: int, device) -> dict:
 
 def degrade_faces(faces: Sequence[np.ndarray], seed: int) -> List[np.ndarray]:
     """The ``paper`` pipeline, relative mode, one seeded draw per face."""
-    from degradations import build_pipeline
-    from degradations.functional import to_uint8_hwc
     pipe = build_pipeline("paper", faces[0].shape[0], mode="relative")
-    x = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float()
+    x = from_uint8_hwc(list(faces), PIXEL_RANGE)
     y, _ = pipe(x, generator=torch.Generator().manual_seed(seed))
-    return list(to_uint8_hwc(y))
+    return list(to_uint8_hwc(y, PIXEL_RANGE))
 
 
 def nlm_denoise(img: np.ndarray, strength: int = NLM_STRENGTH) -> np.ndarray:
-    import cv2
     bgr = np.ascontiguousarray(img[..., ::-1])
     return cv2.fastNlMeansDenoisingColored(bgr, None, strength, strength, 7, 21)[..., ::-1].copy()
 
@@ -143,8 +145,6 @@ def nlm_denoise(img: np.ndarray, strength: int = NLM_STRENGTH) -> np.ndarray:
 def restoration(G, encoder, faces: Sequence[np.ndarray], seed: int, w_steps: int, pti_steps: int,
                 device) -> dict:
     """Degraded input vs NLM vs QC restoration (q = 0 render), scored against the clean faces."""
-    from inversion.api import invert_images
-    from metrics.image_metrics import psnr, ssim
     degraded = degrade_faces(faces, seed)
     t0 = time.perf_counter()
     results = invert_images(G, degraded, encoder=encoder, w_steps=w_steps, pti_steps=pti_steps,
@@ -255,17 +255,11 @@ def model_report(G, encoder, heldout: str, G_teacher=None, probe_images: int = 3
 def main(network, encoder, teacher, heldout, sections, probe_images, restore_images, q_samples, w_steps,
          pti_steps, reals, baseline, swd_images, seed, device, out):
     """Measure a QC model and its encoders on held-out faces (the model card's numbers)."""
-    from inversion.encoders import load_encoder
-    from training import pretrained
-    from training.checkpoint import load_generator
-    shipped = pretrained.is_shipped(network)
-    net_path = pretrained.resolve_network(network)
-    enc_path = pretrained.resolve_encoder(encoder, network)
-    if teacher is None and shipped:
+    if teacher is None and pretrained.is_shipped(network):
         teacher = pretrained.DEFAULT_TEACHER
-    G = load_generator(net_path, device="cpu", require_qc=True)
+    models = load_models(network, encoder, device)
+    G, E, device, net_path, enc_path = models.G, models.E, models.device, models.network, models.encoder
     T = load_generator(teacher, device="cpu") if teacher else None
-    E = load_encoder(enc_path, device=device, generator=G) if enc_path else None
     B = load_generator(baseline, device="cpu") if baseline else None
     report = model_report(G, E, heldout, G_teacher=T, probe_images=probe_images, restore_images=restore_images,
                           q_samples=q_samples, w_steps=w_steps, pti_steps=pti_steps, seed=seed, device=device,

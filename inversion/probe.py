@@ -29,9 +29,17 @@ import click
 import numpy as np
 import torch
 
+from degradations import build_pipeline
+from dnnlib import image_io
+from dnnlib.image_io import PIXEL_RANGE, from_uint8_hwc, to_uint8_hwc
 from dnnlib.util import UserError, atomic_write, cli_main
 
+from .api import DEFAULT_W_STEPS, invert_images, prepare_image
+from .applications.latents import render, seed_latents
 from .applications.linear import DEFAULT_TEST_FRACTION, fit_and_evaluate
+from .losses import PerceptualLoss, ReconstructionLoss
+from .models import load_models
+from .pti import PTIOptions, optimize_latents
 
 REFERENCE_RESOLUTION = 256
 BLUR_SIGMAS = [0.5 * k for k in range(1, 11)]          # px at 256; levels 1..10
@@ -61,7 +69,6 @@ def family_levels(family: str, resolution: int, blur_sigmas: Optional[Sequence[f
 
 def degrade_pool(images: Sequence[np.ndarray], levels: Sequence[Optional[dict]], seed: int = 0):
     """Give image i the level ``perm[i] % L`` (balanced, seeded). -> (degraded uint8 list, level ids)."""
-    from degradations import build_pipeline
     rng = np.random.RandomState(seed)
     ids = rng.permutation(len(images)) % len(levels)
     out = []
@@ -70,9 +77,8 @@ def degrade_pool(images: Sequence[np.ndarray], levels: Sequence[Optional[dict]],
             out.append(img)
             continue
         pipe = build_pipeline({"name": "probe", "steps": [levels[lv]]}, img.shape[0], mode="absolute")
-        x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
-        y, _ = pipe(x, generator=torch.Generator().manual_seed(seed * 100003 + i))
-        out.append(y[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
+        y, _ = pipe(from_uint8_hwc(img[None], PIXEL_RANGE), generator=torch.Generator().manual_seed(seed * 100003 + i))
+        out.append(to_uint8_hwc(y, PIXEL_RANGE)[0])
     return out, ids
 
 
@@ -113,14 +119,10 @@ def encode_q(G, images: Sequence[np.ndarray], encoder=None, w_steps: Optional[in
     q = 0 the DegradBlock's residual is 0 before its first ReLU, whose gradient there is 0, so
     q = 0 is a stationary point of the reconstruction loss and would never move.
     """
-    from inversion.api import invert_images, prepare_image, to_tensor
     if encoder is not None:
         res = invert_images(G, list(images), encoder=encoder, pti_steps=0, w_steps=w_steps, device=device,
                             progress=progress, batch_size=batch_size)
         return np.stack([r.q.numpy() for r in res])
-    from inversion.api import DEFAULT_W_STEPS
-    from inversion.losses import PerceptualLoss, ReconstructionLoss
-    from inversion.pti import PTIOptions, optimize_latents
     opts = PTIOptions()
     G = G.eval().requires_grad_(False).to(device)
     loss_fn = ReconstructionLoss(PerceptualLoss("auto", device=device), opts.l2_weight, opts.perceptual_weight)
@@ -129,7 +131,7 @@ def encode_q(G, images: Sequence[np.ndarray], encoder=None, w_steps: Optional[in
     for lo in range(0, len(images), batch_size):
         batch = [prepare_image(im, G.img_resolution, G.img_channels) for im in images[lo:lo + batch_size]]
         q0 = (Q_INIT_STD * torch.randn([len(batch), G.q_dim], generator=gen)).to(device)
-        _, q = optimize_latents(G, to_tensor(batch, device), loss_fn,
+        _, q = optimize_latents(G, from_uint8_hwc(batch, device=device), loss_fn,
                                 DEFAULT_W_STEPS if w_steps is None else w_steps, opts, q_init=q0)
         out.append(q.cpu().numpy())
     return np.concatenate(out)
@@ -144,7 +146,6 @@ def run_probe(G, clean_images: Sequence[np.ndarray], families: Sequence[str] = (
         raise UserError("the probe needs a QC generator (q_dim > 0)")
     if len(clean_images) < 8:
         raise UserError(f"need at least 8 clean images, got {len(clean_images)}")
-    from inversion.api import prepare_image
     clean = [prepare_image(im, G.img_resolution, G.img_channels) for im in clean_images]
     blur_sigmas = list(blur_sigmas or BLUR_SIGMAS)
     out = {"setup": {"images": len(clean), "resolution": G.img_resolution, "families": list(families),
@@ -163,13 +164,11 @@ def run_probe(G, clean_images: Sequence[np.ndarray], families: Sequence[str] = (
 
 def sample_clean_images(G, count: int, seed: int = 0, device="cpu") -> List[np.ndarray]:
     """The generator's sharp samples G(w, 0) for seeds seed..seed+count-1."""
-    from .applications.latents import render, seed_latents
-    from training.generation import to_uint8
     out = []
     lats = seed_latents(G, range(seed, seed + count), device)
     for lo in range(0, count, 16):
         ws = torch.stack([l.w for l in lats[lo:lo + 16]])
-        out.extend(to_uint8(render(G, ws, None, device=device)[0]))
+        out.extend(to_uint8_hwc(render(G, ws, None, device=device)[0]))
     return out
 
 
@@ -185,22 +184,16 @@ def sample_clean_images(G, count: int, seed: int = 0, device="cpu") -> List[np.n
 @click.option("--test-fraction", type=click.FloatRange(0.05, 0.95), default=DEFAULT_TEST_FRACTION, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--out", default="probe.json", show_default=True, help="JSON report.")
 @cli_main
 def main(network, encoder, data, samples, max_images, families, w_steps, blur_sigmas, test_fraction, seed, batch_size, device, out):
     """Linear probe of the quality code (paper Sec. 4.6)."""
-    from training.checkpoint import load_network
-    from training.pretrained import default_network_path
     if (data is None) == (samples is None):
         raise UserError("give exactly one of --data DIR or --samples N")
-    G = load_network(network or default_network_path(announce=True), device="cpu")["G_ema"].to(device)
-    E = None
-    if encoder is not None:
-        from inversion.encoders import load_encoder
-        E = load_encoder(encoder, device=device)
+    models = load_models(network, encoder, device, with_encoder=encoder is not None)
+    G, E, device = models.G, models.E, models.device
     if data is not None:
-        from dnnlib import image_io
         files = image_io.list_images(data)[:max_images]
         images = []
         for f in files:

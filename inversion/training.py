@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 import dnnlib
+from degradations import build_pipeline
+from dnnlib.image_io import save_grid, to_uint8
 from dnnlib.util import UserError, append_jsonl, atomic_write
 
 from .encoders import InversionEncoder, read_encoder_file, save_encoder
@@ -75,7 +77,6 @@ class EncoderTrainer:
         self.n_syn = {"synthetic": o.batch, "real": 0, "mixed": int(round(o.batch * o.synthetic_frac))}[o.mode]
         self.pipe = None
         if self.dataset is not None:
-            from degradations import build_pipeline
             self.pipe = build_pipeline(o.degradations, resolution=G.img_resolution)
             if self.dataset.resolution != G.img_resolution:
                 raise UserError(f"dataset resolution {self.dataset.resolution} differs from the network's "
@@ -182,7 +183,6 @@ class EncoderTrainer:
     # -- validation images ------------------------------------------------------------------
     def save_validation(self, path: str) -> None:
         """Rows: input, G(w, q), G(w, 0) of a fixed batch."""
-        from training.training_loop import save_grid, to_uint8
         n = self.opts.val_images
         gen = torch.Generator().manual_seed(step_seed(self.opts.seed, -1))
         img = self.synthetic_rows(n, gen)[0] if self.dataset is None else self.real_rows(n, gen)[0]

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from dnnlib.image_io import PIXEL_RANGE, to_uint8
 from dnnlib.util import UserError
 from torch_utils.misc import assert_shape
 
@@ -193,7 +194,7 @@ def iterate_real_images(opts: MetricOptions, mode: str, num_items: Optional[int]
             if imgs.shape[1] != 3:
                 raise UserError("degraded metrics need RGB datasets (the degradation pipeline is RGB)")
             y, _records = pipe(imgs.to(opts.device, torch.float32), generator=gen)
-            imgs = y.round().clamp(0, 255).to(torch.uint8)
+            imgs = to_uint8(y, PIXEL_RANGE)
         if bar is not None:
             bar.update((stop - start) * opts.num_gpus)
         yield imgs.to(opts.device)
@@ -231,7 +232,7 @@ def generate_images(opts: MetricOptions, mode: str, k: int, count: int) -> torch
         torch.manual_seed(noise_seed)
         img = G(z.to(opts.device), c.to(opts.device), q=q, **opts.G_kwargs)
     assert_shape(img, [count, G.img_channels, G.img_resolution, G.img_resolution])
-    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return to_uint8(img)
 
 
 def iterate_generated_images(opts: MetricOptions, mode: str, num_items: int,

@@ -152,3 +152,46 @@ def test_write_image_is_atomic_and_checks_input(tmp_path):
         pass
     assert (tmp_path / "out" / "x.png").read_bytes() == before
     assert sorted(os.listdir(tmp_path / "out")) == ["x.png"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrays: the one uint8 conversion, grid and resize of the project.
+
+def test_to_uint8_conventions():
+    import torch
+    # generator range: x * 127.5 + 128, clamped, truncated (-1 -> 0, 0 -> 128, 1 -> 255)
+    g = torch.tensor([-1.5, -1.0, 0.0, 1.0 / 127.5, 1.0, 2.0]).view(1, 1, 1, 6)
+    assert image_io.to_uint8(g).flatten().tolist() == [0, 0, 128, 129, 255, 255]
+    # pixel range: rounded half to even, clamped (what a uint8 pipeline holds between steps)
+    p = torch.tensor([-3.0, 2.5, 3.5, 254.4, 300.0]).view(1, 1, 1, 5)
+    assert image_io.to_uint8(p, image_io.PIXEL_RANGE).flatten().tolist() == [0, 2, 4, 254, 255]
+    with pytest.raises(ValueError):
+        image_io.to_uint8(p, (0, 1))
+
+
+def test_uint8_hwc_round_trip_in_both_conventions():
+    a = np.stack([_img(4, 5, seed=s) for s in range(2)])                     # [N, H, W, C]
+    for drange in (image_io.GENERATOR_RANGE, image_io.PIXEL_RANGE):
+        x = image_io.from_uint8_hwc(a, drange)
+        assert tuple(x.shape) == (2, 3, 4, 5)
+        np.testing.assert_array_equal(image_io.to_uint8_hwc(x, drange), a)
+    np.testing.assert_array_equal(image_io.from_uint8_hwc(list(a)), image_io.from_uint8_hwc(a))
+    assert float(image_io.from_uint8_hwc(np.full((1, 1, 1, 3), 255, np.uint8)).max()) == 1.0
+
+
+def test_make_grid_places_tiles_in_rows():
+    tiles = [np.full((2, 3, 1), v, np.uint8) for v in (1, 2, 3)]
+    grid = image_io.make_grid(tiles, 2)
+    assert grid.shape == (4, 6, 1)
+    assert grid[0, 0, 0] == 1 and grid[0, 3, 0] == 2 and grid[2, 0, 0] == 3 and grid[2, 3, 0] == 0   # empty cell black
+
+
+def test_resize_keeps_layout_and_skips_same_size():
+    a = _img(8, 10)
+    assert image_io.resize(a, 8, 10) is a
+    b = image_io.resize(a, 4, 6)
+    assert b.shape == (4, 6, 3) and b.dtype == np.uint8
+    assert image_io.resize(a[:, :, :1], 16, 20).shape == (16, 20, 1)
+    assert image_io.resize(a[:, :, 0], 16, 20).shape == (16, 20)
+    flat = np.full((8, 10, 3), 77, np.uint8)
+    np.testing.assert_array_equal(image_io.resize(flat, 5, 7), 77)          # Lanczos keeps a constant image

@@ -12,7 +12,8 @@ from conftest import ROOT
 from training import pretrained
 from training.checkpoint import load_network
 from metrics.image_metrics import psnr
-from training.generation import seed_to_q, seed_to_z, to_uint8
+from dnnlib.image_io import to_uint8_hwc
+from training.generation import seed_to_q, seed_to_z
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def _render(G, seeds, q_scale=1.0):
 
 def _psnr(a, b):
     """Mean PSNR (dB) over two image batches [N, C, H, W] in [-1, 1], as uint8 pictures."""
-    return float(np.mean([psnr(x, y) for x, y in zip(to_uint8(a), to_uint8(b))]))
+    return float(np.mean([psnr(x, y) for x, y in zip(to_uint8_hwc(a), to_uint8_hwc(b))]))
 
 
 def test_release_files_are_plain_data_and_small():
@@ -55,7 +56,7 @@ def test_shipped_generator_renders_varied_faces(G):
     assert (G.q_dim, G.img_resolution, G.img_channels) == (16, 64, 3)
     _, sharp, degraded = _render(G, range(8))
     assert sharp.shape == (8, 3, 64, 64) and torch.isfinite(sharp).all() and torch.isfinite(degraded).all()
-    img = to_uint8(sharp).astype(np.float64)                     # [N, H, W, 3]
+    img = to_uint8_hwc(sharp).astype(np.float64)                     # [N, H, W, 3]
     assert 60 < img.mean() < 200                                 # exposed like photographs
     assert img.std(axis=(1, 2, 3)).min() > 20                    # no flat images
     assert img.mean(axis=(1, 2, 3)).std() > 3 or img.std(axis=0).mean() > 20   # the seeds differ

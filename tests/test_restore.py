@@ -13,7 +13,7 @@ from _applications import save_tiny_checkpoint  # noqa: E402
 
 import restore  # noqa: E402
 from dnnlib.image_io import read_image, write_image  # noqa: E402
-from training.generation import to_uint8  # noqa: E402
+from dnnlib.image_io import to_uint8_hwc  # noqa: E402
 
 FAST = ["--pti-steps", "2", "--w-steps", "3", "--perceptual", "fallback", "--device", "cpu", "--quiet",
         "--align", "none"]          # random pixels of any size, taken as aligned crops
@@ -84,7 +84,7 @@ def test_restore_reuses_inversions_and_renders_sharp(tmp_path, setup):
     from inversion.applications.latents import Latent, generator_for, render
     res = load_inversion(str(out1 / "inversions" / "b"))
     lat = Latent("b", res.w, res.q, res.delta)
-    sharp = to_uint8(render(generator_for(G, lat), res.w[None], None)[0])[0]
+    sharp = to_uint8_hwc(render(generator_for(G, lat), res.w[None], None)[0])[0]
     assert np.abs(sharp.astype(int) - read_image(str(out2 / "b.png")).astype(int)).max() <= 1
 
 

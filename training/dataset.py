@@ -20,6 +20,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from dnnlib.image_io import resize
 from dnnlib.util import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -298,7 +299,7 @@ def _transform_image(array: np.ndarray, resolution: Optional[int], transform: st
     if resolution is not None and (h, w) != (resolution, resolution):
         if h != w:
             raise UserError(f"image of {w}x{h} is not square; use --transform center-crop")
-        array = np.asarray(PIL.Image.fromarray(array).resize((resolution, resolution), PIL.Image.LANCZOS))
+        array = resize(array, resolution, resolution)
     return array
 
 

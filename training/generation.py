@@ -3,7 +3,7 @@
 Conventions users rely on (the official tools produce the same images for the same seeds):
   * z for seed s:  ``numpy.random.RandomState(s).randn(1, z_dim)``
   * q for seed s:  ``numpy.random.RandomState(s).randn(1, q_dim)`` (QC-StyleGAN's convention)
-  * pixels:        ``(img * 127.5 + 128).clamp(0, 255)`` as uint8
+  * pixels:        ``(img * 127.5 + 128).clamp(0, 255)`` as uint8 (``dnnlib.image_io.to_uint8``)
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dnnlib.image_io import make_grid, to_uint8_hwc, write_image
 from dnnlib.util import UserError, append_jsonl, atomic_write, read_jsonl
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -30,34 +31,6 @@ def seed_to_z(seed: int, z_dim: int) -> np.ndarray:
 def seed_to_q(seed: int, q_dim: int) -> np.ndarray:
     """[1, q_dim] float64, the QC-StyleGAN convention."""
     return np.random.RandomState(seed).randn(1, q_dim)
-
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """img [N, C, H, W] in about [-1, 1] -> uint8 [N, H, W, C]."""
-    x = (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def save_png(path: str, array_hwc: np.ndarray) -> None:
-    """Write a uint8 [H, W, C] array as PNG, atomically."""
-    from PIL import Image
-    if array_hwc.shape[2] == 1:
-        image = Image.fromarray(array_hwc[:, :, 0], "L")
-    else:
-        image = Image.fromarray(array_hwc, "RGB")
-    with atomic_write(path, "wb") as f:
-        image.save(f, format="PNG")
-
-
-def make_grid(images: Sequence[np.ndarray], cols: int) -> np.ndarray:
-    """Tile uint8 [H, W, C] images into rows of ``cols``."""
-    h, w, c = images[0].shape
-    rows = (len(images) + cols - 1) // cols
-    grid = np.zeros([rows * h, cols * w, c], dtype=np.uint8)
-    for i, im in enumerate(images):
-        r, k = divmod(i, cols)
-        grid[r * h:(r + 1) * h, k * w:(k + 1) * w] = im
-    return grid
 
 
 def inference_format(device: torch.device, dtype: str = "float32") -> dict:
@@ -162,10 +135,10 @@ def render_batch(G, jobs: Sequence[Job], device: torch.device, class_idx: Option
             raise UserError("--class given, but the network is unconditional")
         ws = G.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
     if jobs[0].q is None:
-        return to_uint8(G.synthesis(ws, noise_mode=noise_mode, **fmt)), None
+        return to_uint8_hwc(G.synthesis(ws, noise_mode=noise_mode, **fmt)), None
     q = torch.from_numpy(np.concatenate([j.q for j in jobs])).float().to(device)
     sharp, degraded = G.synthesis(ws, q=q, pair=True, noise_mode=noise_mode, **fmt)
-    return to_uint8(sharp), to_uint8(degraded)
+    return to_uint8_hwc(sharp), to_uint8_hwc(degraded)
 
 
 def generate_images(G, outdir: str, seeds: Sequence[int] = (), projected_w: Optional[str] = None,
@@ -237,10 +210,10 @@ def generate_images(G, outdir: str, seeds: Sequence[int] = (), projected_w: Opti
             seconds = (time.perf_counter() - t0) / len(chunk)
             for i, job in enumerate(chunk):
                 files = [job.name + ".png"]
-                save_png(os.path.join(outdir, files[0]), sharp[i])
+                write_image(os.path.join(outdir, files[0]), sharp[i])
                 if deg is not None:
                     files.append(job.name + "_degraded.png")
-                    save_png(os.path.join(outdir, files[1]), deg[i])
+                    write_image(os.path.join(outdir, files[1]), deg[i])
                     tiles += [sharp[i], deg[i]]
                 else:
                     tiles.append(sharp[i])
@@ -257,5 +230,5 @@ def generate_images(G, outdir: str, seeds: Sequence[int] = (), projected_w: Opti
         cols = 2 if with_q else min(len(tiles), 8)
         if with_q and len(jobs) > 1:
             cols = 2 * min(4, len(jobs))
-        save_png(os.path.join(outdir, "grid.png"), make_grid(tiles, cols))
+        write_image(os.path.join(outdir, "grid.png"), make_grid(tiles, cols))
     return records

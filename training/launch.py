@@ -78,14 +78,10 @@ def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
             if cli.get(key) is None:
                 opts[key] = value
     # Validation with clear messages.
-    import torch
-    opts.device = "cuda" if opts.device == "auto" and torch.cuda.is_available() else \
-        ("cpu" if opts.device == "auto" else opts.device)
-    if opts.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but no CUDA device is available")
+    from torch_utils.misc import resolve_device, resolve_precision
+    opts.device = str(resolve_device(opts.device))
     # Precision from the hardware (torch_utils.misc.resolve_precision, the one rule): the choice
     # and the CPU capability behind it are recorded in training_options.json.
-    from torch_utils.misc import resolve_precision
     choice = resolve_precision(opts.precision, opts.device)
     opts.precision = choice["precision"]
     opts.precision_info = choice

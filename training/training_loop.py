@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from dnnlib.image_io import save_grid, to_uint8
 from dnnlib.util import UserError, append_jsonl, format_time, remove_stale_temp_files, rewrite_jsonl
 from torch_utils import distributed as dist
 from torch_utils import training_stats
@@ -231,18 +232,6 @@ def build_networks(opts: dnnlib.EasyDict, dataset: ImageDataset) -> Dict[str, to
     return {"G": G, "D": D, "D_degraded": D_degraded}
 
 
-def _pick_generator(nets: Dict[str, Any], path: str) -> Generator:
-    G = nets.get("G_ema") or nets.get("G")
-    if G is None:
-        raise UserError(f"{path} holds no generator")
-    return G
-
-
-def load_teacher(path: str) -> Generator:
-    nets = ckpt.load_network(path)
-    return _pick_generator(nets, path)
-
-
 def init_from_file(opts, dataset, nets) -> Dict[str, Any]:
     """Networks (and the teacher) from ``opts.resume``: our checkpoint, a StyleGAN2-ADA pickle,
     an official QC-StyleGAN pickle or a bare generator state_dict. Stock generators are widened
@@ -260,7 +249,7 @@ def init_from_file(opts, dataset, nets) -> Dict[str, Any]:
     stock = src_G.q_dim == 0
     if stock and opts.q_dim > 0:
         out["training_state"] = None          # a new QC run starts from the stock model
-        out["teacher"] = out["teacher"] or copy.deepcopy(_pick_generator(loaded, opts.resume))
+        out["teacher"] = out["teacher"] or copy.deepcopy(ckpt.pick_generator(loaded, opts.resume))
         for key in ("G", "G_ema"):
             src = loaded.get(key) or src_G
             loaded[key] = ckpt.widen_generator(src, q_dim=opts.q_dim)
@@ -302,26 +291,6 @@ class RealDegrader:
         if gray:
             y = y.mean(dim=1, keepdim=True)
         return y / 127.5 - 1
-
-
-def to_uint8(img: torch.Tensor) -> torch.Tensor:
-    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-
-
-def save_grid(path: str, rows: List[torch.Tensor], cols: int) -> None:
-    """uint8 images [N, C, H, W] laid out ``cols`` per row -> PNG."""
-    from dnnlib.image_io import write_image
-    imgs = torch.cat(rows).cpu()
-    n, c, h, w = imgs.shape
-    grid_rows = (n + cols - 1) // cols
-    canvas = torch.zeros([c, grid_rows * h, cols * w], dtype=torch.uint8)
-    for i in range(n):
-        r, k = divmod(i, cols)
-        canvas[:, r * h:(r + 1) * h, k * w:(k + 1) * w] = imgs[i]
-    arr = canvas.permute(1, 2, 0).numpy()
-    if c == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    write_image(path, arr)
 
 
 def grid_shape(resolution: int) -> tuple:
@@ -370,7 +339,7 @@ class Trainer:
         else:
             self.G_ema_init = copy.deepcopy(nets["G"])
         if opts.teacher:
-            teacher = load_teacher(opts.teacher)
+            teacher = ckpt.load_generator(opts.teacher)
         if nets["G"].q_dim > 0 and opts.kd_weight > 0 and teacher is None:
             raise UserError("QC training needs a teacher: pass --teacher FILE, or --resume a stock "
                             "StyleGAN2 file (it becomes the teacher), or --kd-weight 0")

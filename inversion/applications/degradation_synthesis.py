@@ -20,12 +20,14 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from dnnlib.image_io import make_grid, to_uint8_hwc, write_image
 from dnnlib.util import UserError, append_jsonl
 from torch_utils.misc import assert_shape
-from training.generation import make_grid, save_png, seed_to_q, to_uint8
+from training.generation import seed_to_q
 
-from .latents import Latent, generator_for, render
+from .latents import Latent, generator_for, load_latents, render
 
 RECORDS_FILE = "degradation.jsonl"
 MODES = ("novel", "transfer", "interpolate", "scale")
@@ -105,24 +107,55 @@ def synthesize_folder(G, sources: Sequence[Latent], mode: str, outdir: str, valu
     records_path = os.path.join(outdir, RECORDS_FILE)
     it = sources
     if progress:
-        from tqdm import tqdm
         it = tqdm(sources, desc=mode, unit="img", file=sys.stderr)
     for src in it:
         qs, tags = q_variants(src, mode, values, reference, seeds)
         sharp, deg = synthesize(G, src, qs, device=device)
-        s8, d8 = to_uint8(sharp), to_uint8(deg)
+        s8, d8 = to_uint8_hwc(sharp), to_uint8_hwc(deg)
         folder = os.path.join(outdir, src.name)
-        save_png(os.path.join(folder, "sharp.png"), s8[0])
+        write_image(os.path.join(folder, "sharp.png"), s8[0])
         for i, tag in enumerate(tags):
-            save_png(os.path.join(folder, f"{tag}.png"), d8[i])
+            write_image(os.path.join(folder, f"{tag}.png"), d8[i])
             append_jsonl(records_path, {"name": src.name, "mode": mode, "tag": tag, "file": f"{src.name}/{tag}.png",
                                         "value": (list(values)[i] if mode in ("interpolate", "scale") else
                                                   int(seeds[i]) if mode == "novel" else None),
                                         "source": src.source, "reference": reference.source if reference else None,
                                         "q": qs[i].tolist()})
         row = [s8[0]] + list(d8)
-        save_png(os.path.join(folder, "grid.png"), make_grid(row, len(row)))
+        write_image(os.path.join(folder, "grid.png"), make_grid(row, len(row)))
         rows.append(row)
     if rows and all(len(r) == len(rows[0]) for r in rows):
-        save_png(os.path.join(outdir, "grid.png"), make_grid([im for r in rows for im in r], len(rows[0])))
+        write_image(os.path.join(outdir, "grid.png"), make_grid([im for r in rows for im in r], len(rows[0])))
     return {"images": len(sources), "renders": sum(len(r) - 1 for r in rows)}
+
+
+def synthesize_degradations(models, source: str, outdir: str, reference: Optional[str] = None,
+                            alphas: Optional[Sequence[float]] = None, q_seeds: Optional[Sequence[int]] = None,
+                            scales: Optional[Sequence[float]] = None, progress: bool = True) -> Tuple[str, dict]:
+    """The library of ``edit.py degradation``: the latents of ``source`` (an inversions folder,
+    one image's folder or ``seeds:RANGE``) with their q interpolated towards ``reference``'s
+    (``alphas``), novel (``q_seeds``), scaled (``scales``) or transferred (``reference`` alone).
+    ``models``: ``inversion.models.Models``. Returns (mode, ``synthesize_folder``'s counts)."""
+    G, device = models.G, models.device
+    picked = [k for k, v in (("alphas", alphas), ("q-seeds", q_seeds), ("scales", scales)) if v is not None]
+    if len(picked) > 1:
+        raise UserError(f"give only one of --alphas, --q-seeds, --scales (got {', '.join(picked)})")
+    ref = None
+    if reference is not None:
+        refs = load_latents(G, reference, device=device)
+        if len(refs) != 1:
+            raise UserError(f"--reference must be one image, found {len(refs)} under {reference}")
+        ref = refs[0]
+    if alphas is not None:
+        mode, values, seeds = "interpolate", list(alphas), ()
+    elif q_seeds is not None:
+        mode, values, seeds = "novel", (), list(q_seeds)
+    elif scales is not None:
+        mode, values, seeds = "scale", list(scales), ()
+    elif ref is not None:
+        mode, values, seeds = "transfer", (), ()
+    else:
+        raise UserError("say what to do: --reference (transfer), --reference --alphas, --q-seeds or --scales")
+    sources = load_latents(G, source, device=device)
+    return mode, synthesize_folder(G, sources, mode, outdir, values=values, reference=ref, seeds=seeds,
+                                   device=device, progress=progress)

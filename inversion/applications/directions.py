@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Dict, List, Optional, Sequence
+import sys
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -167,6 +168,20 @@ register_direction("sefa", _from_sefa)
 register_direction("ganspace", _from_ganspace)
 
 
+def pick_direction(G, boundary: Optional[str] = None, sefa: Optional[int] = None, ganspace: Optional[int] = None,
+                   layers: Optional[Sequence[int]] = None, device="cpu") -> Tuple[torch.Tensor, dict]:
+    """edit.py's ``--direction FILE`` / ``--sefa K`` / ``--ganspace K`` (exactly one): the direction
+    and a plain-data description for the records."""
+    given = [(k, v) for k, v in (("boundary", boundary), ("sefa", sefa), ("ganspace", ganspace)) if v is not None]
+    if len(given) != 1:
+        raise UserError("give exactly one of --direction FILE, --sefa K, --ganspace K")
+    kind, arg = given[0]
+    d = get_direction(G, kind, arg, layers=layers, device=device)
+    info = {"kind": kind, "arg": os.path.abspath(arg) if kind == "boundary" else int(arg),
+            "layers": layers if layers is not None else "all"}
+    return d, info
+
+
 def get_direction(G, kind: str, arg, layers: Optional[Sequence[int]] = None, **options) -> torch.Tensor:
     """Resolve a direction by source name: ``get_direction(G, 'sefa', 0, layers=[0, 1])``."""
     if kind not in DIRECTIONS:
@@ -194,6 +209,25 @@ def fit_boundary(ws, labels: Sequence, test_fraction: float = DEFAULT_TEST_FRACT
         raise UserError(f"a boundary needs exactly two label values, got {len(classes)}: {classes[:10].tolist()}")
     clf, stats = fit_and_evaluate(x, y, test_fraction=test_fraction, seed=seed)
     return {"normal": clf.binary_normal()[None].astype(np.float32), "classes": classes.tolist(), **stats}
+
+
+def fit_boundary_on_latents(latents: Sequence, labels: Dict[str, object], test_fraction: float = DEFAULT_TEST_FRACTION,
+                            seed: int = 0, log: Optional[Callable[[str], None]] = None) -> Tuple[dict, int]:
+    """``fit_boundary`` on the w of the latents that have a label (``labels``: file name, with or
+    without extension -> label); the others are left out with one note. Returns (result, images used)."""
+    by_stem = {os.path.splitext(k)[0]: v for k, v in labels.items()}
+    ws, ys, missing = [], [], []
+    for lat in latents:
+        if lat.name in by_stem:
+            ws.append(lat.w.numpy())
+            ys.append(by_stem[lat.name])
+        else:
+            missing.append(lat.name)
+    if missing:
+        (log or (lambda msg: print(msg, file=sys.stderr)))(f"{len(missing)} images have no label (e.g. {missing[0]}); left out")
+    if len(ws) < 4:
+        raise UserError(f"only {len(ws)} labelled images matched the labels file; need at least 4")
+    return fit_boundary(np.stack(ws), ys, test_fraction=test_fraction, seed=seed), len(ws)
 
 
 def save_boundary(path: str, result: dict, meta: Optional[dict] = None) -> str:

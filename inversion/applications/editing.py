@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from tqdm import tqdm
 
+from dnnlib import image_io
+from dnnlib.image_io import list_sources, make_grid, to_uint8_hwc, write_image
 from dnnlib.util import UserError, append_jsonl, read_jsonl
+from faces.pipeline import load_face_info, paste_recorded
 from torch_utils.misc import assert_shape
-from training.generation import make_grid, save_png, to_uint8
 
-from .latents import Latent, generator_for, render
+from ..store import INVERSIONS_DIR
+from .latents import Latent, find_inversions, generator_for, latents_from_images, load_latents, render
+from .photos import with_alpha
 
 RECORDS_FILE = "edit.jsonl"
 
@@ -68,28 +73,73 @@ def edit_latents(G, latents: Sequence[Latent], direction: torch.Tensor, strength
     records_path = os.path.join(outdir, RECORDS_FILE)
     done = {r["name"] for r in read_jsonl(records_path) if r.get("strength") == strengths[-1]}
     summary = {"images": len(latents), "written": 0, "skipped": 0}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(latents), desc="edit", unit="img", file=sys.stderr)
+    bar = tqdm(total=len(latents), desc="edit", unit="img", file=sys.stderr) if progress else None
     for lat in latents:
         folder = os.path.join(outdir, lat.name)
         if lat.name in done and os.path.isfile(os.path.join(folder, "grid.png")):
             summary["skipped"] += 1
         else:
             sharp, deg = edit_latent(G, lat, direction, strengths, device=device)
-            s8, d8 = to_uint8(sharp), to_uint8(deg)
+            s8, d8 = to_uint8_hwc(sharp), to_uint8_hwc(deg)
             for i, a in enumerate(strengths):
-                save_png(os.path.join(folder, f"degraded_{strength_tag(a)}.png"), d8[i])
-                save_png(os.path.join(folder, f"sharp_{strength_tag(a)}.png"), s8[i])
+                write_image(os.path.join(folder, f"degraded_{strength_tag(a)}.png"), d8[i])
+                write_image(os.path.join(folder, f"sharp_{strength_tag(a)}.png"), s8[i])
                 stats = residual_stats(deg[i], sharp[i])
                 append_jsonl(records_path, {"name": lat.name, "strength": a, "source": lat.source,
                                             "residual_mean": stats["mean"], "residual_std": stats["std"],
                                             **({"direction": direction_info} if direction_info else {})})
-            save_png(os.path.join(folder, "grid.png"), make_grid(list(d8) + list(s8), len(strengths)))
+            write_image(os.path.join(folder, "grid.png"), make_grid(list(d8) + list(s8), len(strengths)))
             summary["written"] += 1
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# edit.py: latents from a folder of inversions or of images, edited; photos' faces pasted back.
+
+def edit_folder(models, direction: torch.Tensor, strengths: Sequence[float], outdir: str,
+                inversions: Optional[str] = None, input_path: Optional[str] = None,
+                direction_info: Optional[dict] = None, pti_steps: Optional[int] = None,
+                w_steps: Optional[int] = None, batch_size: Optional[int] = None, align: str = "auto",
+                max_faces: Optional[int] = None, min_face: Optional[int] = None, progress: bool = True) -> dict:
+    """The library of ``edit.py edit``: the latents of ``inversions`` (a folder, one image's
+    folder or ``seeds:RANGE``) or of the images under ``input_path`` (inverted first into
+    ``OUTDIR/inversions``, resumable; whole photos per ``align`` / ``max_faces`` / ``min_face``),
+    edited by ``edit_latents``; each photo's edited faces are pasted back into ``OUTDIR/photos``.
+    ``models``: ``inversion.models.Models``. Returns ``edit_latents``' counts and ``pasted``."""
+    if (inversions is None) == (input_path is None):
+        raise UserError("give exactly one of --inversions DIR or --input DIR")
+    inv_dir = os.path.join(outdir, INVERSIONS_DIR)
+    if input_path is not None:
+        latents = latents_from_images(models, input_path, inv_dir, pti_steps, w_steps, batch_size,
+                                      face_pipeline=models.face_pipeline(align, max_faces, min_face))
+    else:
+        latents = load_latents(models.G, inversions, device=models.device)
+    summary = edit_latents(models.G, latents, direction, strengths, outdir, device=models.device,
+                           direction_info=direction_info, progress=progress)
+    summary["pasted"] = paste_edits(inv_dir, outdir, list_sources(input_path, outdir)[0], strengths) \
+        if input_path is not None else 0
+    return summary
+
+
+def paste_edits(inversions_dir: str, edit_dir: str, root: str, strengths: Sequence[float],
+                kind: str = "degraded") -> int:
+    """For every photo whose faces were inverted with ``face.json`` under ``inversions_dir``, paste
+    each face's ``EDIT_DIR/<face>/<kind>_<α>.png`` back: ``EDIT_DIR/photos/<photo>_<α>.png`` (alpha
+    kept). Returns the number of photos written."""
+    groups: Dict[str, List[Tuple[str, dict]]] = {}
+    for name in find_inversions(inversions_dir) if os.path.isdir(inversions_dir) else []:
+        info = load_face_info(os.path.join(inversions_dir, name))
+        if info is not None:
+            groups.setdefault(info["source"], []).append((name, info))
+    for src, faces in sorted(groups.items()):
+        img, alpha = image_io.read_image_alpha(os.path.join(root, src))
+        stem = os.path.splitext(src)[0]
+        for a in strengths:
+            crops = [image_io.read_image(os.path.join(edit_dir, n, f"{kind}_{strength_tag(a)}.png")) for n, _ in faces]
+            whole = paste_recorded(img, [i for _, i in faces], crops)
+            image_io.write_image(os.path.join(edit_dir, "photos", f"{stem}_{strength_tag(a)}.png"), with_alpha(whole, alpha))
+    return len(groups)

@@ -5,7 +5,8 @@ A ``Latent`` is one image's (w, q) and, for PTI inversions, its generator delta.
 * an ``invert.py run`` output folder: every sub-folder holding ``w.npy`` (its path relative to
   the folder is the name, e.g. ``a/0001``), or one such sub-folder;
 * ``seeds:0-3``: generated samples, z and q from the seeds (``training.generation`` conventions),
-  w = mapping(z) without truncation.
+  w = mapping(z) without truncation;
+* images (``latents_from_images``): inverted first with ``invert.py run``'s resumable folder loop.
 """
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ import torch
 
 from dnnlib.util import UserError, parse_range
 from training.generation import inference_format, seed_to_q, seed_to_z
+
+from ..api import DEFAULT_PTI_STEPS, load_inversion
+from ..delta import apply_delta
+from ..folder import invert_folder
 
 SEEDS_PREFIX = "seeds:"
 
@@ -46,7 +51,6 @@ def find_inversions(root: str) -> List[str]:
 
 def load_inversion_latent(G, folder: str, name: Optional[str] = None) -> Latent:
     """One ``invert.py`` result folder as a ``Latent`` (checked against ``G``)."""
-    from inversion.api import load_inversion
     res = load_inversion(folder)
     w = torch.as_tensor(res.w).float()
     w = w[0] if w.ndim == 3 and w.shape[0] == 1 else w
@@ -91,11 +95,24 @@ def load_latents(G, spec: str, device="cpu") -> List[Latent]:
     return [load_inversion_latent(G, os.path.join(spec, n), name=n) for n in names]
 
 
+def latents_from_images(models, input_path: str, inv_dir: str, pti_steps: Optional[int] = None,
+                        w_steps: Optional[int] = None, batch_size: Optional[int] = None,
+                        face_pipeline=None) -> List[Latent]:
+    """Invert the images under ``input_path`` into ``inv_dir`` (``inversion.folder.invert_folder``:
+    each image written when it is finished, reused on a rerun, unreadable files reported in its
+    results.jsonl), ``batch_size`` at a time (default: by device), with ``models``
+    (``inversion.models.Models``: G, encoder, device); ``face_pipeline``: each face of a whole
+    photo is inverted aligned, as ``<name>_<k>``. Returns every latent of ``inv_dir``."""
+    invert_folder(models.G, input_path, inv_dir, encoder=models.E,
+                  pti_steps=DEFAULT_PTI_STEPS if pti_steps is None else pti_steps, w_steps=w_steps,
+                  device=models.device, batch=batch_size, face_pipeline=face_pipeline)
+    return load_latents(models.G, inv_dir, device=models.device)
+
+
 def generator_for(G, latent: Latent):
     """The generator an image's codes belong to: G with the image's PTI delta applied, or G."""
     if latent.delta is None:
         return G
-    from inversion.delta import apply_delta
     return apply_delta(G, latent.delta)
 
 

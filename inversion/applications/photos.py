@@ -1,6 +1,7 @@
-"""Whole photos for restore / edit / invert: the faces of each photo, aligned to the model's
-template (``faces.pipeline``), inverted as one list of crops (so the inversion batches them),
-processed, and pasted back into the photo at its own size.
+"""Whole photos for restore: the faces of each photo, aligned to the model's template
+(``faces.pipeline``), inverted as one list of crops (so the inversion batches them), restored,
+and pasted back into the photo at its own size (``editing.paste_edits`` does the same for edits,
+``inversion.folder`` stops after inversion).
 
 Names: face k of ``a/photo.jpg`` (k = 0 for the largest) is ``a/photo_k``: its inversion folder,
 its ``faces/a/photo_k.png`` tile (aligned input | result), its key in records.
@@ -8,16 +9,16 @@ its ``faces/a/photo_k.png`` tile (aligned input | result), its key in records.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from dnnlib import image_io
-from faces.pipeline import FacePipeline, face_name, find_faces
+from faces.pipeline import FacePipeline, face_name, find_faces, save_face_info
 
-FACES_DIR = "faces"
+from ..api import load_inversion, save_inversion
+from ..store import COMPARE_DIR, FACES_DIR, INVERSIONS_DIR, default_log, is_finished
 
 
 def with_alpha(img: np.ndarray, alpha: Optional[np.ndarray]) -> np.ndarray:
@@ -36,9 +37,7 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
     folder's inversion call, on the list of every face of these photos); ``sharp_fn(result, name)``
     -> uint8 [R, R, 3] G(w, 0); ``score_fn(src, photo, restored_photo)`` -> metrics fields or {}.
     """
-    from inversion.api import load_inversion, save_inversion
-    from faces.pipeline import save_face_info
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or default_log
     stems = [os.path.splitext(o)[0] for _, o, _ in photos]
     found = find_faces(pipeline, [(s, im) for s, (_, _, im) in zip(stems, photos)], log)
     results: Dict[str, Any] = {}
@@ -47,7 +46,7 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
         for f in faces:
             name = face_name(stem, f.index)
             folder = os.path.join(inversions, name) if inversions else None
-            if folder and os.path.isfile(os.path.join(folder, "result.json")):
+            if is_finished(folder):
                 results[name] = (load_inversion(folder), True)
             else:
                 fresh.append((name, f.crop))
@@ -68,7 +67,6 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
             tile = os.path.join(FACES_DIR, name + ".png").replace(os.sep, "/")
             image_io.write_image(os.path.join(outdir, tile), np.concatenate([f.crop, sharp[:, :, :3]], axis=1))
             if keep_inversions and not reused:
-                from inversion.applications.restore import INVERSIONS_DIR
                 save_inversion(os.path.join(outdir, INVERSIONS_DIR, name), res)
                 save_face_info(os.path.join(outdir, INVERSIONS_DIR, name), f, src, img.shape)
             s = dict(res.stats or {})
@@ -78,7 +76,6 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
         whole = pipeline.paste(img, faces, sharps) if faces else img
         image_io.write_image(os.path.join(outdir, out_rel), with_alpha(whole, alpha))
         if compare:
-            from inversion.applications.restore import COMPARE_DIR
             image_io.write_image(os.path.join(outdir, COMPARE_DIR, out_rel), np.concatenate([img, whole], axis=1))
         rec: Dict[str, Any] = {"file": out_rel, "source": src, "size": list(img.shape[:2]), "aligned": True,
                                "seconds": round(seconds * len(faces), 3), "faces": face_recs, "notes": notes,
@@ -87,29 +84,3 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
             rec.update(score_fn(src, img, whole))
         records.append(rec)
     return records
-
-
-# ---------------------------------------------------------------------------------------------
-# edit.py --input --align: the edited faces back into their photos.
-
-def paste_edits(inversions_dir: str, edit_dir: str, root: str, strengths: Sequence[float],
-                kind: str = "degraded") -> int:
-    """For every photo whose faces were inverted with ``face.json`` under ``inversions_dir``, paste
-    each face's ``EDIT_DIR/<face>/<kind>_<α>.png`` back: ``EDIT_DIR/photos/<photo>_<α>.png`` (alpha
-    kept). Returns the number of photos written."""
-    from faces.pipeline import load_face_info, paste_recorded
-    from inversion.applications.editing import strength_tag
-    from inversion.applications.latents import find_inversions
-    groups: Dict[str, List[Tuple[str, dict]]] = {}
-    for name in find_inversions(inversions_dir) if os.path.isdir(inversions_dir) else []:
-        info = load_face_info(os.path.join(inversions_dir, name))
-        if info is not None:
-            groups.setdefault(info["source"], []).append((name, info))
-    for src, faces in sorted(groups.items()):
-        img, alpha = image_io.read_image_alpha(os.path.join(root, src))
-        stem = os.path.splitext(src)[0]
-        for a in strengths:
-            crops = [image_io.read_image(os.path.join(edit_dir, n, f"{kind}_{strength_tag(a)}.png")) for n, _ in faces]
-            whole = paste_recorded(img, [i for _, i in faces], crops)
-            image_io.write_image(os.path.join(edit_dir, "photos", f"{stem}_{strength_tag(a)}.png"), with_alpha(whole, alpha))
-    return len(groups)

@@ -10,6 +10,8 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
   image to R x R);
 * an existing ``invert.py run`` folder (``inversions``) is reused: ``DIR/<stem>/`` when finished,
   else the image is inverted here (``keep_inversions`` saves new ones under ``OUTDIR/inversions``);
+* the folder loop (inputs, resume, chunks, unreadable files) is ``inversion.store.FolderRun``; the
+  options are one ``RestoreOptions``;
 * ``OUTDIR/restore.jsonl``: one line per image (file, source, seconds, steps, reconstruction
   PSNR / perceptual distance / LPIPS, and with ground truth the metrics of input and restored);
   unreadable files (every odd form ``dnnlib.image_io`` refuses) get a line with ``error`` and are
@@ -29,32 +31,46 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import sys
-import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 
 from dnnlib import image_io
 from dnnlib.util import UserError, append_jsonl, atomic_write, read_jsonl
+from faces.pipeline import FacePipeline, split_photos
+from metrics import image_metrics, niqe
+from metrics.compare import prepare_metrics, summarize
+
+from ..api import default_batch_size, invert_images, load_inversion, save_inversion
+from ..store import COMPARE_DIR, INVERSIONS_DIR, FolderRun, default_log, is_finished
+from .latents import Latent, generator_for, render
+from .photos import restore_photos
 
 RECORDS_FILE = "restore.jsonl"
 SUMMARY_FILE = "restore-summary.json"
 OPTIONS_FILE = "restore_options.json"
-COMPARE_DIR = "compare"
-INVERSIONS_DIR = "inversions"
 
 
-def resize_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 [h, w, C] -> [height, width, C] with Lanczos (no-op when the size matches)."""
-    if img.shape[:2] == (height, width):
-        return img
-    from PIL import Image
-    pil = Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img)
-    out = np.asarray(pil.resize((width, height), Image.LANCZOS))
-    return out[:, :, None] if out.ndim == 2 else out
+@dataclasses.dataclass
+class RestoreOptions:
+    """What ``restore_folder`` does besides restoring (``restore.py``'s options)."""
+    inversions: Optional[str] = None          # an invert.py run folder whose finished DIR/<stem>/ are reused
+    gt: Optional[str] = None                  # ground-truth folder (same relative paths): metrics
+    compare: bool = False                     # also OUTDIR/compare/<name>.png: input | restored (| gt)
+    keep_inversions: bool = False             # save new inversions under OUTDIR/inversions (for edit.py)
+    metrics: Optional[Sequence[str]] = None   # with gt: psnr, ssim, lpips, niqe; None = all (lpips when available)
+    lpips_backbone: str = "imagenet"          # 'random': debugging only
+    pti_steps: Optional[int] = None           # None: the inversion default
+    w_steps: Optional[int] = None             # None: 0 with an encoder, else the inversion default
+    batch_size: Optional[int] = None          # images inverted together; None: by device (default_batch_size)
+    perceptual: str = "auto"                  # perceptual loss of the inversion
+    device: Any = "cpu"
+    progress: bool = True
+    face_pipeline: Optional[FacePipeline] = None   # whole photos (faces.pipeline); None = aligned crops
 
 
 def find_gt(gt_dir: str, source: str) -> Optional[str]:
@@ -75,12 +91,11 @@ class ImageScorer:
     """PSNR / SSIM / LPIPS / NIQE of an image against its ground truth (metrics package)."""
 
     def __init__(self, names: Sequence[str], lpips_backbone: str = "imagenet", device="cpu", log=None):
-        from metrics.compare import prepare_metrics      # default list: LPIPS skipped with a note when absent
+        # default list: LPIPS skipped with a note when its weights are absent
         self.names, self.lpips = prepare_metrics(list(names) if names else None, True, "alex", lpips_backbone,
                                                  device, log)
 
     def __call__(self, img: np.ndarray, gt: np.ndarray) -> Dict[str, Optional[float]]:
-        from metrics import image_metrics, niqe
         out: Dict[str, Optional[float]] = {}
         if "psnr" in self.names:
             out["psnr"] = float(image_metrics.psnr(img, gt))
@@ -100,199 +115,180 @@ class ImageScorer:
 
 
 def summarize_records(records: Sequence[dict], names: Sequence[str]) -> Dict[str, dict]:
-    from metrics.compare import summarize
     return {kind: summarize([r[kind] for r in records if isinstance(r.get(kind), dict)], names)
             for kind in ("input", "restored")}
-
-
-def _invert_chunk(G, images, names, encoder, options, on_result=None) -> list:
-    """Invert a list of uint8 images, ``options['batch_size']`` together (``restore_folder`` always
-    sets it); ``on_result(i, result)`` runs as soon as image ``i`` is finished."""
-    from inversion.api import invert_images
-    return invert_images(G, images, encoder=encoder, names=names, progress=False, on_result=on_result, **options)
-
-
-def restore_folder(G, input_path: str, outdir: str, encoder=None, inversions: Optional[str] = None,
-                   gt: Optional[str] = None, compare: bool = False, keep_inversions: bool = False,
-                   metrics: Optional[Sequence[str]] = None, lpips_backbone: str = "imagenet",
-                   pti_steps: Optional[int] = None, w_steps: Optional[int] = None, batch_size: Optional[int] = None,
-                   perceptual: str = "auto", device="cpu", progress: bool = True, log=None,
-                   face_pipeline=None) -> Dict[str, Any]:
-    """Restore every image under ``input_path`` into ``outdir`` (see the module docstring).
-    ``batch_size`` images are inverted together (default: by device,
-    ``inversion.api.default_batch_size``); each is written as soon as it is finished.
-    ``face_pipeline`` (``faces.pipeline.build_face_pipeline``): whole photos get their faces restored and
-    pasted back (``inversion/applications/photos.py``); None = every input is an aligned crop.
-    Returns counts (inputs, written, skipped, failed, reused, faces, no_face) and, with ``gt``, the summary."""
-    from degradations.folder import plan_outputs
-    from inversion.api import default_batch_size, load_inversion
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    if G.q_dim == 0:
-        raise UserError("restoration needs a QC generator (q_dim > 0); this network is plain StyleGAN2")
-    if gt is not None and not os.path.isdir(gt):
-        raise UserError(f"--gt must be a folder: {gt}")
-    if inversions is not None and not os.path.isdir(inversions):
-        raise UserError(f"--inversions folder not found: {inversions}")
-    root, sources = image_io.list_sources(input_path, outdir)
-    scorer = ImageScorer(metrics or (), lpips_backbone, device, log) if gt is not None else None
-    jobs = [(src, out_rel) for src, _, out_rel in plan_outputs(sources, 1)]
-    in_paths = {os.path.abspath(os.path.join(root, s)) for s in sources}
-    if any(os.path.abspath(os.path.join(outdir, o)) in in_paths for _, o in jobs):
-        raise UserError("an output would overwrite an input; choose another --outdir")
-    os.makedirs(outdir, exist_ok=True)
-    batch_size = int(batch_size) if batch_size is not None else default_batch_size(device)
-    inv_options: Dict[str, Any] = {"perceptual": perceptual, "device": device, "batch_size": batch_size}
-    if pti_steps is not None:
-        inv_options["pti_steps"] = int(pti_steps)
-    if w_steps is not None:
-        inv_options["w_steps"] = int(w_steps)
-    with atomic_write(os.path.join(outdir, OPTIONS_FILE), "w") as f:
-        json.dump({"input": os.path.abspath(input_path), "outdir": os.path.abspath(outdir),
-                   "inversions": inversions, "gt": gt, "compare": compare, "metrics": scorer.names if scorer else None,
-                   "align": face_pipeline.options() if face_pipeline is not None else None,
-                   **{k: v for k, v in inv_options.items() if k != "device"}}, f, indent=2)
-        f.write("\n")
-
-    records_path = os.path.join(outdir, RECORDS_FILE)
-    done = {r["file"] for r in read_jsonl(records_path) if "error" not in r}
-    summary = {"inputs": len(jobs), "written": 0, "skipped": 0, "failed": 0, "reused": 0, "faces": 0, "no_face": 0}
-    todo = []
-    for src, out_rel in jobs:
-        if out_rel in done and os.path.isfile(os.path.join(outdir, out_rel)):
-            summary["skipped"] += 1
-        else:
-            todo.append((src, out_rel))
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(jobs), initial=summary["skipped"], desc="restore", unit="img", file=sys.stderr)
-
-    def write(res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> None:
-        rec = _finish_image(G, res, src, out_rel, img, outdir, gt, scorer, compare, seconds, reused, device, log)
-        append_jsonl(records_path, rec)
-        summary["written"] += 1
-        summary["reused"] += int(reused)
-        if bar is not None:
-            bar.update(1)
-
-    for lo in range(0, len(todo), max(1, batch_size)):
-        chunk, alphas = [], {}                 # alphas: for whole photos, pasted back with theirs
-        for src, out_rel in todo[lo:lo + batch_size]:
-            try:
-                rgb, alphas[src] = image_io.read_image_alpha(os.path.join(root, src))
-                chunk.append((src, out_rel, rgb))
-            except UserError as exc:
-                log(f"skipped {src}: {exc}")
-                append_jsonl(records_path, {"file": out_rel, "source": src, "error": str(exc)})
-                summary["failed"] += 1
-                if bar is not None:
-                    bar.update(1)
-        from faces.pipeline import split_photos
-        chunk, photos = split_photos(face_pipeline, chunk)
-        if photos:
-            for rec in _restore_photos(G, face_pipeline, photos, alphas, outdir, encoder, inv_options, inversions,
-                                       keep_inversions, compare, gt, scorer, device, log):
-                append_jsonl(records_path, rec)
-                summary["written"] += 1
-                summary["faces"] += len(rec["faces"])
-                summary["no_face"] += int(not rec["faces"])
-                if bar is not None:
-                    bar.update(1)
-        fresh = []
-        for src, out_rel, img in chunk:
-            stem = os.path.splitext(out_rel)[0]
-            folder = os.path.join(inversions, stem) if inversions else None
-            if folder and os.path.isfile(os.path.join(folder, "result.json")):
-                write(load_inversion(folder), src, out_rel, img, 0.0, True)
-            else:
-                fresh.append((src, out_rel, img))
-        if fresh:
-            def finished(i: int, res, fresh=fresh) -> None:          # as soon as image i is finished
-                src, out_rel, img = fresh[i]
-                if keep_inversions:
-                    from inversion.api import save_inversion
-                    save_inversion(os.path.join(outdir, INVERSIONS_DIR, os.path.splitext(out_rel)[0]), res)
-                seconds = res.stats["seconds_stage1"] + res.stats["seconds_stage2"]
-                write(res, src, out_rel, img, seconds, False)
-
-            _invert_chunk(G, [im for _, _, im in fresh], [os.path.splitext(o)[0] for _, o, _ in fresh],
-                          encoder, inv_options, on_result=finished)
-    if bar is not None:
-        bar.close()
-    image_io.require_progress(summary["written"] + summary["skipped"], summary["failed"], records_path)
-    if scorer is not None:
-        recs = [r for r in read_jsonl(records_path) if "error" not in r]
-        latest = {r["file"]: r for r in recs}                     # a rerun's line replaces the old one
-        summary["metrics"] = summarize_records(list(latest.values()), scorer.names)
-        with atomic_write(os.path.join(outdir, SUMMARY_FILE), "w") as f:
-            json.dump(summary["metrics"], f, indent=2)
-            f.write("\n")
-    return summary
 
 
 def sharp_image(G, res, name: str, device) -> np.ndarray:
     """uint8 [R, R, C]: G_θ(w, 0) of an inversion (its stored render, or rendered here)."""
     if res.sharp is not None:
         return np.asarray(res.sharp)
-    import torch
-    from .latents import Latent, generator_for, render
-    from training.generation import to_uint8
     lat = Latent(name=name, w=torch.as_tensor(res.w).float(), q=torch.as_tensor(res.q).float(), delta=res.delta)
-    return np.asarray(to_uint8(render(generator_for(G, lat), lat.w[None], None, device=device)[0])[0])
+    return np.asarray(image_io.to_uint8_hwc(render(generator_for(G, lat), lat.w[None], None, device=device)[0])[0])
 
 
-def _restore_photos(G, pipeline, photos, alphas, outdir, encoder, inv_options, inversions, keep_inversions, compare,
-                    gt, scorer, device, log) -> list:
-    """Whole photos: every face restored (one inversion call for all of them) and pasted back."""
-    from .photos import restore_photos
-
-    def score(src, inp, restored):
-        gt_path = find_gt(gt, src) if gt is not None else None
-        if gt_path is None:
-            return {}
-        gt_img = image_io.read_image(gt_path)
-        if gt_img.shape != restored.shape:
-            log(f"{src}: ground truth has another size; metrics skipped")
-            return {}
-        return {"gt": os.path.relpath(gt_path, gt).replace(os.sep, "/"), "input": scorer(inp, gt_img),
-                "restored": scorer(restored, gt_img)}
-
-    return restore_photos(pipeline, photos, alphas, outdir,
-                          invert_fn=lambda crops, names: _invert_chunk(G, crops, names, encoder, inv_options),
-                          sharp_fn=lambda res, name: sharp_image(G, res, name, device), inversions=inversions,
-                          keep_inversions=keep_inversions, compare=compare,
-                          score_fn=score if scorer is not None else None, log=log)
+def restore_folder(G, input_path: str, outdir: str, encoder=None, options: Optional[RestoreOptions] = None,
+                   log: Optional[Callable[[str], None]] = None, **overrides) -> Dict[str, Any]:
+    """Restore every image under ``input_path`` into ``outdir`` (see the module docstring).
+    ``options`` (``RestoreOptions``; keyword ``overrides`` replace its fields): ``batch_size``
+    images are inverted together, each written as soon as it is finished; ``face_pipeline``:
+    whole photos get their faces restored and pasted back (``photos.restore_photos``). Returns
+    counts (inputs, written, skipped, failed, reused, faces, no_face) and, with ``gt``, the summary."""
+    opts = dataclasses.replace(options or RestoreOptions(), **overrides)
+    return _Restoration(G, encoder, input_path, outdir, opts, log or default_log).run()
 
 
-def _finish_image(G, res, src: str, out_rel: str, img: np.ndarray, outdir: str, gt: Optional[str],
-                  scorer: Optional[ImageScorer], compare: bool, seconds: float, reused: bool, device, log) -> dict:
-    """Render (or take) G_θ(w, 0), resize back, write it, score it. Returns its record."""
-    h, w = img.shape[:2]
-    sharp = sharp_image(G, res, out_rel, device)
-    restored = resize_to(np.asarray(sharp), h, w)
-    if restored.shape[2] != img.shape[2]:
-        restored = np.repeat(restored, img.shape[2], axis=2) if restored.shape[2] == 1 else restored[:, :, :img.shape[2]]
-    image_io.write_image(os.path.join(outdir, out_rel), restored)
-    stats = dict(res.stats or {})
-    rec: Dict[str, Any] = {"file": out_rel, "source": src, "size": [h, w], "seconds": round(seconds, 3),
-                           "reused_inversion": reused, "w_steps": stats.get("w_steps"), "pti_steps": stats.get("pti_steps"),
-                           "psnr": stats.get("psnr"), "lpips": stats.get("lpips"), "perceptual": stats.get("perceptual"),
-                           "perceptual_loss": stats.get("perceptual_loss")}
-    tiles = [img, restored]
-    if gt is not None:
-        gt_path = find_gt(gt, src)
-        if gt_path is None:
-            log(f"{src}: no ground truth in {gt}; metrics skipped")
-        else:
-            gt_img = image_io.read_image(gt_path)
-            if gt_img.shape != img.shape:
-                log(f"{src}: ground truth {os.path.relpath(gt_path, gt)} is {gt_img.shape[1]}x{gt_img.shape[0]}, "
-                    f"the input {w}x{h}; metrics skipped")
+class _Restoration:
+    """One ``restore_folder`` call: its checks, options file, resumable loop and summary."""
+
+    def __init__(self, G, encoder, input_path: str, outdir: str, opts: RestoreOptions, log):
+        if G.q_dim == 0:
+            raise UserError("restoration needs a QC generator (q_dim > 0); this network is plain StyleGAN2")
+        if opts.gt is not None and not os.path.isdir(opts.gt):
+            raise UserError(f"--gt must be a folder: {opts.gt}")
+        if opts.inversions is not None and not os.path.isdir(opts.inversions):
+            raise UserError(f"--inversions folder not found: {opts.inversions}")
+        self.G, self.encoder, self.outdir, self.opts, self.log = G, encoder, outdir, opts, log
+        self.run_ = FolderRun(input_path, outdir, RECORDS_FILE, "restore", opts.progress, log)
+        self.scorer = ImageScorer(opts.metrics or (), opts.lpips_backbone, opts.device, log) if opts.gt is not None else None
+        stems = image_io.output_stems(self.run_.sources)
+        self.jobs = [(src, stems[src] + ".png") for src in self.run_.sources]
+        in_paths = {os.path.abspath(os.path.join(self.run_.root, s)) for s in self.run_.sources}
+        if any(os.path.abspath(os.path.join(outdir, o)) in in_paths for _, o in self.jobs):
+            raise UserError("an output would overwrite an input; choose another --outdir")
+        self.batch_size = int(opts.batch_size) if opts.batch_size is not None else default_batch_size(opts.device)
+        self.inv_options: Dict[str, Any] = {"perceptual": opts.perceptual, "device": opts.device,
+                                            "batch_size": self.batch_size}
+        if opts.pti_steps is not None:
+            self.inv_options["pti_steps"] = int(opts.pti_steps)
+        if opts.w_steps is not None:
+            self.inv_options["w_steps"] = int(opts.w_steps)
+        self.input_path = input_path
+        self.summary = {"inputs": len(self.jobs), "written": 0, "skipped": 0, "failed": 0, "reused": 0, "faces": 0,
+                        "no_face": 0}
+
+    def run(self) -> Dict[str, Any]:
+        opts, run, summary = self.opts, self.run_, self.summary
+        os.makedirs(self.outdir, exist_ok=True)
+        self._write_options()
+        done = {r["file"] for r in read_jsonl(run.records) if "error" not in r}
+        todo = [(src, out_rel) for src, out_rel in self.jobs
+                if not (out_rel in done and os.path.isfile(os.path.join(self.outdir, out_rel)))]
+        summary["skipped"] = len(self.jobs) - len(todo)
+        run.start(summary["skipped"])
+        for chunk in run.chunks(todo, self.batch_size, source_of=lambda job: job[0],
+                                error_record=lambda job, why: {"file": job[1], "source": job[0], "error": why}):
+            alphas = {src: alpha for (src, _), _, alpha in chunk}     # whole photos are pasted back with theirs
+            crops, photos = split_photos(opts.face_pipeline, [(src, out_rel, rgb) for (src, out_rel), rgb, _ in chunk])
+            if photos:
+                for rec in self._restore_photos(photos, alphas):
+                    append_jsonl(run.records, rec)
+                    summary["written"] += 1
+                    summary["faces"] += len(rec["faces"])
+                    summary["no_face"] += int(not rec["faces"])
+                    run.tick()
+            self._restore_crops(crops)
+        summary["failed"] = run.failed
+        run.finish(summary["written"] + summary["skipped"])
+        if self.scorer is not None:
+            latest = {r["file"]: r for r in read_jsonl(run.records) if "error" not in r}   # a rerun's line replaces the old one
+            summary["metrics"] = summarize_records(list(latest.values()), self.scorer.names)
+            with atomic_write(os.path.join(self.outdir, SUMMARY_FILE), "w") as f:
+                json.dump(summary["metrics"], f, indent=2)
+                f.write("\n")
+        return summary
+
+    def _write_options(self) -> None:
+        opts = self.opts
+        with atomic_write(os.path.join(self.outdir, OPTIONS_FILE), "w") as f:
+            json.dump({"input": os.path.abspath(self.input_path), "outdir": os.path.abspath(self.outdir),
+                       "inversions": opts.inversions, "gt": opts.gt, "compare": opts.compare,
+                       "metrics": self.scorer.names if self.scorer else None,
+                       "align": opts.face_pipeline.options() if opts.face_pipeline is not None else None,
+                       **{k: v for k, v in self.inv_options.items() if k != "device"}}, f, indent=2)
+            f.write("\n")
+
+    def _invert(self, images: List[np.ndarray], names: List[str], on_result=None) -> list:
+        """One batched inversion of a list of uint8 images; ``on_result(i, result)`` as each finishes."""
+        return invert_images(self.G, images, encoder=self.encoder, names=names, progress=False, on_result=on_result,
+                             **self.inv_options)
+
+    def _restore_crops(self, crops: Sequence[tuple]) -> None:
+        """Aligned crops: reuse a finished ``--inversions`` folder, else invert (all of them in one call)."""
+        fresh = []
+        for src, out_rel, img in crops:
+            folder = os.path.join(self.opts.inversions, os.path.splitext(out_rel)[0]) if self.opts.inversions else None
+            if is_finished(folder):
+                self._write(load_inversion(folder), src, out_rel, img, 0.0, True)
             else:
-                rec["gt"] = os.path.relpath(gt_path, gt).replace(os.sep, "/")
-                rec["input"] = scorer(img, gt_img)
-                rec["restored"] = scorer(restored, gt_img)
-                tiles.append(gt_img)
-    if compare:
-        image_io.write_image(os.path.join(outdir, COMPARE_DIR, out_rel), np.concatenate(tiles, axis=1))
-    return rec
+                fresh.append((src, out_rel, img))
+        if not fresh:
+            return
+
+        def finished(i: int, res) -> None:          # as soon as image i is finished
+            src, out_rel, img = fresh[i]
+            if self.opts.keep_inversions:
+                save_inversion(os.path.join(self.outdir, INVERSIONS_DIR, os.path.splitext(out_rel)[0]), res)
+            self._write(res, src, out_rel, img, res.stats["seconds_stage1"] + res.stats["seconds_stage2"], False)
+
+        self._invert([im for _, _, im in fresh], [os.path.splitext(o)[0] for _, o, _ in fresh], on_result=finished)
+
+    def _write(self, res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> None:
+        append_jsonl(self.run_.records, self._finish_image(res, src, out_rel, img, seconds, reused))
+        self.summary["written"] += 1
+        self.summary["reused"] += int(reused)
+        self.run_.tick()
+
+    def _restore_photos(self, photos, alphas) -> list:
+        """Whole photos: every face restored (one inversion call for all of them) and pasted back."""
+        gt, log = self.opts.gt, self.log
+
+        def score(src, inp, restored):
+            gt_path = find_gt(gt, src) if gt is not None else None
+            if gt_path is None:
+                return {}
+            gt_img = image_io.read_image(gt_path)
+            if gt_img.shape != restored.shape:
+                log(f"{src}: ground truth has another size; metrics skipped")
+                return {}
+            return {"gt": os.path.relpath(gt_path, gt).replace(os.sep, "/"), "input": self.scorer(inp, gt_img),
+                    "restored": self.scorer(restored, gt_img)}
+
+        return restore_photos(self.opts.face_pipeline, photos, alphas, self.outdir, invert_fn=self._invert,
+                              sharp_fn=lambda res, name: sharp_image(self.G, res, name, self.opts.device),
+                              inversions=self.opts.inversions, keep_inversions=self.opts.keep_inversions,
+                              compare=self.opts.compare, score_fn=score if self.scorer is not None else None, log=log)
+
+    def _finish_image(self, res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> dict:
+        """Render (or take) G_θ(w, 0), resize back, write it, score it. Returns its record."""
+        gt, log = self.opts.gt, self.log
+        h, w = img.shape[:2]
+        sharp = sharp_image(self.G, res, out_rel, self.opts.device)
+        restored = image_io.resize(np.asarray(sharp), h, w)
+        if restored.shape[2] != img.shape[2]:
+            restored = np.repeat(restored, img.shape[2], axis=2) if restored.shape[2] == 1 else restored[:, :, :img.shape[2]]
+        image_io.write_image(os.path.join(self.outdir, out_rel), restored)
+        stats = dict(res.stats or {})
+        rec: Dict[str, Any] = {"file": out_rel, "source": src, "size": [h, w], "seconds": round(seconds, 3),
+                               "reused_inversion": reused, "w_steps": stats.get("w_steps"),
+                               "pti_steps": stats.get("pti_steps"), "psnr": stats.get("psnr"),
+                               "lpips": stats.get("lpips"), "perceptual": stats.get("perceptual"),
+                               "perceptual_loss": stats.get("perceptual_loss")}
+        tiles = [img, restored]
+        if gt is not None:
+            gt_path = find_gt(gt, src)
+            if gt_path is None:
+                log(f"{src}: no ground truth in {gt}; metrics skipped")
+            else:
+                gt_img = image_io.read_image(gt_path)
+                if gt_img.shape != img.shape:
+                    log(f"{src}: ground truth {os.path.relpath(gt_path, gt)} is {gt_img.shape[1]}x{gt_img.shape[0]}, "
+                        f"the input {w}x{h}; metrics skipped")
+                else:
+                    rec["gt"] = os.path.relpath(gt_path, gt).replace(os.sep, "/")
+                    rec["input"] = self.scorer(img, gt_img)
+                    rec["restored"] = self.scorer(restored, gt_img)
+                    tiles.append(gt_img)
+        if self.opts.compare:
+            image_io.write_image(os.path.join(self.outdir, COMPARE_DIR, out_rel), np.concatenate(tiles, axis=1))
+        return rec
