@@ -51,7 +51,7 @@ def main(ctx, network, metrics, data, inception, inception_resize, outdir, devic
     if ctx.invoked_subcommand is not None:
         return
     if not network:
-        from training.pretrained import default_network_path
+        from inversion.pretrained import default_network_path
         network = default_network_path(announce=True)
         outdir = outdir or os.path.join("out", "metrics")      # never write into pretrained/
     run_generator_metrics(network, metrics, data=data, inception=inception, inception_resize=inception_resize,

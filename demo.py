@@ -67,7 +67,7 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     from inversion.encoders import load_encoder
     from training.checkpoint import load_network
     from training.generation import generate_images, make_grid, save_png
-    from training.pretrained import BOUNDARIES, is_shipped, resolve_encoder, resolve_network
+    from inversion.pretrained import BOUNDARIES, is_shipped, resolve_encoder, resolve_network
 
     t0 = time.time()
     encoder = resolve_encoder(encoder, network)

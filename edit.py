@@ -48,7 +48,7 @@ def _load_G(network, device, require_qc=True, with_meta=False):
     """G (``load_generator``'s rule) on ``device``; with ``with_meta``, also the file's metadata and
     source (for the face template), the file read once."""
     from training.checkpoint import load_network, pick_generator
-    from training.pretrained import resolve_network
+    from inversion.pretrained import resolve_network
     path = resolve_network(network)
     nets = load_network(path, device="cpu")
     G = pick_generator(nets, path, require_qc=require_qc).to(device)
@@ -119,7 +119,7 @@ def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, batch
     import torch
     from inversion.applications.editing import edit_latents
     from inversion.applications.latents import load_latents
-    from training.pretrained import resolve_direction, resolve_encoder
+    from inversion.pretrained import resolve_direction, resolve_encoder
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if (inversions is None) == (input_path is None):
         raise UserError("give exactly one of --inversions DIR or --input DIR")
@@ -130,7 +130,7 @@ def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, batch
     pasted = 0
     if input_path is not None:
         from faces.pipeline import build_face_pipeline
-        from training.pretrained import resolve_network
+        from inversion.pretrained import resolve_network
         net_path = resolve_network(network, announce=False)
         def faces():
             return build_face_pipeline(align, G, net_path, meta, max_faces=max_faces,
@@ -220,7 +220,7 @@ def fit_boundary_cmd(network, inversions, input_path, encoder, w_steps, labels, 
     G = _load_G(network, device, require_qc=False)
     if input_path is not None:
         outdir = os.path.splitext(out)[0] + "-inversions-root"
-        from training.pretrained import resolve_encoder
+        from inversion.pretrained import resolve_encoder
         latents = _latents_from_images(G, input_path, outdir, resolve_encoder(encoder, network), 0, w_steps, device)
     else:
         latents = load_latents(G, inversions, device=device)

@@ -66,7 +66,7 @@ def run(network_path, encoder_path, input_path, outdir, w_steps, pti_steps, w_lr
     from inversion.encoders import load_encoder
     from inversion.folder import invert_folder
     from inversion.pti import PTIOptions
-    from training.pretrained import resolve_encoder, resolve_network
+    from inversion.pretrained import resolve_encoder, resolve_network
     if batch is not None and batch < 1:
         raise UserError("--batch must be >= 1")
     parse_encoding(delta_encoding)

@@ -52,7 +52,7 @@ def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, 
     import torch
     from inversion.applications.restore import restore_folder
     from training.checkpoint import load_network, pick_generator
-    from training.pretrained import resolve_encoder, resolve_network
+    from inversion.pretrained import resolve_encoder, resolve_network
     from metrics.compare import format_table
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if metrics is not None and gt is None:

@@ -58,7 +58,7 @@ def main():
     from inversion.applications.restore import restore_folder
     from inversion.encoders import load_encoder
     from training.checkpoint import load_network
-    from training.pretrained import resolve_encoder, resolve_network
+    from inversion.pretrained import resolve_encoder, resolve_network
 
     clean, degraded = os.path.join(args.outdir, "clean"), os.path.join(args.outdir, "degraded")
     extract_faces(args.data, args.images, clean)

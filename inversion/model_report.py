@@ -214,7 +214,7 @@ def main(network, encoder, teacher, heldout, sections, probe_images, restore_ima
          pti_steps, seed, device, out):
     """Measure a QC model and its encoders on held-out faces (the model card's numbers)."""
     from inversion.encoders import load_encoder
-    from training import pretrained
+    from inversion import pretrained
     from training.checkpoint import load_generator
     shipped = pretrained.is_shipped(network)
     net_path = pretrained.resolve_network(network)

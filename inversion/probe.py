@@ -191,7 +191,7 @@ def sample_clean_images(G, count: int, seed: int = 0, device="cpu") -> List[np.n
 def main(network, encoder, data, samples, max_images, families, w_steps, blur_sigmas, test_fraction, seed, batch_size, device, out):
     """Linear probe of the quality code (paper Sec. 4.6)."""
     from training.checkpoint import load_network
-    from training.pretrained import default_network_path
+    from inversion.pretrained import default_network_path
     if (data is None) == (samples is None):
         raise UserError("give exactly one of --data DIR or --samples N")
     G = load_network(network or default_network_path(announce=True), device="cpu")["G_ema"].to(device)

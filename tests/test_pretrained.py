@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from training import pretrained
+from inversion import pretrained
 from training.checkpoint import load_network
 from metrics.image_metrics import psnr
 from training.generation import seed_to_q, seed_to_z, to_uint8

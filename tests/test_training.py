@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dnnlib.util import UserError, read_jsonl
+from metrics.training_metrics import TRAINING_METRICS
 from training import checkpoint as ckpt
 from training.launch import launch, resolve_options
 from training.training_loop import training_loop
@@ -31,7 +32,7 @@ def _opts(blobs, **kw):
     cli = dict(data=blobs.data, cfg="smoke", resume=blobs.stock, workers=0, device="cpu", tick_kimg=0.032, snap=1,
                precision="fp32")  # fp32 pinned: 'auto' follows the CPU (bf16 on AMX); tests must not depend on which CPU runs them
     cli.update(kw)
-    return resolve_options(cli)
+    return resolve_options(cli, metric_runner=TRAINING_METRICS)
 
 
 def _states(path):
