@@ -5,12 +5,15 @@ Nothing here imports the rest of the project.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
 import os
 import re
+import sys
 import tempfile
+import urllib.request
 from typing import Any, Iterator, List
 
 
@@ -93,7 +96,6 @@ def open_url(path_or_url: str, allow_download: bool = False, timeout: float = 30
     if os.path.isfile(cached):
         return open(cached, "rb")
     if allow_download:
-        import urllib.request
         try:
             with urllib.request.urlopen(path_or_url, timeout=timeout) as resp:
                 data = resp.read()
@@ -247,8 +249,6 @@ def cli_main(func):
     """Decorator for a CLI entry point: a ``UserError`` prints ``error: <message>`` on stderr, one
     line, no traceback, and exits with its status (1; 2 for a ``BadFileError``, see ``EXIT_*``);
     an ``OSError`` (e.g. a full disk) is reported the same way with status 1; Ctrl-C exits 130."""
-    import functools
-    import sys
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):

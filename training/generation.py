@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from dnnlib.util import UserError, append_jsonl, atomic_write, read_jsonl
+from torch_utils.misc import resolve_inference_dtype
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -73,7 +74,6 @@ def inference_format(device: torch.device, dtype: str = "float32") -> dict:
     """
     if dtype not in DTYPES and dtype != "auto":
         raise UserError(f"unknown dtype '{dtype}' (choose from auto, {', '.join(DTYPES)})")
-    from torch_utils.misc import resolve_inference_dtype
     dtype = resolve_inference_dtype(dtype, device)
     if dtype == "float16" and device.type == "cpu":
         raise UserError("float16 is for CUDA; on CPU use --dtype bfloat16")
@@ -225,7 +225,6 @@ def generate_images(G, outdir: str, seeds: Sequence[int] = (), projected_w: Opti
     records: List[dict] = []
     tiles: List[np.ndarray] = []
     bar = tqdm(total=len(jobs), desc="generate", unit="img", disable=not progress)
-    from torch_utils.misc import resolve_inference_dtype
     dtype = resolve_inference_dtype(dtype, device) if dtype == "auto" else dtype   # decided once
     inference_format(device, dtype)          # validate before any work
     with torch.no_grad():
