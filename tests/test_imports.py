@@ -375,6 +375,19 @@ def test_checker_catches_package_cycle_and_unplaced_package(tmp_path):
     assert found["unplaced packages"] == ["extra/ is not in the layer diagram of docs/architecture.md"]
 
 
+def test_checker_catches_metrics_importing_the_training_loop(tmp_path):
+    doc = _DOC.replace("high/", "metrics/").replace("low/                     base",
+                                                    "training/                base")
+    _write(tmp_path, {
+        "docs/architecture.md": doc.replace("- `low/` imports nothing of the project.\n", ""),
+        "metrics/__init__.py": "", "metrics/m.py": "from training import checkpoint, training_loop\n",
+        "training/__init__.py": "", "training/checkpoint.py": "", "training/training_loop.py": "",
+    })
+    found = findings(str(tmp_path))
+    assert found["upward imports"] == ["metrics/m.py:1 metrics.m -> training.training_loop   "
+                                       "[metrics never imports training.training_loop]"]
+
+
 if __name__ == "__main__":
     problems = findings(ROOT)
     print(_report(problems) or "import graph clean")
