@@ -4,7 +4,10 @@ The graph is read with ``ast`` from the source files (nothing is imported): ever
 ``from ... import`` of a project module, at module top or inside a function, is an edge. The
 tests fail on a cycle between modules, a cycle between packages, an import that points up the
 layering of docs/architecture.md, and an import a package's "imports only" rule forbids; the
-message lists the offending edges as ``file:line importer -> imported``.
+message lists the offending edges as ``file:line importer -> imported``. Packages are checked at
+two levels: top-level (``training`` vs ``metrics``) and innermost (``inversion`` vs
+``inversion.applications``). ``tests/`` is not part of the graph; scripts in a folder without
+``__init__.py`` (``benchmarks/``) are CLIs. Imports by string (``importlib``) are not seen.
 
     python tests/test_imports.py          # print every finding (exit 1 when there are any)
 """
