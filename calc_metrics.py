@@ -25,7 +25,7 @@ from dnnlib.util import cli_main
 from metrics.compare import compare_folders, format_table
 from metrics.network_metrics import run_generator_metrics
 from torch_utils.misc import resolve_device
-from training.pretrained import default_network_path
+from inversion.pretrained import default_network_path
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})

@@ -41,7 +41,7 @@ from inversion.models import Models, load_models
 from inversion.store import INVERSIONS_DIR
 from metrics.lpips_metric import backbone_path
 from training.generation import generate_images
-from training.pretrained import BOUNDARIES, is_shipped
+from inversion.pretrained import BOUNDARIES, is_shipped
 
 DEMO_PTI_STEPS = 50      # light PTI: the encoder gives the start; keeps the demo to minutes on 2 cores
 DEMO_W_STEPS = 50         # stage-1 refinement of the encoder's (w, q): the shipped q head is weakly trained

@@ -24,7 +24,7 @@ from inversion.applications.directions import fit_boundary_on_latents, pick_dire
 from inversion.applications.editing import edit_folder
 from inversion.applications.latents import latents_from_images, load_latents
 from inversion.models import load_models
-from training.pretrained import resolve_direction
+from inversion.pretrained import resolve_direction
 
 DEFAULT_STRENGTHS = "-3,-1.5,0,1.5,3"
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import click
 
 from dnnlib.util import UserError, cli_main, parse_range
+from inversion.pretrained import resolve_network
 from torch_utils.misc import resolve_device
 from training.checkpoint import load_generator
 from training.generation import DTYPES, generate_images
-from training.pretrained import resolve_network
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from dnnlib import image_io
 from dnnlib.util import UserError, append_jsonl, atomic_write, read_jsonl
@@ -84,7 +85,6 @@ def degrade_folder(input_path: str, outdir: str, pipeline: Any = "paper", seed: 
     failed_sources = set()
     bar = None
     if progress:
-        from tqdm import tqdm
         bar = tqdm(total=len(jobs), unit="img", file=sys.stderr)
     cache: Tuple[Optional[str], Any] = (None, None)
     for source, k, out_rel in jobs:

@@ -16,6 +16,7 @@ import math
 import warnings
 from typing import Dict, Optional, Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -254,7 +255,6 @@ def downscale(x: torch.Tensor, scales: Sequence[float], interpolation: Sequence[
 def jpeg_cv2(img: np.ndarray, quality: int) -> np.ndarray:
     """Encode ``img`` (uint8 [H, W, 3] RGB) as a baseline JPEG at ``quality`` (4:2:0 chroma) and
     decode it back."""
-    import cv2
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[:, :, ::-1]), [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
     if not ok:
         raise RuntimeError("cv2.imencode failed")
@@ -279,7 +279,7 @@ def jpeg(x: torch.Tensor, quality: Sequence[int], impl: str = "auto") -> torch.T
         impl = "torchvision" if x.is_cuda else "cv2"
     if impl == "torchvision":
         try:
-            import torchvision.io as tvio
+            import torchvision.io as tvio   # here: +6 s of import (all of torchvision), paid only by the CUDA path
             xs = [v for v in quantize_(x.clone()).to(torch.uint8)]
             out = []
             for v, q in zip(xs, quality):
@@ -297,19 +297,16 @@ def jpeg(x: torch.Tensor, quality: Sequence[int], impl: str = "auto") -> torch.T
 # Per-image OpenCV versions (uint8 [H, W, C] in and out).
 
 def cv2_gaussian(img: np.ndarray, ksize: int, sigma: Optional[float]) -> np.ndarray:
-    import cv2
     k = kernels.gaussian_kernel1d(ksize, sigma)
     return cv2.sepFilter2D(img, -1, k, k, borderType=cv2.BORDER_REFLECT_101)
 
 
 def cv2_filter2d(img: np.ndarray, k2d: np.ndarray) -> np.ndarray:
-    import cv2
     return cv2.filter2D(img, -1, k2d.astype(np.float32), borderType=cv2.BORDER_REFLECT_101)
 
 
 def cv2_motion(img: np.ndarray, ksize: int, taps: Sequence[tuple]) -> np.ndarray:
     """Motion blur as the mean of shifted copies (one add per line pixel, integer sums)."""
-    import cv2
     p = ksize // 2
     H, W = img.shape[:2]
     xp = cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REFLECT_101)
@@ -320,12 +317,10 @@ def cv2_motion(img: np.ndarray, ksize: int, taps: Sequence[tuple]) -> np.ndarray
 
 
 def cv2_median(img: np.ndarray, ksize: int) -> np.ndarray:
-    import cv2
     return cv2.medianBlur(np.ascontiguousarray(img), int(ksize))
 
 
 def cv2_box(img: np.ndarray, ksize: int) -> np.ndarray:
-    import cv2
     return cv2.blur(img, (int(ksize), int(ksize)), borderType=cv2.BORDER_REFLECT_101)
 
 
@@ -333,7 +328,6 @@ _CV2_INTERP = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3}
 
 
 def cv2_downscale(img: np.ndarray, scale: float, interpolation: str) -> np.ndarray:
-    import cv2
     H, W = img.shape[:2]
     if interpolation == "nearest":
         return np.ascontiguousarray(img[nearest_down_up_index(H, scale)][:, nearest_down_up_index(W, scale)])

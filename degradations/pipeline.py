@@ -19,6 +19,7 @@ import copy
 import json
 import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -261,7 +262,6 @@ _POOLS: Dict[int, Any] = {}
 
 def _thread_pool(workers: int):
     if workers not in _POOLS:
-        from concurrent.futures import ThreadPoolExecutor
         _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="degrade")
     return _POOLS[workers]
 

@@ -42,7 +42,7 @@ from degradations import build_pipeline
 from dnnlib.image_io import PIXEL_RANGE, from_uint8_hwc, to_uint8_hwc
 from dnnlib.util import UserError, atomic_write, cli_main
 from metrics.image_metrics import psnr, ssim
-from training import pretrained
+from inversion import pretrained
 from training.checkpoint import load_generator
 from training.dataset import ImageDataset
 from training.generation import seed_to_q, seed_to_z

@@ -23,7 +23,7 @@ from torch import nn
 from faces.pipeline import FacePipeline, build_face_pipeline
 from torch_utils.misc import resolve_device
 from training.checkpoint import load_network, pick_generator
-from training.pretrained import resolve_encoder, resolve_network
+from inversion.pretrained import resolve_encoder, resolve_network
 
 from .encoders import load_encoder
 

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from tqdm import tqdm
 
 import dnnlib
+from dnnlib.image_io import list_images, read_image
 from dnnlib.util import UserError
+from metrics import image_metrics
+from metrics import niqe as niqe_mod
+from metrics.lpips_metric import LPIPS
 
 PAIRED = ("psnr", "ssim", "lpips")
 NO_REFERENCE = ("niqe",)
@@ -43,13 +49,11 @@ def prepare_metrics(spec, have_gt: bool, lpips_net: str = "alex", lpips_backbone
     """``(metric names, LPIPS model or None)``. A metric whose weights are missing is skipped with
     one note when the list is the default (``spec`` None), and fails with the message naming the
     file when it was asked for: the default list works offline (PSNR/SSIM/NIQE need nothing)."""
-    import sys
     log = log or (lambda msg: print(msg, file=sys.stderr))
     names = parse_metrics(spec, have_gt)
     lp = None
     if "lpips" in names:
         try:
-            from metrics.lpips_metric import LPIPS
             lp = LPIPS(net=lpips_net, backbone=lpips_backbone, device=device)     # fails fast when missing
         except (UserError, ImportError) as exc:
             if spec is not None:
@@ -60,13 +64,11 @@ def prepare_metrics(spec, have_gt: bool, lpips_net: str = "alex", lpips_backbone
 
 
 def _read(path: str) -> np.ndarray:
-    from dnnlib.image_io import read_image
     return read_image(path)
 
 
 def match_files(pred_dir: str, gt_dir: Optional[str]) -> Tuple[List[Tuple[str, Optional[str]]], List[str]]:
     """Pairs (pred relative path, gt relative path or None) and the unmatched pred files."""
-    from dnnlib.image_io import list_images
     preds = list_images(pred_dir)
     if not preds:
         raise UserError(f"no images found in {pred_dir}")
@@ -132,7 +134,6 @@ def compare_folders(pred_dir: str, gt_dir: Optional[str] = None, metrics=None, c
     A default metric list skips LPIPS with a note when its weights are missing
     (``prepare_metrics``). Returns ``{'summary', 'records', 'errors', 'unmatched', 'out', 'per_image'}``.
     """
-    from metrics import image_metrics, niqe as niqe_mod
     if not os.path.isdir(pred_dir):
         raise UserError(f"--pred must be a folder: {pred_dir}")
     if gt_dir is not None and not os.path.isdir(gt_dir):
@@ -146,7 +147,6 @@ def compare_folders(pred_dir: str, gt_dir: Optional[str] = None, metrics=None, c
     records = []
     iterator = pairs
     if progress:
-        from tqdm import tqdm
         iterator = tqdm(pairs, desc="compare", unit="img", leave=False)
     errors = []
     for rel_pred, rel_gt in iterator:
@@ -162,7 +162,6 @@ def compare_folders(pred_dir: str, gt_dir: Optional[str] = None, metrics=None, c
         except UserError as exc:
             rec["error"] = str(exc)
             errors.append(rec)
-            import sys
             print(f"skipped {rel_pred}: {exc}", file=sys.stderr)
             continue
         if "psnr" in names:

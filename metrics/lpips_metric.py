@@ -66,7 +66,7 @@ class LPIPS:
     """
 
     def __init__(self, net: str = "alex", backbone: str = "imagenet", device="cpu"):
-        import lpips
+        import lpips   # here, not at the top: +6 s of import (torchvision models), paid only when LPIPS is used
         if backbone not in ("imagenet", "random"):
             raise UserError(f"unknown LPIPS backbone '{backbone}' (expected 'imagenet' or 'random')")
         path = backbone_path(net) if backbone == "imagenet" else None

@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional
 
 import dnnlib
 from dnnlib.util import UserError
-from metrics import fid_kid, metric_utils, swd
+from metrics import feature_nets, fid_kid, metric_utils, swd
 
 _metric_dict: Dict[str, Callable] = {}
 
@@ -73,7 +73,6 @@ def parse_metric_list(spec) -> List[str]:
 def preflight(names, feature_net=None) -> None:
     """Fail early (``UserError``) when a FID/KID metric in ``names`` would find no feature
     network, e.g. before a training run that computes FID at its first snapshot."""
-    from metrics import feature_nets
     if not any(n.startswith(("fid", "kid")) for n in parse_metric_list(names)):
         return
     if isinstance(feature_net, feature_nets.FeatureNet) or feature_net in feature_nets.RANDOM_SPECS:

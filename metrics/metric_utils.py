@@ -18,10 +18,13 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import dnnlib
 from dnnlib.image_io import PIXEL_RANGE, to_uint8
+from degradations import build_pipeline
 from dnnlib.util import UserError
+from metrics.feature_nets import FeatureNet, load_feature_net
 from torch_utils.misc import assert_shape
 
 CHUNK = 64                    # images per processing chunk (fixed: part of the determinism)
@@ -144,7 +147,6 @@ def gather_rows(x: torch.Tensor, opts: MetricOptions, max_rows: int = CHUNK) -> 
 def _progress(opts: MetricOptions, total: int, desc: str):
     if not opts.progress:
         return None
-    from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="img", leave=False)
 
 
@@ -154,10 +156,6 @@ def _progress(opts: MetricOptions, total: int, desc: str):
 def _build_degradation(opts: MetricOptions, resolution: int):
     if callable(opts.degradation):
         return opts.degradation
-    try:
-        from degradations import build_pipeline
-    except ImportError as exc:
-        raise UserError(f"degraded metrics need the degradations library ({exc})") from None
     return build_pipeline(opts.degradation, resolution=resolution)
 
 
@@ -324,7 +322,6 @@ _feature_net_cache = {}
 
 
 def get_feature_net(opts: MetricOptions):
-    from metrics.feature_nets import FeatureNet, load_feature_net
     spec = opts.feature_net
     if isinstance(spec, FeatureNet):
         return spec.to(opts.device)

@@ -5,6 +5,9 @@ import os
 
 import dnnlib
 from dnnlib.util import UserError
+from metrics import metric_main
+from torch_utils.misc import resolve_device
+from training.checkpoint import load_network, pick_generator
 
 
 def _snapshot_kimg(nets: dict):
@@ -20,9 +23,6 @@ def run_generator_metrics(network: str, metrics: str, data=None, inception=None,
                           outdir=None, device="auto", cache_dir=None, seed=0, degradation="paper",
                           degrade_seed=0, progress=True, echo=print) -> list:
     """Load ``network``, compute each metric, append the JSONL lines; returns the result dicts."""
-    from metrics import metric_main
-    from torch_utils.misc import resolve_device
-    from training.checkpoint import load_network, pick_generator
     names = metric_main.parse_metric_list(metrics)
     if not names:
         raise UserError("no metrics given (--metrics fid50k_full,...)")

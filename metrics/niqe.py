@@ -22,6 +22,7 @@ from scipy.special import gamma
 
 from dnnlib.util import UserError
 from metrics.image_metrics import prepare
+from metrics.imresize import imresize
 
 PRISTINE_PARAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "niqe_pris_params.npz")
 BLOCK_SIZE = 96                                       # block side at scale 1 (pixels)
@@ -87,7 +88,6 @@ def mscn(img: np.ndarray, window: np.ndarray) -> np.ndarray:
 
 def niqe_gray(img: np.ndarray, params: dict = None) -> float:
     """NIQE of a 2-D float image in 0-255 (already converted and rounded)."""
-    from metrics.imresize import imresize
     params = params or load_pristine_params()
     h, w = img.shape
     nh, nw = h // BLOCK_SIZE, w // BLOCK_SIZE

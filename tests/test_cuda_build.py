@@ -9,6 +9,7 @@
     forward pass, the backward pass and the double backward pass.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,15 @@ def test_build_failure_warns_once_and_returns_none(monkeypatch, fresh_kernels):
     assert all("simulated failure" in m and "reference" in m for m in messages)
     assert any("qc_bias_act" in m for m in messages) and any("qc_upfirdn2d" in m for m in messages)
     assert calls == ["qc_bias_act", "qc_upfirdn2d"]        # no rebuild attempt per call
+
+
+def test_kernel_activation_ids_match_the_registry_and_the_kernel():
+    # The ids are the kernel's switch (bias_act_kernel.cu enum ActId); every activation has one.
+    assert set(cuda_kernels.KERNEL_ACT_IDS) == set(ACTIVATIONS)
+    with open(os.path.join(REPO, "torch_utils", "ops", "bias_act_kernel.cu"), encoding="utf-8") as f:
+        enum = re.search(r"enum ActId \{([^}]*)\}", f.read()).group(1)
+    in_kernel = {name.lower(): int(v) for name, v in re.findall(r"k(\w+) = (\d+)", enum)}
+    assert in_kernel == cuda_kernels.KERNEL_ACT_IDS
 
 
 def test_failure_reason_names_the_compiler_error():

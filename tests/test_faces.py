@@ -225,7 +225,7 @@ def test_invert_folder_stopped_between_two_faces_of_a_photo_resumes(tmp_path, mo
     import inversion.folder as folder
     from faces.pipeline import build_face_pipeline
     from training.checkpoint import load_network
-    from training.pretrained import resolve_network
+    from inversion.pretrained import resolve_network
     path = resolve_network(None, announce=False)
     nets = load_network(path)
     G = nets["G_ema"]

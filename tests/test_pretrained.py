@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from training import pretrained
+from inversion import pretrained
 from training.checkpoint import load_network
 from metrics.image_metrics import psnr
 from dnnlib.image_io import to_uint8_hwc

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dnnlib.util import UserError, read_jsonl
+from metrics.training_metrics import TRAINING_METRICS
 from training import checkpoint as ckpt
 from training.launch import launch, resolve_options
 from training.training_loop import training_loop
@@ -31,7 +32,7 @@ def _opts(blobs, **kw):
     cli = dict(data=blobs.data, cfg="smoke", resume=blobs.stock, workers=0, device="cpu", tick_kimg=0.032, snap=1,
                precision="fp32")  # fp32 pinned: 'auto' follows the CPU (bf16 on AMX); tests must not depend on which CPU runs them
     cli.update(kw)
-    return resolve_options(cli)
+    return resolve_options(cli, metric_runner=TRAINING_METRICS)
 
 
 def _states(path):
@@ -196,6 +197,22 @@ def test_fid_metric_without_inception_fails_before_training(tmp_path, monkeypatc
     with pytest.raises(UserError, match="not found"):
         _opts(blobs, metrics="fid2k_full", inception=str(tmp_path / "missing.pt"))
     assert _opts(blobs, metrics="swd2k").metrics == ["swd2k"]     # SWD needs no network
+
+
+def test_snapshot_metrics_run_through_the_runner(blobs, tmp_path):
+    """--metrics: the loop computes them at each snapshot through the runner train.py hands over
+    (training never imports metrics); asking for metrics without a runner is refused."""
+    opts = _opts(blobs, kimg=0.016, snap=0, metrics="swd32,swd32_degraded")
+    assert opts.metrics == ["swd32", "swd32_degraded"]
+    with pytest.raises(UserError, match="no metric runner"):
+        training_loop(str(tmp_path / "none"), opts)
+    out = training_loop(str(tmp_path / "m"), opts, metric_runner=TRAINING_METRICS)
+    for name in opts.metrics:
+        lines = read_jsonl(os.path.join(tmp_path, "m", f"metric-{name}.jsonl"))
+        assert len(lines) == 1 and lines[0]["snapshot_pkl"] == os.path.basename(out["snapshot"])
+        assert np.isfinite(lines[0]["results"][name]) and lines[0]["kimg"] == out["kimg"]
+    with pytest.raises(UserError, match="computes no metrics"):
+        resolve_options(dict(data=blobs.data, cfg="smoke", q_dim=0, device="cpu", metrics="swd32"))
 
 
 def test_smoke_trains_a_few_kimg_and_learns(blobs, tmp_path):

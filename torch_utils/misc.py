@@ -1,11 +1,17 @@
 """Small torch helpers: shape assertions, seeding, device and precision selection."""
 from __future__ import annotations
 
+import os
+import pickle
 import random
+import sys
+import time
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
+
+from dnnlib.util import BadFileError, UserError
 
 
 def assert_shape(tensor: torch.Tensor, ref_shape: Sequence[Optional[int]]) -> None:
@@ -42,7 +48,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from dnnlib.util import UserError
         raise UserError("--device cuda was asked for, but no CUDA device is available")
     return dev
 
@@ -51,9 +56,6 @@ def load_torch_file(path: str, what: str = "file"):
     """``torch.load(path, weights_only=True)`` on CPU with one-line errors: missing file
     (``UserError``), refused content (anything but tensors and plain data: nothing is executed) and
     corrupt or truncated bytes (``BadFileError``, exit status 2 in the CLIs)."""
-    import os
-    import pickle
-    from dnnlib.util import BadFileError, UserError
     if not os.path.isfile(path):
         raise UserError(f"{what} not found: {path}")
     try:
@@ -100,7 +102,6 @@ def measure_bf16_slowdown(size: int = BF16_MATMUL_SIZE, repeats: int = 3) -> flo
     ``repeats`` after a warm-up; well under a second even where bf16 is emulated). Cached."""
     if size in _SLOWDOWN_CACHE:
         return _SLOWDOWN_CACHE[size]
-    import time
     gen = torch.Generator().manual_seed(0)
     a = torch.randn([size, size], generator=gen)
     b = torch.randn([size, size], generator=gen)
@@ -138,7 +139,6 @@ def resolve_precision(requested: str, device) -> dict:
     ``training_options.json`` record it. Forcing bf16 on a CPU that emulates it prints one warning
     line with the measured slowdown; fp16 without CUDA is a ``UserError``.
     """
-    from dnnlib.util import UserError
     if requested not in TRAINING_PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(TRAINING_PRECISIONS)}, got {requested}")
     device = torch.device(device)
@@ -157,7 +157,6 @@ def resolve_precision(requested: str, device) -> dict:
     info["precision"] = ("bf16" if native else "fp32") if requested == "auto" else requested
     if requested == "bf16" and not native and "bf16" not in _WARNED:
         _WARNED.add("bf16")
-        import sys
         print(f"warning: bf16 is emulated on this CPU ({features['capability']}, no AMX or AVX-512 BF16): "
               f"a bf16 matmul ran {info['bf16_slowdown']:g}x slower than float32; use --precision auto or fp32",
               file=sys.stderr)

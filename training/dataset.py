@@ -18,10 +18,12 @@ from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import torch
+import tqdm
 
 from dnnlib.image_io import resize
-from dnnlib.util import UserError
+from dnnlib.util import UserError, atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -270,7 +272,6 @@ TRANSFORMS = ("center-crop", "none")
 def _read_any_image(data: bytes, name: str) -> np.ndarray:
     """Decode image bytes to uint8 [H, W, 3] (grayscale, palette, RGBA, 16-bit, EXIF orientation
     handled). Raises ``UserError`` when unreadable."""
-    import PIL.ImageOps
     try:
         image = PIL.Image.open(io.BytesIO(data))
         image = PIL.ImageOps.exif_transpose(image)
@@ -350,7 +351,6 @@ def convert_dataset(source: str, dest: str, resolution: Optional[int] = None,
     Unreadable files are skipped and reported. Returns ``{'written': n, 'skipped': [(name,
     reason), ...], 'resolution': r, 'labels': bool}``.
     """
-    from dnnlib.util import atomic_write
     if not os.path.exists(source):
         raise UserError(f"source not found: {source}")
     if not str(dest).lower().endswith(".zip"):
@@ -367,7 +367,6 @@ def convert_dataset(source: str, dest: str, resolution: Optional[int] = None,
     written, out_res = 0, resolution
     items = _iterate_source(source)
     if progress:
-        import tqdm
         items = tqdm.tqdm(items, desc="images", unit="img")
     with atomic_write(dest, "wb") as raw:
         with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as zf:

@@ -16,6 +16,7 @@ from torch_utils.misc import assert_shape
 from torch_utils.ops.upfirdn2d import downsample2d, setup_filter
 
 from .layers import DEFAULT_RESAMPLE_FILTER, Conv2dLayer, FullyConnectedLayer, MinibatchStdLayer
+from .mapping import MappingNetwork
 
 
 class DiscriminatorBlock(nn.Module):
@@ -148,7 +149,6 @@ class Discriminator(nn.Module):
                  mapping_kwargs: Optional[dict] = None,
                  epilogue_kwargs: Optional[dict] = None):
         super().__init__()
-        from .networks import MappingNetwork   # shared mapping network class (label embedding)
         self.init_kwargs = dict(c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels,
                                 architecture=architecture, channel_base=channel_base,
                                 channel_max=channel_max, num_fp16_res=num_fp16_res,

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from dnnlib.image_io import make_grid, to_uint8_hwc, write_image
 from dnnlib.util import UserError, append_jsonl, atomic_write, read_jsonl
+from torch_utils.misc import resolve_inference_dtype
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -46,7 +47,6 @@ def inference_format(device: torch.device, dtype: str = "float32") -> dict:
     """
     if dtype not in DTYPES and dtype != "auto":
         raise UserError(f"unknown dtype '{dtype}' (choose from auto, {', '.join(DTYPES)})")
-    from torch_utils.misc import resolve_inference_dtype
     dtype = resolve_inference_dtype(dtype, device)
     if dtype == "float16" and device.type == "cpu":
         raise UserError("float16 is for CUDA; on CPU use --dtype bfloat16")
@@ -198,7 +198,6 @@ def generate_images(G, outdir: str, seeds: Sequence[int] = (), projected_w: Opti
     records: List[dict] = []
     tiles: List[np.ndarray] = []
     bar = tqdm(total=len(jobs), desc="generate", unit="img", disable=not progress)
-    from torch_utils.misc import resolve_inference_dtype
     dtype = resolve_inference_dtype(dtype, device) if dtype == "auto" else dtype   # decided once
     inference_format(device, dtype)          # validate before any work
     with torch.no_grad():

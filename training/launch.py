@@ -15,12 +15,23 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
+import sys
 from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.distributed as tdist
+import torch.multiprocessing as mp
 
 import dnnlib
 from dnnlib.util import UserError
 from torch_utils import distributed as dist
+from torch_utils.misc import resolve_device, resolve_precision
+
+from .checkpoint import check_network_file, is_complete_checkpoint
+from .dataset import ImageDataset
+from .training_loop import STOP_SIGNALS, training_loop
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 DEGRADATION = "paper"          # the registered degradation mix used by training (Sec. 4)
@@ -54,9 +65,11 @@ def _auto_values(resolution: int, gpus: int) -> Dict[str, Any]:
                 ema_kimg=batch * 10 / 32)
 
 
-def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
-    """CLI values (None = unset) + preset + run defaults -> validated options."""
-    from training.dataset import ImageDataset
+def resolve_options(cli: Dict[str, Any], metric_runner=None) -> dnnlib.EasyDict:
+    """CLI values (None = unset) + preset + run defaults -> validated options.
+
+    ``metric_runner``: what checks and runs ``--metrics`` (``metrics.training_metrics.TRAINING_METRICS``,
+    handed over by train.py: training never imports metrics); None = no metrics can be asked for."""
     cfg_name = cli.get("cfg") or "auto"
     config = load_config(cfg_name)
     opts = dnnlib.EasyDict(RUN_DEFAULTS)
@@ -78,7 +91,6 @@ def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
             if cli.get(key) is None:
                 opts[key] = value
     # Validation with clear messages.
-    from torch_utils.misc import resolve_device, resolve_precision
     opts.device = str(resolve_device(opts.device))
     # Precision from the hardware (torch_utils.misc.resolve_precision, the one rule): the choice
     # and the CPU capability behind it are recorded in training_options.json.
@@ -108,7 +120,6 @@ def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
         if cli.get("kd_weight") is None:
             opts.kd_weight = 0.0     # the sharp path is frozen: q = 0 is the teacher exactly (docs/training.md)
     _resolve_resume(opts)
-    from training.checkpoint import check_network_file
     for path_opt in ("resume", "init", "teacher"):
         if opts.get(path_opt) and not dnnlib.util.is_url(opts[path_opt]):
             if not os.path.isfile(opts[path_opt]):
@@ -118,12 +129,9 @@ def resolve_options(cli: Dict[str, Any]) -> dnnlib.EasyDict:
         raise UserError("QC training needs a teacher: pass --resume with a stock StyleGAN2 file or "
                         "--teacher FILE (or --q-dim 0 to train a plain StyleGAN2)")
     if opts.metrics:
-        from metrics.metric_main import parse_metric_list
-        opts.metrics = parse_metric_list(opts.metrics)
-        if opts.q_dim == 0 and any("degraded" in m for m in opts.metrics):
-            raise UserError("degraded metrics need a QC generator; with --q-dim 0 use the sharp ones")
-        from metrics.metric_main import preflight
-        preflight(opts.metrics, opts.inception)      # a missing Inception file fails now, not at a snapshot
+        if metric_runner is None:
+            raise UserError("--metrics: this entry point computes no metrics (train.py does)")
+        metric_runner.check(opts)      # names; a missing Inception file fails now, not at a snapshot
     else:
         opts.metrics = []
     return opts
@@ -158,7 +166,6 @@ def latest_snapshot(run_dir: str, log=print) -> Optional[str]:
     """The newest complete snapshot of ``run_dir`` (None when there is none); damaged or cut-short
     files under a snapshot name are passed over with a note (``atomic_write`` never leaves them,
     but a copy or a full disk elsewhere can)."""
-    from training.checkpoint import is_complete_checkpoint
     for _nimg, path in reversed(list_snapshots(run_dir)):
         if is_complete_checkpoint(path):
             return path
@@ -218,10 +225,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(local_rank: int, world: int, port: int, run_dir: str, opts: dict) -> None:
+def _worker(local_rank: int, world: int, port: int, run_dir: str, opts: dict, metric_runner=None) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank),
                       LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
-    run_process(run_dir, opts)
+    run_process(run_dir, opts, metric_runner)
 
 
 class _Tee:
@@ -246,11 +253,9 @@ class _Tee:
         return getattr(self.stream, name)
 
 
-def run_process(run_dir: str, opts: dict) -> dict:
+def run_process(run_dir: str, opts: dict, metric_runner=None) -> dict:
     """One rank: join the process group (if any), train, leave the group. Rank 0 copies its
     output into ``run_dir/log.txt``."""
-    import sys
-    from training.training_loop import training_loop
     dist.init_from_env(opts["device"])
     saved = sys.stdout, sys.stderr
     log_file = None
@@ -258,7 +263,7 @@ def run_process(run_dir: str, opts: dict) -> dict:
         if dist.get_rank() == 0:
             log_file = open(os.path.join(run_dir, "log.txt"), "a", encoding="utf-8")
             sys.stdout, sys.stderr = _Tee(saved[0], log_file), _Tee(saved[1], log_file)
-        return training_loop(run_dir, dnnlib.EasyDict(opts))
+        return training_loop(run_dir, dnnlib.EasyDict(opts), metric_runner=metric_runner)
     finally:
         sys.stdout, sys.stderr = saved
         if log_file is not None:
@@ -266,10 +271,11 @@ def run_process(run_dir: str, opts: dict) -> dict:
         dist.destroy()
 
 
-def launch(opts: dnnlib.EasyDict, outdir: str, dry_run: bool = False) -> Optional[str]:
+def launch(opts: dnnlib.EasyDict, outdir: str, dry_run: bool = False, metric_runner=None) -> Optional[str]:
     """Create (or, with ``--resume latest``, find) the run directory (rank 0), write
     ``training_options.json`` and train. Under torchrun (WORLD_SIZE set) this process is one
-    rank; otherwise ``--gpus N > 1`` spawns N local processes. Returns the run directory."""
+    rank; otherwise ``--gpus N > 1`` spawns N local processes. ``metric_runner`` computes
+    ``opts.metrics`` at snapshots (see ``resolve_options``). Returns the run directory."""
     under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     world = int(os.environ["WORLD_SIZE"]) if under_torchrun else opts.gpus
     if under_torchrun and world != opts.gpus:
@@ -288,19 +294,16 @@ def launch(opts: dnnlib.EasyDict, outdir: str, dry_run: bool = False) -> Optiona
         with dnnlib.util.atomic_write(os.path.join(run_dir, "training_options.json"), "w") as f:
             json.dump(opts, f, indent=2)
     if under_torchrun or world == 1:
-        run_process(run_dir, dict(opts))
+        run_process(run_dir, dict(opts), metric_runner)
     else:
-        _spawn(world, run_dir, dict(opts))
+        _spawn(world, run_dir, dict(opts), metric_runner)
     return run_dir
 
 
-def _spawn(world: int, run_dir: str, opts: dict) -> None:
+def _spawn(world: int, run_dir: str, opts: dict, metric_runner=None) -> None:
     """``--gpus N`` on one machine: N processes; SIGTERM/SIGINT/SIGUSR1 to this parent are passed
     on to them, so they stop together after a snapshot (see training_loop.StopSignals)."""
-    import signal
-    import torch.multiprocessing as mp
-    from training.training_loop import STOP_SIGNALS
-    ctx = mp.spawn(_worker, args=(world, _free_port(), run_dir, opts), nprocs=world, join=False)
+    ctx = mp.spawn(_worker, args=(world, _free_port(), run_dir, opts, metric_runner), nprocs=world, join=False)
 
     def forward(signum, _frame):
         for p in ctx.processes:
@@ -327,6 +330,5 @@ def _agree_run_dir(outdir: str, under_torchrun: bool, opts) -> Tuple[str, Option
         dist.init_from_env(opts.device)
     holder = list(choose_run(outdir, opts)) if dist.get_rank() == 0 else [None, None]
     if under_torchrun:
-        import torch.distributed as tdist
         tdist.broadcast_object_list(holder, src=0)
     return holder[0], holder[1]

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch_utils import misc
 from torch_utils.profiling import NULL_TIMER
 
+from .generation import inference_format
+
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
@@ -172,7 +174,6 @@ class QCLoss:
         # than its eval-mode fused default). Not under bf16 autocast, not in the reference.
         self._nograd_fmt: dict = {}
         if impl == "fast" and autocast_dtype is None:
-            from .generation import inference_format
             self._nograd_fmt = {k: v for k, v in inference_format(device).items() if k != "dtype"}
         self.timer = NULL_TIMER          # torch_utils.profiling.PhaseTimer for bench_train.py --profile
 

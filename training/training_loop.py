@@ -34,6 +34,7 @@ import torch
 
 import dnnlib
 from dnnlib.image_io import save_grid, to_uint8
+from degradations import build_pipeline
 from dnnlib.util import UserError, append_jsonl, format_time, remove_stale_temp_files, rewrite_jsonl
 from torch_utils import distributed as dist
 from torch_utils import training_stats
@@ -275,10 +276,6 @@ class RealDegrader:
     dataset's resolution (relative mode below 256, as the library decides)."""
 
     def __init__(self, name: str, resolution: int):
-        try:
-            from degradations import build_pipeline
-        except ImportError as exc:
-            raise UserError(f"the degradations library is needed for QC training ({exc})") from None
         self.pipe = build_pipeline(name, resolution=resolution)
 
     def __call__(self, real_u8: torch.Tensor, seed: int) -> torch.Tensor:
@@ -303,8 +300,13 @@ def grid_shape(resolution: int) -> tuple:
 class Trainer:
     """One rank's training state and the operations on it (step, tick, snapshot)."""
 
-    def __init__(self, run_dir: str, opts: dnnlib.EasyDict):
+    def __init__(self, run_dir: str, opts: dnnlib.EasyDict, metric_runner=None):
+        # metric_runner: computes opts.metrics at snapshots (metrics.training_metrics; handed over
+        # by train.py, since training never imports metrics); None = no metrics.
         self.run_dir, self.opts = run_dir, opts
+        if opts.get("metrics") and metric_runner is None:
+            raise UserError("metrics were asked for, but no metric runner was given (train.py passes one)")
+        self.metric_runner = metric_runner
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.device = torch.device(opts.device if opts.device != "cuda" else f"cuda:{dist.get_local_rank()}")
         if opts.batch % self.world:
@@ -592,16 +594,13 @@ class Trainer:
         """The configured generator metrics on G_ema, appended to ``metric-<name>.jsonl``."""
         if not self.opts.metrics:
             return
-        from metrics import metric_main
         dataset_kwargs = dict(path=self.opts.data, use_labels=self.opts.cond, max_size=self.opts.max_size)
-        for name in self.opts.metrics:
-            result = metric_main.calc_metric(name, G=self.G_ema, dataset_kwargs=dataset_kwargs, num_gpus=self.world,
-                                             rank=self.rank, device=self.device, degradation=self.opts.degradation,
-                                             feature_net=self.opts.get("inception"))
-            if self.rank == 0:
-                metric_main.report_metric(result, run_dir=self.run_dir, snapshot_pkl=snapshot_path,
-                                          kimg=self.cur_nimg / 1000)
-                dist.print0(f"{name}: {dict(result.results)}")
+        results = self.metric_runner.run(self.opts.metrics, G=self.G_ema, dataset_kwargs=dataset_kwargs,
+                                         run_dir=self.run_dir, snapshot_pkl=snapshot_path, kimg=self.cur_nimg / 1000,
+                                         num_gpus=self.world, rank=self.rank, device=self.device,
+                                         degradation=self.opts.degradation, feature_net=self.opts.get("inception"))
+        for name, values in results.items():
+            dist.print0(f"{name}: {values}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -627,25 +626,26 @@ def prepare_run_dir(run_dir: str, cur_nimg: int) -> None:
                 print(f"note: {name}: dropped {dropped} line(s) past {cur_nimg / 1000:.3f} kimg (redone now)")
 
 
-def training_loop(run_dir: str, opts: dnnlib.EasyDict, progress_fn=None) -> dict:
+def training_loop(run_dir: str, opts: dnnlib.EasyDict, progress_fn=None, metric_runner=None) -> dict:
     """Train until ``opts.kimg`` thousand images, or until a stop signal (``StopSignals``);
     returns a summary (final snapshot path, kimg, augment p, mean sec/kimg, ``stopped``: the
-    signal's name or None). ``progress_fn(trainer)`` is called after every tick (tests)."""
+    signal's name or None). ``progress_fn(trainer)`` is called after every tick (tests);
+    ``metric_runner`` computes ``opts.metrics`` at snapshots (see ``Trainer``)."""
     opts = dnnlib.EasyDict(opts)
     signals = StopSignals().install()
     try:
-        return _train(run_dir, opts, progress_fn, signals)
+        return _train(run_dir, opts, progress_fn, signals, metric_runner)
     finally:
         signals.restore()
 
 
-def _train(run_dir: str, opts: dnnlib.EasyDict, progress_fn, signals: StopSignals) -> dict:
+def _train(run_dir: str, opts: dnnlib.EasyDict, progress_fn, signals: StopSignals, metric_runner=None) -> dict:
     # 'auto' precision is decided by each process from a timing; every rank takes rank 0's choice.
     precision = dist.gather_objects(opts.precision)[0]
     if precision != opts.precision:
         print(f"note: rank {dist.get_rank()} chose {opts.precision}; training in rank 0's {precision}")
         opts.precision = precision
-    trainer = Trainer(run_dir, opts)
+    trainer = Trainer(run_dir, opts, metric_runner)
     dist.print0(f"training {os.path.basename(run_dir)} on {trainer.device} ({trainer.world} process(es)), "
                 f"batch {opts.batch}, train_blocks {trainer.train_blocks}, precision {opts.precision} "
                 f"(asked {opts.get('precision_info', {}).get('requested', opts.precision)}, "
@@ -728,7 +728,7 @@ _TB_WRITERS: Dict[str, Any] = {}
 def _tensorboard(run_dir: str, stats: dict, cur_nimg: int) -> None:
     """Scalars to TensorBoard when it is installed (optional)."""
     if run_dir not in _TB_WRITERS:
-        try:
+        try:       # optional dependency: imported only when a run logs (and absent without tensorboard)
             from torch.utils.tensorboard import SummaryWriter
             _TB_WRITERS[run_dir] = SummaryWriter(run_dir)
         except Exception:       # tensorboard not installed

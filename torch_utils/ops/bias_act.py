@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..misc import is_vmapped
+from . import cuda_kernels
 
 
 # act(k x) = k act(x) for k > 0: a gain can be applied before these activations.
@@ -24,19 +25,18 @@ class ActSpec(NamedTuple):
     func: Callable[[torch.Tensor, float], torch.Tensor]  # f(x, alpha)
     def_alpha: float                                       # default alpha (0 when unused)
     def_gain: float                                        # default gain (keeps activations ~unit variance)
-    cuda_idx: int                                          # id in the CUDA kernel
 
 
 ACTIVATIONS: Dict[str, ActSpec] = {
-    "linear":   ActSpec(lambda x, a: x,                                   0.0, 1.0,          1),
-    "relu":     ActSpec(lambda x, a: F.relu(x),                           0.0, math.sqrt(2), 2),
-    "lrelu":    ActSpec(lambda x, a: F.leaky_relu(x, a),                  0.2, math.sqrt(2), 3),
-    "tanh":     ActSpec(lambda x, a: torch.tanh(x),                       0.0, 1.0,          4),
-    "sigmoid":  ActSpec(lambda x, a: torch.sigmoid(x),                    0.0, 1.0,          5),
-    "elu":      ActSpec(lambda x, a: F.elu(x, alpha=a),                   1.0, 1.0,          6),
-    "selu":     ActSpec(lambda x, a: F.selu(x),                           0.0, 1.0,          7),
-    "softplus": ActSpec(lambda x, a: F.softplus(x),                       0.0, 1.0,          8),
-    "swish":    ActSpec(lambda x, a: torch.sigmoid(x) * x,                0.0, math.sqrt(2), 9),
+    "linear":   ActSpec(lambda x, a: x,                                   0.0, 1.0),
+    "relu":     ActSpec(lambda x, a: F.relu(x),                           0.0, math.sqrt(2)),
+    "lrelu":    ActSpec(lambda x, a: F.leaky_relu(x, a),                  0.2, math.sqrt(2)),
+    "tanh":     ActSpec(lambda x, a: torch.tanh(x),                       0.0, 1.0),
+    "sigmoid":  ActSpec(lambda x, a: torch.sigmoid(x),                    0.0, 1.0),
+    "elu":      ActSpec(lambda x, a: F.elu(x, alpha=a),                   1.0, 1.0),
+    "selu":     ActSpec(lambda x, a: F.selu(x),                           0.0, 1.0),
+    "softplus": ActSpec(lambda x, a: F.softplus(x),                       0.0, 1.0),
+    "swish":    ActSpec(lambda x, a: torch.sigmoid(x) * x,                0.0, math.sqrt(2)),
 }
 
 
@@ -101,12 +101,11 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
     if impl not in ("auto", "ref", "cuda"):
         raise ValueError(f"impl must be auto|ref|cuda, got {impl}")
     if impl != "ref" and x.is_cuda and not (impl == "auto" and is_vmapped(x)):
-        from . import cuda_kernels
         fn = cuda_kernels.get_bias_act()
-        if fn is not None:
+        if fn is not None and x.dtype in cuda_kernels.KERNEL_DTYPES:
             spec, alpha_v, gain_v = _resolve(act, alpha, gain)
             return fn(x, b, dim=dim, act=act, alpha=alpha_v, gain=gain_v,
                       clamp=(-1.0 if clamp is None else float(clamp)))
-        if impl == "cuda":
+        if impl == "cuda" and fn is None:
             raise RuntimeError("bias_act: the CUDA kernel is not available (see the warning above)")
     return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, overwrite=overwrite)

@@ -14,7 +14,7 @@
 namespace qc_ops {
 namespace {
 
-// Activation ids: keep in sync with ACTIVATIONS[...].cuda_idx in bias_act.py.
+// Activation ids: keep in sync with KERNEL_ACT_IDS in cuda_kernels.py.
 enum ActId { kLinear = 1, kRelu = 2, kLrelu = 3, kTanh = 4, kSigmoid = 5, kElu = 6, kSelu = 7,
              kSoftplus = 8, kSwish = 9 };
 

@@ -19,6 +19,7 @@ itself the same Function, so derivatives of any order exist. Filters get no grad
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import threading
@@ -26,9 +27,6 @@ import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-
-from .bias_act import ACTIVATIONS, bias_act_ref
-from .upfirdn2d import upfirdn2d_ref
 
 SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -41,6 +39,8 @@ HEADERS: Dict[str, Tuple[str, ...]] = {
     "qc_bias_act": ("bias_act_kernel.h",),
     "qc_upfirdn2d": ("upfirdn2d_kernel.h",),
 }
+# Dtypes the kernels take; the callers (bias_act.py, upfirdn2d.py) run the reference for others.
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 NVCC_FLAGS = ["-O3"]   # no --use_fast_math: the kernels match the reference to 1e-5
 
 _lock = threading.Lock()
@@ -94,7 +94,6 @@ def _cudart_link_flags(torch_cuda_home: Optional[str]) -> List[str]:
 
 def _source_digest(paths: Sequence[str]) -> str:
     """Short hash of the sources, so a changed header or kernel gets its own build folder."""
-    import hashlib
     h = hashlib.sha1()
     for path in paths:
         with open(path, "rb") as fh:
@@ -141,7 +140,9 @@ def reset_cache() -> None:
 # ---------------------------------------------------------------------------------------------
 # bias_act
 
-_ACT_IDS = {name: spec.cuda_idx for name, spec in ACTIVATIONS.items()}
+# Activation name (bias_act.ACTIVATIONS) -> its id in bias_act_kernel.cu (the kernel's switch).
+KERNEL_ACT_IDS: Dict[str, int] = {"linear": 1, "relu": 2, "lrelu": 3, "tanh": 4, "sigmoid": 5, "elu": 6,
+                                  "selu": 7, "softplus": 8, "swish": 9}
 _MODE_FORWARD, _MODE_GRAD, _MODE_GRAD2 = 0, 1, 2
 
 
@@ -215,8 +216,8 @@ def _bias_act_callable(module) -> Callable[..., torch.Tensor]:
     def bias_act_cuda(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
                       alpha: float = 0.0, gain: float = 1.0, clamp: float = -1.0) -> torch.Tensor:
         """bias_act on the CUDA kernel; alpha and gain already resolved, clamp < 0 = none."""
-        if act not in _ACT_IDS:
-            raise ValueError(f"unknown activation '{act}' (known: {', '.join(_ACT_IDS)})")
+        if act not in KERNEL_ACT_IDS:
+            raise ValueError(f"unknown activation '{act}' (known: {', '.join(KERNEL_ACT_IDS)})")
         dim = dim % x.ndim if x.ndim else 0
         if b is not None:
             if b.ndim != 1 or b.shape[0] != x.shape[dim]:
@@ -224,10 +225,9 @@ def _bias_act_callable(module) -> Callable[..., torch.Tensor]:
             b = b.to(x.dtype)
         if act == "linear" and clamp < 0 and gain == 1:   # nothing for a kernel to do
             return x if b is None else x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
-        if x.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-            return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain,
-                                clamp=None if clamp < 0 else clamp)
-        cfg = _BiasActConfig(dim, _ACT_IDS[act], float(alpha), float(gain), float(clamp))
+        if x.dtype not in KERNEL_DTYPES:
+            raise TypeError(f"bias_act kernel: unsupported dtype {x.dtype}")
+        cfg = _BiasActConfig(dim, KERNEL_ACT_IDS[act], float(alpha), float(gain), float(clamp))
         return function.apply(x, b, cfg)
 
     return bias_act_cuda
@@ -278,9 +278,10 @@ def _upfirdn2d_callable(module) -> Callable[..., torch.Tensor]:
         """upfirdn2d on the CUDA kernel: x [N, C, H, W]; f [fh, fw], [fw] (separable) or None."""
         if x.ndim != 4:
             raise ValueError(f"x must be [N, C, H, W], got shape {tuple(x.shape)}")
-        if (f is not None and f.requires_grad) or not x.dtype.is_floating_point or x.dtype not in (
-                torch.float16, torch.bfloat16, torch.float32, torch.float64):
-            return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
+        if x.dtype not in KERNEL_DTYPES:
+            raise TypeError(f"upfirdn2d kernel: unsupported dtype {x.dtype}")
+        if f is not None and f.requires_grad:
+            raise ValueError("upfirdn2d kernel: filters get no gradient here (use the reference path)")
         upx, upy = (int(v) for v in up)
         downx, downy = (int(v) for v in down)
         px0, px1, py0, py1 = (int(v) for v in padding)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..misc import is_vmapped
+from . import cuda_kernels
 
 IntPair = Union[int, Sequence[int]]
 
@@ -149,12 +150,12 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, down:
     if impl not in ("auto", "ref", "cuda"):
         raise ValueError(f"impl must be auto|ref|cuda, got {impl}")
     if impl != "ref" and x.is_cuda and not (impl == "auto" and is_vmapped(x)):
-        from . import cuda_kernels
         fn = cuda_kernels.get_upfirdn2d()
-        if fn is not None:
+        # The kernel's filters get no gradient: a filter that requires grad takes the reference path.
+        if fn is not None and x.dtype in cuda_kernels.KERNEL_DTYPES and not (f is not None and f.requires_grad):
             return fn(x, f, up=parse_scaling(up), down=parse_scaling(down), padding=parse_padding(padding),
                       flip_filter=flip_filter, gain=gain)
-        if impl == "cuda":
+        if impl == "cuda" and fn is None:
             raise RuntimeError("upfirdn2d: the CUDA kernel is not available (see the warning above)")
     return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
