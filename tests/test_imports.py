@@ -300,20 +300,8 @@ def test_layering_read_from_docs():
     assert only["faces"] == {"dnnlib"}
 
 
-# Known cycles whose fix belongs to the application-layer part of issue 19 (inversion/: the
-# per-image store and the probe's place), by their first line. Each must still be found: once it
-# is fixed the test fails until its entry is removed here.
-PENDING = {
-    "cycle between inversion.applications.photos, inversion.applications.restore",
-    "cycle between inversion, inversion.applications",
-}
-
-
 def test_project_imports_point_down():
     found = findings(ROOT)
-    heads = {item.split(":", 1)[0] for items in found.values() for item in items}
-    assert not PENDING - heads, f"fixed, remove from PENDING: {sorted(PENDING - heads)}"
-    found = {k: [i for i in items if i.split(":", 1)[0] not in PENDING] for k, items in found.items()}
     assert not any(found.values()), "import graph problems (see docs/architecture.md):\n" + _report(found)
 
 

@@ -1,4 +1,4 @@
-"""inversion/model_report.py: the model card's measurements."""
+"""inversion/applications/model_report.py: the model card's measurements."""
 import io
 import json
 import zipfile
@@ -8,7 +8,7 @@ import PIL.Image
 import pytest
 
 from dnnlib.util import UserError
-from inversion import model_report as mr
+from inversion.applications import model_report as mr
 from inversion.encoders import InversionEncoder
 from test_inversion_utils import tiny_generator
 

@@ -15,7 +15,7 @@ The paper reports 97.9 %, 85 % and 77 % test accuracy for the three blur tasks o
 model). Clean images are a folder (resized to the model's resolution first) or the generator's
 own sharp samples G(w, 0).
 
-    python -m inversion.probe --network QC.pt [--encoder E.pt] (--data DIR | --samples 200) --out probe.json
+    python -m inversion.applications.probe --network QC.pt [--encoder E.pt] (--data DIR | --samples 200) --out probe.json
 """
 from __future__ import annotations
 
@@ -34,12 +34,12 @@ from dnnlib import image_io
 from dnnlib.image_io import PIXEL_RANGE, from_uint8_hwc, to_uint8_hwc
 from dnnlib.util import UserError, atomic_write, cli_main
 
-from .api import DEFAULT_W_STEPS, invert_images, prepare_image
-from .applications.latents import render, seed_latents
-from .applications.linear import DEFAULT_TEST_FRACTION, fit_and_evaluate
-from .losses import PerceptualLoss, ReconstructionLoss
-from .models import load_models
-from .pti import PTIOptions, optimize_latents
+from ..api import DEFAULT_W_STEPS, invert_images, prepare_image
+from .latents import render, seed_latents
+from .linear import DEFAULT_TEST_FRACTION, fit_and_evaluate
+from ..losses import PerceptualLoss, ReconstructionLoss
+from ..models import load_models
+from ..pti import PTIOptions, optimize_latents
 
 REFERENCE_RESOLUTION = 256
 BLUR_SIGMAS = [0.5 * k for k in range(1, 11)]          # px at 256; levels 1..10
