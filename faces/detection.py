@@ -13,12 +13,14 @@ image's own size. ``FaceDetector`` therefore scans a rescaled copy: upsampled so
 ``min_face`` pixels reaches the window, and never larger than ``max_side`` pixels on its long side
 (very large photos are scanned on a downscaled copy: memory stays bounded). The upright detector
 also scans copies tilted by ``rotations``. Each scan keeps candidates down to the score
-``proposal_threshold`` (below dlib's 0): candidates of every scan are taken best score first, each dropped when it overlaps a face already
-kept (non-maximum suppression by box IoU across scans); a candidate scoring at least
-``threshold`` (``+ TILTED_MARGIN`` in a tilted copy) is a face; a weaker one is a face only when
-the CNN detector, run on an upright crop around it (the face ``CHECK_SIDES`` px, in turn), finds
-a face there (a rejected candidate suppresses nothing). Small and degraded faces mostly score
-below 0: the check is what finds them without admitting the background's weak candidates.
+``proposal_threshold`` (below dlib's 0). The candidates of all scans are taken best score first,
+each dropped when it is a face already kept (box IoU above ``NMS_IOU`` or centred inside its box:
+non-maximum suppression across scans). A candidate scoring at least ``threshold`` (plus
+``TILTED_MARGIN`` in a tilted copy) is a face; a weaker one is a face only when dlib's CNN
+detector, run on an upright crop around it (the face ``CHECK_SIDES`` px, in turn), finds a face
+there with a confidence of at least ``CHECK_THRESHOLD`` (a rejected candidate suppresses nothing).
+Small and degraded faces mostly score below 0: the check finds them without admitting the
+background's weak candidates.
 Landmarks are predicted on an upright crop of the photo itself (the face ``LANDMARK_SIDE`` px:
 tiny faces upsampled, faces of large photos at full resolution), mapped back to photo pixels.
 """
@@ -27,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -40,13 +42,14 @@ INSTALL_HINT = "pip install -e '.[faces]'  (installs dlib-bin and face-recogniti
 DETECTOR_WINDOW = 80        # px: the side of dlib's HOG scanning window (smallest face found at scale 1)
 DEFAULT_MAX_SIDE = 2048     # px: long side of the copy the detector scans (memory / time bound)
 DEFAULT_ROTATIONS = (0.0, -15.0, 15.0)   # degrees: the upright detector also scans copies tilted by these
-TILTED_MARGIN = 0.0         # score a candidate of a tilted copy needs above the threshold to skip the check
+TILTED_MARGIN = 0.5         # score a candidate of a tilted copy needs above the threshold to skip the check
 PROPOSAL_THRESHOLD = -0.8   # HOG score down to which candidates are kept (for the CNN check)
 NMS_IOU = 0.3               # a candidate overlapping a kept face by more than this IoU (or centred in it) is that face
 SAME_SPOT_IOU = 0.5         # a weak candidate overlapping a rejected one by more than this is not checked again
 CHECK_SIDES = (80, 50)  # px: candidate's box side in the crops the CNN checks, in turn (crop: twice that)
 CHECK_IOU = 0.3             # IoU the CNN's box needs with the candidate's (in the crop)
-MAX_CHECKS = 32             # weak candidates checked per photo at most (best HOG scores first; time bound)
+CHECK_THRESHOLD = 0.25      # CNN confidence a weak candidate needs (faces on the composites: 0.34-1.05)
+MAX_CHECKS = 32             # weak candidates rejected per photo before the rest go unchecked (time bound)
 LANDMARK_SIDE = 160         # px: face box side in the crop the 68-point predictor sees
 
 # 68-point indices of the five alignment points (iBUG 300-W numbering, 0-based).
@@ -147,27 +150,60 @@ def _same_face(c: _Candidate, kept: _Candidate) -> bool:
     return box_iou(c.box, b) > NMS_IOU or (b[0] <= c.cx <= b[2] and b[1] <= c.cy <= b[3])
 
 
-def non_max_suppression(cands: Sequence[_Candidate]) -> List[_Candidate]:
-    """Best score first; a candidate of the same face as a kept one is dropped."""
-    keep: List[_Candidate] = []
+def merge_candidates(cands: Sequence[_Candidate], strong: Callable[[_Candidate], bool],
+                     check: Optional[Callable[[_Candidate], Optional[float]]], max_checks: int = MAX_CHECKS
+                     ) -> List[Tuple[_Candidate, Optional[float]]]:
+    """The faces among the candidates of all scans: (candidate, CNN confidence or None).
+
+    Best score first; a candidate of the same face as a kept one is dropped (non-maximum
+    suppression). A ``strong`` candidate is kept; a weak one is kept when ``check`` gives a
+    confidence (None: not a face). Weak candidates on the spot of a rejected one (IoU above
+    ``SAME_SPOT_IOU``) are not checked again, and after ``max_checks`` rejections none is."""
+    kept: List[Tuple[_Candidate, Optional[float]]] = []
+    rejected: List[_Candidate] = []
     for c in sorted(cands, key=lambda c: -c.score):
-        if not any(_same_face(c, k) for k in keep):
-            keep.append(c)
-    return keep
+        if any(_same_face(c, k) for k, _ in kept):
+            continue
+        conf = None
+        if not strong(c):
+            if check is None or len(rejected) >= max_checks or any(box_iou(c.box, r.box) > SAME_SPOT_IOU for r in rejected):
+                continue
+            conf = check(c)
+            if conf is None:
+                rejected.append(c)                # a rejected candidate suppresses nothing
+                continue
+        kept.append((c, conf))
+    return kept
 
 
 def upright_crop(photo: np.ndarray, cx: float, cy: float, side: float, angle: float, target: int
                  ) -> Tuple[np.ndarray, np.ndarray]:
     """Square crop of side ``2 target`` centred on (cx, cy), turned by ``angle`` degrees (as the
-    scanned copy was) and scaled so that ``side`` photo px become ``target`` px. Returns (crop,
-    m [2, 3] crop pixel -> photo pixel)."""
+    scanned copy was) and scaled so that ``side`` photo px become ``target`` px (bicubic up; area
+    averaged first when it shrinks the face). Returns (crop, m [2, 3] crop pixel -> photo pixel)."""
     import cv2
     s = target / max(side, 1e-6)
     m = cv2.getRotationMatrix2D((float(cx), float(cy)), float(angle), s)     # photo -> crop, centre kept
     m[:, 2] += np.array([target - 0.5, target - 0.5]) - (float(cx), float(cy))
-    crop = cv2.warpAffine(photo, m, (2 * target, 2 * target), flags=cv2.INTER_CUBIC if s > 1 else cv2.INTER_LINEAR,
+    back = cv2.invertAffineTransform(m)
+    src, mw = photo, m
+    if s < 1:        # shrink the photo's window around the crop with area averaging, then warp at scale ~1
+        h, w = photo.shape[:2]
+        corners = np.array([[-0.5, -0.5], [2 * target - 0.5, -0.5], [-0.5, 2 * target - 0.5], [2 * target - 0.5] * 2])
+        p = corners @ back[:, :2].T + back[:, 2]
+        x0, y0 = max(0, int(np.floor(p[:, 0].min())) - 2), max(0, int(np.floor(p[:, 1].min())) - 2)
+        x1, y1 = min(w, int(np.ceil(p[:, 0].max())) + 3), min(h, int(np.ceil(p[:, 1].max())) + 3)
+        if x1 > x0 and y1 > y0:
+            size = (max(1, round((x1 - x0) * s)), max(1, round((y1 - y0) * s)))
+            src = cv2.resize(photo[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA)
+            f = np.array([size[0] / (x1 - x0), size[1] / (y1 - y0)])
+            # window-small pixel q -> photo pixel (q + 0.5) / f - 0.5 + (x0, y0); compose with m
+            mw = m.copy()
+            mw[:, :2] = m[:, :2] / f
+            mw[:, 2] = m[:, :2] @ ((0.5 / f) - 0.5 + np.array([x0, y0])) + m[:, 2]
+    crop = cv2.warpAffine(src, mw, (2 * target, 2 * target), flags=cv2.INTER_CUBIC if s > 1 else cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REFLECT_101)
-    return np.ascontiguousarray(crop), cv2.invertAffineTransform(m)
+    return np.ascontiguousarray(crop), back
 
 
 class FaceDetector:
@@ -212,24 +248,11 @@ class FaceDetector:
         for angle in self.rotations:
             cands += self._scan(img, angle, sx, sy)
         del img
-        out: List[Detection] = []
-        kept: List[_Candidate] = []
-        rejected: List[_Candidate] = []
-        for c in sorted(cands, key=lambda c: -c.score):        # merge scans: best score first, one per face
-            if any(_same_face(c, k) for k in kept):
-                continue
-            conf = None
-            if c.score < self.threshold + (TILTED_MARGIN if c.angle else 0.0):     # weak: the CNN decides
-                if self._checker is None or len(rejected) >= MAX_CHECKS \
-                        or any(box_iou(c.box, r.box) > SAME_SPOT_IOU for r in rejected):
-                    continue
-                conf = self._check(photo, c)
-                if conf is None:
-                    rejected.append(c)
-                    continue
-            kept.append(c)
-            out.append(Detection(box=[float(v) for v in c.box], score=float(c.score),
-                                 landmarks=self._landmarks(photo, c), angle=c.angle, check=conf))
+        strong = lambda c: c.score >= self.threshold + (TILTED_MARGIN if c.angle else 0.0)   # noqa: E731
+        check = (lambda c: self._check(photo, c)) if self._checker is not None else None
+        out = [Detection(box=[float(v) for v in c.box], score=float(c.score), landmarks=self._landmarks(photo, c),
+                         angle=c.angle, check=conf)
+               for c, conf in merge_candidates(cands, strong, check)]
         out.sort(key=lambda d: -d.size)
         return out
 
@@ -260,7 +283,8 @@ class FaceDetector:
             best = None
             for d in self._checker(crop, 0):
                 r = d.rect
-                if box_iou([r.left(), r.top(), r.right() + 1, r.bottom() + 1], mid) >= CHECK_IOU:
+                box = [r.left(), r.top(), r.right() + 1, r.bottom() + 1]
+                if d.confidence >= CHECK_THRESHOLD and box_iou(box, mid) >= CHECK_IOU:
                     best = max(best or -np.inf, float(d.confidence))
             if best is not None:
                 return best
