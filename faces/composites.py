@@ -229,6 +229,17 @@ def pipeline_detector(min_face: int = 16, **kw) -> Callable[[np.ndarray], List[L
     return lambda img: [f.detection.box for f in pipe.find(img)[0]]
 
 
+def _cpu_name() -> Optional[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def main(argv=None) -> None:
     import argparse
     import os
@@ -252,10 +263,14 @@ def main(argv=None) -> None:
         if not os.path.isfile(args.data):
             raise UserError(f"faces ZIP not found: {args.data}")
         levels = [x for x in args.levels.split(",") if x]
+        bad = [x for x in levels if x not in LEVELS]
+        if bad or not levels:
+            raise UserError(f"--levels: unknown level(s) {', '.join(bad) or '(none given)'} (use {', '.join(LEVELS)})")
         comps = make_composites(args.data, args.photos, args.per_photo, args.seed, args.min_scale, args.max_scale)
         rep = evaluate(pipeline_detector(args.min_face), comps, levels, progress=True)
         rep["options"] = {k: v for k, v in vars(args).items() if k != "out"}
-        rep["cpu"] = platform.processor() or platform.machine()
+        rep["cpu"] = _cpu_name() or platform.processor() or platform.machine()
+        rep["cpu_count"] = os.cpu_count()
         with atomic_write(args.out, "w") as f:
             json.dump(rep, f, indent=1)
             f.write("\n")
