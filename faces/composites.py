@@ -215,7 +215,8 @@ def evaluate(detect: Callable[[np.ndarray], Sequence[Sequence[float]]], composit
         fl = [f for f in faces if f["level"] == level]
         pl = [p for p in photos if p["level"] == level]
         found = [f["iou"] for f in fl if f["found"]]
-        summary[level] = {"found": len(found), "faces": len(fl), "mean_iou_found": round(float(np.mean(found)), 3) if found else None,
+        mean_iou = round(float(np.mean(found)), 3) if found else None
+        summary[level] = {"found": len(found), "faces": len(fl), "mean_iou_found": mean_iou,
                           "false_positives": sum(len(p["false_positives"]) for p in pl),
                           "missed_sides": [f["side"] for f in fl if not f["found"]],
                           "seconds": round(sum(p["seconds"] for p in pl), 2)}

@@ -183,7 +183,6 @@ def test_upright_crop_geometry(side):
     assert crop.shape == (2 * target, 2 * target, 3)
     d = dot - [cx, cy]
     want = target - 0.5 + target / side * np.array([np.cos(a) * d[0] + np.sin(a) * d[1], -np.sin(a) * d[0] + np.cos(a) * d[1]])
-    assert abs(want[0] - (target - 0.5 + 0.3 * target)) < 0.5 * target / side + 1e-6 and abs(want[1] - (target - 0.5)) < 0.5 * target / side + 1e-6
     w = crop[:, :, 0].astype(np.float64) * (crop[:, :, 0] > 64)
     ys, xs = np.mgrid[0:2 * target, 0:2 * target]
     found = np.array([(xs * w).sum() / w.sum(), (ys * w).sum() / w.sum()])
