@@ -264,7 +264,7 @@ def test_restore_cli_on_photos(tmp_path):
     recs = {x["file"]: x for x in map(json.loads, open(out / "restore.jsonl"))}
     for name in ("astro", "rgba", "grey"):
         f = recs[name + ".png"]["faces"]
-        assert len(f) == 1 and {"box", "landmarks", "transform", "scores", "score"} <= set(f[0])
+        assert len(f) == 1 and {"box", "landmarks", "transform", "scores", "score", "tilt", "check"} <= set(f[0])
         assert len(f[0]["landmarks"]) == 68 and f[0]["scores"]["psnr"] > 0
         assert read_image(str(out / "faces" / f"{name}_0.png")).shape == (64, 128, 3)
     res = read_image(str(out / "astro.png"))
