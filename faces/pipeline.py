@@ -50,7 +50,9 @@ class AlignedFace:
 
     def record(self) -> Dict[str, Any]:
         """Plain data for JSONL: box, landmarks, transform (photo -> crop), score."""
+        check = self.detection.check
         return {"face": self.index, "box": _r(self.detection.box), "score": round(self.detection.score, 4),
+                "tilt": round(self.detection.angle, 1), "check": None if check is None else round(check, 4),
                 "landmarks": _r(self.detection.landmarks, 1), "points": _r(self.points),
                 "transform": _r(self.matrix, 6), "crop_size": int(self.crop_size),
                 "crop_box": _r(crop_box(self.matrix, self.crop.shape[0]))}

@@ -134,19 +134,112 @@ def test_photos_people_have(tmp_path):
     assert out.shape == big.shape and np.array_equal(out[~inside], big[~inside]) and out[inside].mean() < big[inside].mean()
 
 
+def _cand(cx, cy, side, score, angle=0.0):
+    from faces.detection import _Candidate
+    return _Candidate(cx=cx, cy=cy, side=side, score=score, angle=angle)
+
+
+def test_merge_candidates_across_scans():
+    """Best score first, one detection per face; weak candidates only through the check, a
+    rejected one suppresses nothing and its spot is not checked twice."""
+    from faces.detection import merge_candidates
+    face = _cand(100, 100, 40, 1.2)
+    cands = [face,
+             _cand(104, 102, 44, 0.6, angle=15.0),      # the same face in a tilted scan (IoU ~0.75)
+             _cand(118, 100, 20, 0.3),                  # smaller box centred inside the face's box
+             _cand(300, 100, 30, -0.2),                 # weak: the check says face
+             _cand(300, 300, 30, -0.3),                 # weak: the check says no face
+             _cand(302, 301, 30, -0.4),                 # same spot as the rejected one: not checked
+             _cand(312, 300, 30, -0.5),                 # overlaps the rejected one (IoU 0.43): checked
+             _cand(500, 500, 30, 0.1)]                  # strong without a check
+    asked = []
+
+    def check(c):
+        asked.append((c.cx, c.cy))
+        return 0.9 if c.cx in (300, 312) and c.score != -0.3 else None
+    kept = merge_candidates(cands, lambda c: c.score >= 0, check)
+    assert [(c.cx, c.cy, conf) for c, conf in kept] == [(100, 100, None), (500, 500, None), (300, 100, 0.9), (312, 300, 0.9)]
+    assert asked == [(300, 100), (300, 300), (312, 300)]
+    # without a checker (no CNN file) only strong candidates remain; the rejection budget bounds the checks
+    assert [c.cx for c, _ in merge_candidates(cands, lambda c: c.score >= 0, None)] == [100, 500]
+    asked.clear()
+    merge_candidates(cands, lambda c: False, lambda c: asked.append(c) or None, max_checks=2)
+    assert len(asked) == 2
+
+
+@pytest.mark.parametrize("side", [20.0, 400.0])            # upsampled (bicubic) and shrunk (area-averaged) crops
+def test_upright_crop_geometry(side):
+    """A crop maps (cx, cy) to its centre, turns by the angle and scales side -> target; the
+    returned matrix takes crop pixels back to photo pixels."""
+    from faces.detection import upright_crop
+    cv2 = pytest.importorskip("cv2")
+    photo = np.zeros([1200, 1200, 3], np.uint8)
+    cx, cy, angle, target = 600.0, 580.0, 15.0, 80
+    a = np.deg2rad(angle)
+    # a dot 0.3 side from the centre along the photo direction (cos a, sin a): the crop turns it onto +x
+    dot = np.rint([cx + 0.3 * side * np.cos(a), cy + 0.3 * side * np.sin(a)])
+    cv2.circle(photo, (int(dot[0]), int(dot[1])), max(2, int(side / 20)), (255, 255, 255), -1)
+    crop, back = upright_crop(photo, cx, cy, side, angle, target)
+    assert crop.shape == (2 * target, 2 * target, 3)
+    d = dot - [cx, cy]
+    want = target - 0.5 + target / side * np.array([np.cos(a) * d[0] + np.sin(a) * d[1], -np.sin(a) * d[0] + np.cos(a) * d[1]])
+    w = crop[:, :, 0].astype(np.float64) * (crop[:, :, 0] > 64)
+    ys, xs = np.mgrid[0:2 * target, 0:2 * target]
+    found = np.array([(xs * w).sum() / w.sum(), (ys * w).sum() / w.sum()])
+    assert np.abs(found - want).max() < 0.5                # a symmetric disc: its weighted centroid, resampled
+    assert np.allclose(back @ [target - 0.5, target - 0.5, 1], [cx, cy])
+    assert np.isclose(np.sqrt(abs(np.linalg.det(back[:, :2]))), side / target)
+
+
+def test_composite_evaluation_counts_found_and_false_faces():
+    """faces.composites.evaluate: a face counts as found at box IoU >= 0.5, other detections
+    are false positives; degradation levels go through the degradations package, seeded."""
+    from faces import composites as C
+    photo = np.full([120, 200, 3], 128, np.uint8)
+    comp = C.Composite(name="flat", photo=photo, boxes=[[10, 10, 50, 50], [100, 20, 160, 80]], masks=[], scales=[1.0, 1.5],
+                       angles=[0.0, 5.0], seed=3)
+    seen = []
+
+    def detect(img):
+        seen.append(img)
+        return [[12, 12, 52, 52], [100, 90, 120, 110], [150, 20, 210, 80]]     # IoU 0.82, nothing, 0.09
+    rep = C.evaluate(detect, [comp], levels=("clean", "mild"))
+    assert rep["summary"]["clean"] == {"found": 1, "faces": 2, "mean_iou_found": 0.822, "false_positives": 2,
+                                       "missed_sides": [60.0], "seconds": rep["summary"]["clean"]["seconds"]}
+    assert [f["found"] for f in rep["faces"]] == [True, False, True, False]
+    assert seen[0] is photo and not np.array_equal(seen[1], photo)                  # mild: blurred, noisy, JPEG
+    assert np.array_equal(seen[1], C.degrade(photo, "mild", 3))                     # seeded: the same photo again
+    with pytest.raises(UserError, match="unknown degradation level"):
+        C.degrade(photo, "extreme", 0)
+
+
 @needs_dlib
-def test_composites_of_held_out_faces_are_found():
-    """Held-out UTKFace faces placed (0.75-3x, up to 20 degrees) into a real background: every
-    detection is a placed face (box IoU >= 0.5). Not every face is found: the middle one of this
-    photo (1.9x, tilted) is missed by the HOG detector in every scanned tilt (docs/faces.md)."""
-    import _composites as C
+def test_small_degraded_faces_of_a_composite_are_found_and_round_trip():
+    """Held-out UTKFace faces placed (0.5-3x, tilted up to 20 degrees) into a real photo, mildly
+    degraded: every face is found (box IoU >= 0.5), the 27 px one too, and nothing else (the
+    detector before weak candidates were checked by the CNN missed the small one). Align each
+    face and paste its crop back unchanged: < 1 grey level mean inside, identical outside."""
+    from faces import composites as C
+    from faces.detection import CHECK_FILE, check_model_path
+    if check_model_path() is None:
+        pytest.skip(f"{CHECK_FILE} is not in this face-recognition-models")
+    comp = C.make_composites(shared_path("datasets", "utkface64-mini.zip"), photos=1, seed=1)[0]
+    photo = C.degrade(comp.photo, "mild", comp.seed)
     pipe = FacePipeline(64, load_template(SHIPPED_TEMPLATE))
-    clean, _, boxes, _ = C.make_composites(shared_path("datasets", "utkface64-mini.zip"), pipe.detector,
-                                           min_scale=0.75, photos=1)[0]
-    faces, _ = pipe.find(clean)
-    best = [max(C.iou(b, f.detection.box) for f in faces) for b in boxes]
-    assert all(max(C.iou(b, f.detection.box) for b in boxes) >= 0.5 for f in faces)     # no false faces
-    assert best[0] >= 0.5 and best[2] >= 0.5 and len(faces) == 2, best
+    faces, notes = pipe.find(photo)
+    boxes = [f.detection.box for f in faces]
+    assert min(b[2] - b[0] for b in comp.boxes) < 30 and not notes               # a 0.5x face: 27 px
+    assert all(max(C.iou(pb, b) for b in boxes) >= 0.5 for pb in comp.boxes), boxes          # every face found
+    assert len(faces) == 3 and all(max(C.iou(pb, b) for pb in comp.boxes) >= 0.5 for b in boxes)  # nothing else
+    out, inside = photo, np.zeros(photo.shape[:2], bool)
+    for f in faces:
+        _, native, _ = alignment.crop_face(photo, f.matrix, 64)
+        region = alignment.face_region(photo.shape, f.matrix, 64)
+        one = alignment.paste_back(photo, native, f.matrix, 64)
+        assert np.abs(one.astype(int) - photo)[region].mean() < 1.0           # two bicubic warps at 2x oversampling
+        out = alignment.paste_back(out, native, f.matrix, 64)
+        inside |= region
+    assert np.array_equal(out[~inside], photo[~inside])
 
 
 @needs_dlib
@@ -171,7 +264,7 @@ def test_restore_cli_on_photos(tmp_path):
     recs = {x["file"]: x for x in map(json.loads, open(out / "restore.jsonl"))}
     for name in ("astro", "rgba", "grey"):
         f = recs[name + ".png"]["faces"]
-        assert len(f) == 1 and {"box", "landmarks", "transform", "scores", "score"} <= set(f[0])
+        assert len(f) == 1 and {"box", "landmarks", "transform", "scores", "score", "tilt", "check"} <= set(f[0])
         assert len(f[0]["landmarks"]) == 68 and f[0]["scores"]["psnr"] > 0
         assert read_image(str(out / "faces" / f"{name}_0.png")).shape == (64, 128, 3)
     res = read_image(str(out / "astro.png"))
@@ -264,20 +357,21 @@ def test_composites_restored_whole(tmp_path):
     keep the input size and every pixel outside the faces' crops. Prints PSNR / SSIM of the
     degraded and restored face regions against the undegraded composite (docs/faces.md: with the
     shipped 64x64 model the restored faces score below the degraded ones)."""
-    import _composites as C
     import restore
+    from faces import composites as C
     from metrics.image_metrics import psnr, ssim
-    pipe = FacePipeline(64, load_template(SHIPPED_TEMPLATE))
-    comps = C.make_composites(shared_path("datasets", "utkface64-mini.zip"), pipe.detector, min_scale=0.75)
+    comps = C.make_composites(shared_path("datasets", "utkface64-mini.zip"), photos=3, seed=0)
+    degraded = [C.degrade(c.photo, "mild", c.seed) for c in comps]
     inp, out = tmp_path / "in", tmp_path / "out"
-    for i, (_, deg, _, _) in enumerate(comps):
+    for i, deg in enumerate(degraded):
         write_image(str(inp / f"p{i}.png"), deg)
     r = CliRunner().invoke(restore.main, ["--input", str(inp), "--outdir", str(out), "--quiet", "--perceptual", "fallback",
                                           "--w-steps", "30", "--pti-steps", "0", "--device", "cpu"])
     assert r.exit_code == 0, (r.output, r.stderr)
     recs = {x["file"]: x for x in map(json.loads, open(out / "restore.jsonl"))}
     rows, found, total = [], 0, 0
-    for i, (clean, deg, boxes, masks) in enumerate(comps):
+    for i, (comp, deg) in enumerate(zip(comps, degraded)):
+        clean, boxes = comp.photo, comp.boxes
         res = read_image(str(out / f"p{i}.png"))
         assert res.shape == deg.shape
         faces = recs[f"p{i}.png"]["faces"]
@@ -286,7 +380,7 @@ def test_composites_restored_whole(tmp_path):
             touched |= alignment.face_region(deg.shape, np.array(f["transform"]), 64)
             assert max(C.iou(b, f["box"]) for b in boxes) >= 0.5                      # no false faces
         assert np.array_equal(res[~touched], deg[~touched])
-        for b, m in zip(boxes, masks):
+        for b, m in zip(boxes, comp.masks):
             total += 1
             if max([C.iou(b, f["box"]) for f in faces] or [0]) < 0.5:
                 continue
@@ -297,7 +391,7 @@ def test_composites_restored_whole(tmp_path):
     rows = np.array(rows)
     print(f"\nfaces found {found}/{total}; on found faces, mean PSNR degraded {rows[:, 0].mean():.2f} -> restored "
           f"{rows[:, 1].mean():.2f} dB, SSIM {rows[:, 2].mean():.3f} -> {rows[:, 3].mean():.3f}")
-    assert found >= 6                  # measured 6 of 9: the 0.75x faces (48 px) are missed once degraded
+    assert found >= total - 1          # docs/faces.md: 8 of 9 at mild (a 36 px face tilted 15 degrees is missed)
 
 
 def test_convert_network_stores_the_face_template(tmp_path):
