@@ -19,15 +19,24 @@ scikit-image (for the backgrounds), both lazily.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import os
+import platform
 import time
 import zipfile
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
-from dnnlib.util import UserError, atomic_write
+from degradations import build_pipeline
+from dnnlib.util import UserError, atomic_write, cli_main
+
+from .detection import dlib, require_faces
+from .pipeline import FacePipeline
 
 BACKGROUNDS = ("coffee", "rocket", "chelsea", "coins", "gravel", "immunohistochemistry", "brick", "grass",
                "hubble_deep_field")       # scikit-image photos without a face (astronaut, camera have one)
@@ -60,7 +69,6 @@ class Composite:
 
 
 def _decode(data: bytes) -> np.ndarray:
-    import cv2
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if arr is None:
         raise UserError("an image of the faces ZIP could not be decoded")
@@ -69,8 +77,7 @@ def _decode(data: bytes) -> np.ndarray:
 
 def background(name: str) -> np.ndarray:
     """scikit-image photo ``name`` as uint8 RGB, long side ``PHOTO_LONG_SIDE``."""
-    import cv2
-    import skimage.data
+    import skimage.data      # scikit-image: the test extra, needed only for the backgrounds
     img = np.asarray(getattr(skimage.data, name)())
     if img.dtype != np.uint8:
         img = (img > 0).astype(np.uint8) * 255 if img.dtype == bool else img.astype(np.uint8)
@@ -83,7 +90,6 @@ def background(name: str) -> np.ndarray:
 def place(photo: np.ndarray, face: np.ndarray, centre, scale: float, angle: float):
     """Paste ``face`` (square) rotated by ``angle`` degrees and scaled, centred at ``centre``.
     Returns (photo, m [2, 3] face pixel -> photo pixel, bool mask of the placed square)."""
-    import cv2
     side = face.shape[0]
     m = cv2.getRotationMatrix2D(((side - 1) / 2, (side - 1) / 2), angle, scale)
     m[:, 2] += np.asarray(centre, np.float64) - (side - 1) / 2
@@ -100,13 +106,10 @@ class ReferenceBoxes:
     crop's pixels; None when it finds none."""
 
     def __init__(self):
-        from .detection import require_faces
         require_faces()
-        import dlib
         self._detector = dlib.get_frontal_face_detector()
 
     def __call__(self, face: np.ndarray) -> Optional[List[float]]:
-        import cv2
         u = REFERENCE_UPSAMPLE
         big = cv2.resize(face, (face.shape[1] * u, face.shape[0] * u), interpolation=cv2.INTER_CUBIC)
         rects, scores, _ = self._detector.run(np.ascontiguousarray(big), 0, 0.0)
@@ -140,7 +143,6 @@ def degrade(img: np.ndarray, level: str, seed: int) -> np.ndarray:
     spec = LEVELS[level]
     if spec is None:
         return img
-    from degradations import build_pipeline
     pipe = build_pipeline(spec, resolution=max(img.shape[:2]), mode="absolute")
     out, _ = pipe.apply_numpy(np.ascontiguousarray(img), int(seed))
     return out
@@ -195,7 +197,6 @@ def evaluate(detect: Callable[[np.ndarray], Sequence[Sequence[float]]], composit
     """Run ``detect`` (photo -> boxes) on every composite at every level. Returns per face
     ``{photo, level, face, scale, angle, side, box, iou, found}``, per photo the false positives,
     and per level a summary (found / faces, mean IoU of the found, false positives, seconds)."""
-    from tqdm import tqdm
     faces, photos, summary = [], [], {}
     jobs = [(lv, c) for lv in levels for c in composites]
     for level, comp in tqdm(jobs, desc="composites", unit="photo", disable=not progress):
@@ -225,7 +226,6 @@ def evaluate(detect: Callable[[np.ndarray], Sequence[Sequence[float]]], composit
 
 def pipeline_detector(min_face: int = 16, **kw) -> Callable[[np.ndarray], List[List[float]]]:
     """``FacePipeline``'s detection as ``evaluate`` wants it: photo -> boxes of the faces kept."""
-    from .pipeline import FacePipeline
     pipe = FacePipeline(64, mode="dlib", min_face=min_face, **kw)
     return lambda img: [f.detection.box for f in pipe.find(img)[0]]
 
@@ -242,10 +242,6 @@ def _cpu_name() -> Optional[str]:
 
 
 def main(argv=None) -> None:
-    import argparse
-    import os
-    import platform
-    from dnnlib.util import cli_main
     p = argparse.ArgumentParser(prog="python -m faces.composites",
                                 description="Face detection on composites of held-out faces in real photos (JSON report).")
     p.add_argument("--data", required=True, help="ZIP of held-out 64x64 faces (utkface64-mini.zip)")

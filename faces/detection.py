@@ -187,7 +187,6 @@ def upright_crop(photo: np.ndarray, cx: float, cy: float, side: float, angle: fl
     """Square crop of side ``2 target`` centred on (cx, cy), turned by ``angle`` degrees (as the
     scanned copy was) and scaled so that ``side`` photo px become ``target`` px (bicubic up; area
     averaged first when it shrinks the face). Returns (crop, m [2, 3] crop pixel -> photo pixel)."""
-    import cv2
     s = target / max(side, 1e-6)
     m = cv2.getRotationMatrix2D((float(cx), float(cy)), float(angle), s)     # photo -> crop, centre kept
     m[:, 2] += np.array([target - 0.5, target - 0.5]) - (float(cx), float(cy))
@@ -295,7 +294,6 @@ class FaceDetector:
 
     def _landmarks(self, photo: np.ndarray, c: _Candidate) -> np.ndarray:
         """[68, 2] landmarks in photo pixels, predicted on an upright crop (box side LANDMARK_SIDE px)."""
-        import dlib
         crop, back = upright_crop(photo, c.cx, c.cy, c.side, c.angle, LANDMARK_SIDE)
         lo, hi = LANDMARK_SIDE // 2, LANDMARK_SIDE // 2 + LANDMARK_SIDE - 1
         shape = self._predictor(crop, dlib.rectangle(lo, lo, hi, hi))

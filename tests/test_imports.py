@@ -297,7 +297,7 @@ def test_layering_read_from_docs():
     order = ["inversion", "faces", "metrics", "training", "degradations", "torch_utils", "dnnlib"]
     assert sorted(order, key=layers.index) == order, layers
     assert only["dnnlib"] == set() and only["torch_utils"] == {"dnnlib"}
-    assert only["faces"] == {"dnnlib"}
+    assert only["faces"] == {"dnnlib", "degradations"}
 
 
 def test_project_imports_point_down():
