@@ -23,6 +23,33 @@ def assert_shape(tensor: torch.Tensor, ref_shape: Sequence[Optional[int]]) -> No
                                  f" (shape {tuple(tensor.shape)} vs {list(ref_shape)})")
 
 
+def per_image_rows(t: torch.Tensor, n: int, ndim: int) -> torch.Tensor:
+    """A layer's parameter as seen by each of the ``n`` rows of a batch.
+
+    A parameter of ``ndim`` dimensions is shared by every row and returned as is. A per-image
+    parameter ``[P, *shape]`` (one copy per image: batched pivotal tuning, ``inversion/pti.py``,
+    swaps such stacked copies in with ``torch.func.functional_call``) belongs to a batch of
+    ``n = k * P`` rows made of k groups of P, row r being image r % P (k = 2 for the
+    [sharp; degraded] halves of a pair render); it is returned as ``[n, *shape]``.
+    """
+    if t.ndim == ndim:
+        return t
+    p = t.shape[0]
+    if t.ndim != ndim + 1 or p == 0 or n % p:
+        raise ValueError(f"per-image parameter of shape {tuple(t.shape)} does not fit {n} rows "
+                         f"(expected [P, ...] with {ndim + 1} dimensions, P dividing {n})")
+    return t if n == p else t.repeat(n // p, *[1] * ndim)
+
+
+def add_per_image_bias(x: torch.Tensor, b: Optional[torch.Tensor]):
+    """(x, b) for ``bias_act``: a per-image bias [P, C] is added to x [N, C, ...] here (the same
+    sum ``bias_act`` would make first) and None is passed on; a shared bias [C] is passed on."""
+    if b is None or b.ndim == 1:
+        return x, b
+    b = per_image_rows(b, x.shape[0], 1)                                 # [N, C]
+    return x + b.reshape(*b.shape, *[1] * (x.ndim - 2)), None
+
+
 def is_vmapped(tensor: torch.Tensor) -> bool:
     """Whether ``tensor`` is a per-sample view inside ``torch.func.vmap`` (batched PTI): ops whose
     CUDA kernels are autograd Functions without a vmap rule take their reference path then."""
