@@ -40,6 +40,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.optim.adam import adam as adam_update
 
 from dnnlib.util import UserError
 from torch_utils.misc import assert_shape
@@ -54,6 +55,7 @@ Q_INIT_SEED = 0
 LOCALITY_SEED = 0     # stage 2: the locality samples' z come from this seed, the same for every image
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+FUSED_ADAM_DEVICES = ("cpu", "cuda")   # where torch.optim.Adam has a fused kernel (one pass per tensor)
 
 
 @dataclasses.dataclass
@@ -131,14 +133,19 @@ def _residual_stats(sharp: torch.Tensor, degraded: torch.Tensor) -> Tuple[torch.
     return r.mean(dim=[2, 3]), r.std(dim=[2, 3])
 
 
-def _adam_(p: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int, lr: float) -> None:
-    """One Adam update in place (the arithmetic of ``torch.optim.Adam``), element-wise, so a
-    stacked [B, ...] tensor is B independent optimisers; ``step`` counts from 1."""
-    b1, b2 = ADAM_BETAS
-    m.lerp_(grad, 1 - b1)
-    v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-    denom = (v.sqrt() / math.sqrt(1 - b2 ** step)).add_(ADAM_EPS)
-    p.addcdiv_(m, denom, value=-lr / (1 - b1 ** step))
+def _adam_step_(params: List[torch.Tensor], grads: List[torch.Tensor], m: List[torch.Tensor],
+                v: List[torch.Tensor], step: int, lr: float) -> None:
+    """One Adam update in place of all ``params`` (``torch.optim.Adam``'s arithmetic through its
+    functional form, fused into one pass per tensor on CPU and CUDA), element-wise, so stacked
+    [B, ...] tensors are B independent optimisers; ``step`` counts from 0 (updates done so far).
+    The rows of a batch always share their step count: images only leave a batch.
+    Gradients are made contiguous first: the CPU fused kernel (torch 2.14) reads a strided gradient
+    (e.g. of a weight used transposed) in memory order, i.e. as the wrong elements."""
+    dev = params[0].device
+    grads = [g.contiguous() for g in grads]
+    steps = [torch.tensor(float(step), device=dev) for _ in params]      # incremented by the update
+    adam_update(params, grads, m, v, [], steps, fused=dev.type in FUSED_ADAM_DEVICES, amsgrad=False,
+                beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=lr, weight_decay=0.0, eps=ADAM_EPS, maximize=False)
 
 
 class _BlockRunner(nn.Module):
@@ -405,8 +412,9 @@ class PivotalTuner:
                 grads = {k: g.index_select(0, idx) for k, g in grads.items()}
                 rows, last_p = rows.keep(go), last_p[go]
             with torch.no_grad():
-                for k, p in rows.params.items():
-                    _adam_(p, grads[k], rows.m[k], rows.v[k], step + 1, opts.pti_lr)
+                names = list(rows.params)
+                _adam_step_([rows.params[k] for k in names], [grads[k] for k in names],
+                            [rows.m[k] for k in names], [rows.v[k] for k in names], step, opts.pti_lr)
             dt = (time.perf_counter() - t0) / len(rows.index)
             rows.seconds = [s + dt for s in rows.seconds]
         for j in range(len(rows.index)):
