@@ -1,7 +1,9 @@
 """Small torch helpers: shape assertions, seeding, device and precision selection."""
 from __future__ import annotations
 
+import ctypes
 import random
+import sys
 from typing import Optional, Sequence
 
 import numpy as np
@@ -54,6 +56,38 @@ def is_vmapped(tensor: torch.Tensor) -> bool:
     """Whether ``tensor`` is a per-sample view inside ``torch.func.vmap`` (batched PTI): ops whose
     CUDA kernels are autograd Functions without a vmap rule take their reference path then."""
     return bool(torch._C._functorch.is_batchedtensor(tensor))      # pylint: disable=protected-access
+
+
+# glibc mallopt() parameters (malloc.h) and the trim threshold keep_freed_cpu_memory sets.
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+KEEP_TRIM_THRESHOLD = 1 << 30     # give heap memory back to the OS only above 1 GiB free at its top
+_KEPT = []
+
+
+def keep_freed_cpu_memory() -> bool:
+    """Keep freed CPU memory in the process for reuse instead of returning it to the OS (glibc).
+
+    glibc serves blocks above 32 MiB (and, after frees, smaller ones) with fresh ``mmap`` pages and
+    unmaps them on free, so every new tensor of that size is page-faulted in and zeroed by the
+    kernel again. A batched PTI step allocates dozens of such tensors (per-image weights and their
+    gradients, 64x64 activations of B images); at B = 16 this made a step about 1.7x slower on
+    the development CPU (``benchmarks/RESULTS.md``). This turns ``mmap`` allocation off and raises
+    the trim threshold, for the whole process: its resident memory then stays at its peak.
+    Called by CPU inversion (``inversion/api.py``). Returns whether it took effect (False off
+    Linux/glibc); idempotent.
+    """
+    if _KEPT:
+        return _KEPT[0]
+    ok = False
+    if sys.platform.startswith("linux"):
+        try:
+            mallopt = ctypes.CDLL("libc.so.6").mallopt
+            ok = mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD) == 1
+        except (OSError, AttributeError):       # not glibc (e.g. musl): nothing to tune
+            ok = False
+    _KEPT.append(ok)
+    return ok
 
 
 def seed_everything(seed: int) -> None:
