@@ -52,12 +52,6 @@ def add_per_image_bias(x: torch.Tensor, b: Optional[torch.Tensor]):
     return x + b.reshape(*b.shape, *[1] * (x.ndim - 2)), None
 
 
-def is_vmapped(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` is a per-sample view inside ``torch.func.vmap`` (batched PTI): ops whose
-    CUDA kernels are autograd Functions without a vmap rule take their reference path then."""
-    return bool(torch._C._functorch.is_batchedtensor(tensor))      # pylint: disable=protected-access
-
-
 # glibc mallopt() parameters (malloc.h) and the trim threshold keep_freed_cpu_memory sets.
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
