@@ -11,17 +11,18 @@ on B of the generator's own samples with early stopping off, on random weights o
 PTI step per image, the per-image time extrapolated to ``--report-steps`` steps (the paper: 350 PTI
 steps, 83 s per 256x256 image on its GPU), and the memory a batch holds for the tuned tensors.
 ``--reference`` also times the one-image reference path (``PivotalTuner.tune`` per image) on the
-same B images, for the batched-vs-loop comparison in one run. ``--grouped-proxy`` times the other
-way to batch PTI, per-sample base weights inside the modulated convolution: a step of the B rows
-through the existing fused (grouped) modulated convolution with the weights shared runs the same
-grouped convolutions and skips the per-sample weight bookkeeping, so it bounds that design's
-step time from below.
+same B images, for the batched-vs-loop comparison in one run. ``--profile`` adds, per B, where a
+batched PTI step's time goes: ``torch.profiler`` over ``--pti-steps`` steps of
+``PivotalTuner.tune_batch``, self CPU time per op (top ``--profile-rows``), and the share of the
+convolutions (forward and backward) in it. Times are wall and process CPU seconds: on a shared
+machine CPU seconds are the steadier of the two.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 
@@ -53,21 +54,29 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def grouped_proxy(tuner, ws, q, target, steps: int, device) -> float:
-    """Seconds per image of forward + backward of the PTI loss for B rows, weights shared."""
-    frozen, ref_stats = tuner._frozen(ws, q)                       # pylint: disable=protected-access
-    for p in tuner.params:
-        p.requires_grad_(True)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(max(steps, 1)):
-        sharp, degraded = tuner.render(tuner.work, ws, q, frozen)
-        loss, _ = tuner._loss(sharp, degraded, target, ref_stats)  # pylint: disable=protected-access
-        torch.autograd.grad(loss.sum(), tuner.params)
-    sync(device)
-    for p in tuner.params:
-        p.requires_grad_(False)
-    return (time.perf_counter() - t0) / max(steps, 1) / ws.shape[0]
+CONV_OPS = ("aten::convolution_backward", "aten::mkldnn_convolution", "aten::_slow_conv2d_forward",
+            "aten::_slow_conv2d_backward", "aten::slow_conv_transpose2d", "aten::bmm")
+
+
+def profile_step(tuner, ws, q, target, steps: int, rows: int) -> dict:
+    """Self CPU time per op over ``steps`` batched PTI steps (minus the setup and final renders of
+    a 1-step run, measured the same way). Prints the table; returns the summary."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def self_times(n_steps):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            tuner.tune_batch(ws, q, target, n_steps)
+        return prof, {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+
+    prof, full = self_times(steps + 1)
+    _, one = self_times(1)
+    per_step = {k: (v - one.get(k, 0.0)) / steps for k, v in full.items()}
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows), flush=True)
+    total = sum(per_step.values())
+    conv = sum(per_step.get(k, 0.0) for k in CONV_OPS)
+    top = sorted(per_step.items(), key=lambda kv: -kv[1])[:rows]
+    return {"profiled_sec_per_step": total, "conv_share": conv / total if total else float("nan"),
+            "top_ops_sec_per_step": {k: round(v, 4) for k, v in top}}
 
 
 def main():
@@ -81,8 +90,8 @@ def main():
     ap.add_argument("--tune-blocks", type=int, default=None, help="tune only the last N blocks [default: all]")
     ap.add_argument("--perceptual", default="auto", choices=["auto", "lpips", "lpips-random", "fallback"])
     ap.add_argument("--reference", action="store_true", help="also time the one-image reference loop")
-    ap.add_argument("--grouped-proxy", action="store_true",
-                    help="also time a PTI step of B rows through the fused modulated conv with shared weights")
+    ap.add_argument("--profile", action="store_true", help="per-op profile of the batched PTI step for each B")
+    ap.add_argument("--profile-rows", type=int, default=15, help="ops shown by --profile")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads [default: torch's]")
     args = ap.parse_args()
@@ -103,10 +112,10 @@ def main():
     tuner = None
     for b in batches:
         sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = invert_images(G, images[:b], w_steps=args.w_steps, pti_steps=args.pti_steps, batch_size=b, **kw)
         sync(device)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         s1 = sum(r.stats["seconds_stage1"] for r in res) / b
         s2 = sum(r.stats["seconds_stage2"] for r in res) / b
         if tuner is None:
@@ -116,7 +125,7 @@ def main():
                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                "threads": torch.get_num_threads(), "batch": b, "perceptual_loss": res[0].stats["perceptual_loss"],
                "tune_blocks": args.tune_blocks, "w_steps": args.w_steps, "pti_steps": args.pti_steps,
-               "images_per_sec": b / wall, "wall_sec": wall,
+               "images_per_sec": b / wall, "wall_sec": wall, "cpu_sec": cpu,
                "stage1_sec_per_step_per_image": s1 / max(args.w_steps, 1),
                "stage2_sec_per_step_per_image": s2 / max(args.pti_steps, 1),
                f"sec_per_image_at_{args.report_steps}_pti_steps": s1 + s2 / max(args.pti_steps, 1) * args.report_steps,
@@ -130,9 +139,10 @@ def main():
                 tuner.tune(ws_all[i:i + 1], None if q_all is None else q_all[i:i + 1], target[i:i + 1], args.pti_steps)
             sync(device)
             out["reference_stage2_sec_per_step_per_image"] = (time.perf_counter() - t0) / b / args.pti_steps
-        if args.grouped_proxy:
-            out["grouped_proxy_sec_per_step_per_image"] = grouped_proxy(tuner, ws_all[:b], q_all[:b], img_all[:b],
-                                                                        args.pti_steps, device)
+        if args.profile and args.pti_steps > 0:
+            out["profile"] = profile_step(tuner, ws_all[:b], None if q_all is None else q_all[:b], img_all[:b],
+                                          args.pti_steps, args.profile_rows)
+        out["peak_rss_mib_so_far"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if device.type == "cuda":
             out["cuda_max_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
         print(json.dumps(out), flush=True)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from dnnlib.image_io import from_uint8_hwc, read_image, resize, to_uint8_hwc, write_image
 from dnnlib.util import UserError, atomic_write
 from metrics.image_metrics import psnr
+from torch_utils.misc import keep_freed_cpu_memory
 
 from .delta import delta_nbytes, load_delta, save_delta
 from .losses import PerceptualLoss, ReconstructionLoss
@@ -112,6 +113,8 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
     if len(images) == 0:
         return []
     dev = torch.device(device) if device is not None else next(G.parameters()).device
+    if dev.type == "cpu":
+        keep_freed_cpu_memory()          # big per-step tensors: no page faults at every allocation
     batch_size = int(batch_size) if batch_size is not None else default_batch_size(dev)
     if batch_size < 1:
         raise UserError(f"batch size must be >= 1, got {batch_size}")

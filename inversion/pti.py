@@ -15,15 +15,19 @@ meaning; PTI's optional locality regulariser (Sec. 3.3) keeps renders of nearby 
 
 Batches (``PivotalTuner.tune_batch``): B images are tuned in one optimisation, each with its
 own copy of the tuned tensors (stacked along a leading batch dimension), its own Adam moments and
-its own early stopping. One step renders all B through ``torch.func.functional_call`` under
-``torch.func.vmap`` (so each image's modulated convolutions use its own base weights: one grouped
-convolution for the batch); images that reach their threshold leave the batch at once and are
-handed to the caller. Every loss term is per image and Adam is element-wise, so each image gets
-what ``PivotalTuner.tune`` (the one-image reference path) gives it, up to float rounding
-(``tests/test_inversion_batch.py``).
+its own early stopping. One step renders all B in one call of the network's own block loop
+(``SynthesisNetwork.run_blocks``) with the stacked copies swapped in by
+``torch.func.functional_call``: the layers take per-image parameters
+(``torch_utils.misc.per_image_rows``) and each modulated convolution becomes one grouped
+convolution over the images' own base weights. Images that reach their threshold leave the batch
+at once and are handed to the caller. Every loss term is per image and Adam is element-wise, so
+each image gets what ``PivotalTuner.tune`` (the one-image reference path) gives it, up to float
+rounding (``tests/test_inversion_batch.py``).
 
 Speed: the original generator's residual statistics are computed once per image; blocks below
-``tune_blocks`` are frozen and their outputs are computed once per image, not per step.
+``tune_blocks`` are frozen and their outputs are computed once per image, not per step; the
+pivots are fixed, so the mapping network does not run during PTI (except for the locality
+regulariser's random codes).
 """
 from __future__ import annotations
 
@@ -35,10 +39,12 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call
+from torch.optim.adam import adam as adam_update
 
 from dnnlib.util import UserError
 from torch_utils.misc import assert_shape
+from training.networks import SynthesisState
 
 from .delta import add_delta_, make_delta
 from .losses import ReconstructionLoss
@@ -49,6 +55,7 @@ Q_INIT_SEED = 0
 LOCALITY_SEED = 0     # stage 2: the locality samples' z come from this seed, the same for every image
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+FUSED_ADAM_DEVICES = ("cpu", "cuda")   # where torch.optim.Adam has a fused kernel (one pass per tensor)
 
 
 @dataclasses.dataclass
@@ -68,50 +75,6 @@ class PTIOptions:
     locality_alpha: float = 30.0       # distance of the locality samples from the pivot (PTI: 30)
     tune_blocks: Optional[int] = None  # stage 2 tunes the last N synthesis blocks; None = all
     delta_encoding: str = "fp16"       # 'fp16' or 'lowrank:R' (see inversion/delta.py)
-
-
-# ---------------------------------------------------------------------------------------------
-# Running a range of synthesis blocks (mirrors SynthesisNetwork.forward, block by block).
-
-@dataclasses.dataclass
-class SynthState:
-    x: Optional[torch.Tensor] = None
-    img: Optional[torch.Tensor] = None
-    branched: bool = False
-
-
-def w_offsets(synthesis: nn.Module) -> List[int]:
-    """Index of each block's first w in ws."""
-    out, idx = [], 0
-    for block in synthesis.blocks():
-        out.append(idx)
-        idx += block.num_conv
-    return out
-
-
-def run_blocks(synthesis: nn.Module, ws: torch.Tensor, q: Optional[torch.Tensor], start: int, stop: int,
-               state: SynthState, pair: bool, **fmt) -> SynthState:
-    """Blocks ``start..stop-1`` of ``synthesis`` from ``state``; the same arithmetic as
-    ``SynthesisNetwork.forward`` (tested to match it exactly). ws: [N, num_ws, w_dim]; q: [N, q_dim]."""
-    n = ws.shape[0]
-    blocks, offsets = synthesis.blocks(), w_offsets(synthesis)
-    x, img, branched = state.x, state.img, state.branched
-    for i in range(start, stop):
-        block = blocks[i]
-        block_ws = ws.narrow(1, offsets[i], block.num_conv + block.num_torgb)
-        block_q = q if block.has_degrad_block else None
-        branch = pair and block.has_degrad_block and not branched
-        if branched:
-            block_ws = torch.cat([block_ws, block_ws])
-            block_q = torch.cat([torch.zeros_like(q), q]) if block.has_degrad_block else None
-        x, img, _ = block(x, img, block_ws, q=block_q, noise_mode=NOISE_MODE, branch=branch,
-                          sharp_rows=n if branched else 0, **fmt)
-        branched = branched or branch
-    return SynthState(x, img, branched)
-
-
-def split_pair(img: torch.Tensor, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    return img[:n], img[n:]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,37 +133,39 @@ def _residual_stats(sharp: torch.Tensor, degraded: torch.Tensor) -> Tuple[torch.
     return r.mean(dim=[2, 3]), r.std(dim=[2, 3])
 
 
-def _adam_(p: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int, lr: float) -> None:
-    """One Adam update in place (the arithmetic of ``torch.optim.Adam``), element-wise, so a
-    stacked [B, ...] tensor is B independent optimisers; ``step`` counts from 1."""
-    b1, b2 = ADAM_BETAS
-    m.lerp_(grad, 1 - b1)
-    v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-    denom = (v.sqrt() / math.sqrt(1 - b2 ** step)).add_(ADAM_EPS)
-    p.addcdiv_(m, denom, value=-lr / (1 - b1 ** step))
+def _adam_step_(params: List[torch.Tensor], grads: List[torch.Tensor], m: List[torch.Tensor],
+                v: List[torch.Tensor], step: int, lr: float) -> None:
+    """One Adam update in place of all ``params`` (``torch.optim.Adam``'s arithmetic through its
+    functional form, fused into one pass per tensor on CPU and CUDA), element-wise, so stacked
+    [B, ...] tensors are B independent optimisers; ``step`` counts from 0 (updates done so far).
+    The rows of a batch always share their step count: images only leave a batch.
+    Gradients are made contiguous first: the CPU fused kernel (torch 2.14) reads a strided gradient
+    (e.g. of a weight used transposed) in memory order, i.e. as the wrong elements."""
+    dev = params[0].device
+    grads = [g.contiguous() for g in grads]
+    steps = [torch.tensor(float(step), device=dev) for _ in params]      # incremented by the update
+    adam_update(params, grads, m, v, [], steps, fused=dev.type in FUSED_ADAM_DEVICES, amsgrad=False,
+                beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=lr, weight_decay=0.0, eps=ADAM_EPS, maximize=False)
 
 
 class _BlockRunner(nn.Module):
-    """``run_blocks`` as a module call, so ``functional_call`` can swap an image's tuned tensors in
-    (parameter names are ``synthesis.<name>``, as in the generator)."""
+    """The tuned blocks as one module call, so ``functional_call`` can swap the stacked per-image
+    tensors in (parameter names are ``synthesis.<name>``, as in the generator)."""
 
     def __init__(self, synthesis: nn.Module):
         super().__init__()
         self.synthesis = synthesis
 
-    def forward(self, ws, q, x, img, start: int, branched: bool, pair: bool) -> torch.Tensor:
-        state = run_blocks(self.synthesis, ws, q, start, len(self.synthesis.blocks()),
-                           SynthState(x, img, branched), pair)
-        return state.img
+    def forward(self, ws, q, state: SynthesisState, start: int, pair: bool) -> torch.Tensor:
+        return self.synthesis.run_blocks(ws, q, start=start, state=state, pair=pair, noise_mode=NOISE_MODE).img
 
 
 @dataclasses.dataclass
 class _Rows:
-    """The images of a batch still being tuned, row by row. Per-row tensors: ws [B, 1, num_ws, w_dim],
-    q [B, 1, q_dim] or None, target [B, C, R, R], frozen x [B, k, C', H, W] / img [B, k, C, H, W]
-    or None (k = 2 once the frozen blocks have split into [sharp; degraded], else 1), ref_stats
-    ([B, C], [B, C]) or None; params/m/v: name -> [B, *shape]; index: each row's position in the
-    caller's batch."""
+    """The images of a batch still being tuned. Per-image tensors (row j = image ``index[j]`` of the
+    caller's batch): ws [B, num_ws, w_dim], q [B, q_dim] or None, target [B, C, R, R], ref_stats
+    ([B, C], [B, C]) or None, params/m/v: name -> [B, *shape]; the frozen blocks' output x / img
+    as [k, B, ...] or None (k = 2 once the frozen blocks have split into [sharp; degraded], else 1)."""
     index: List[int]
     ws: torch.Tensor
     q: Optional[torch.Tensor]
@@ -217,22 +182,26 @@ class _Rows:
         """The rows where ``mask`` [B] (bool, CPU) is True."""
         flags = mask.tolist()
         idx = torch.nonzero(mask).flatten().to(self.ws.device)
-        sel = lambda t: None if t is None else t.detach().index_select(0, idx)      # noqa: E731
+        sel = lambda t, dim=0: None if t is None else t.detach().index_select(dim, idx)      # noqa: E731
         ref = None if self.ref_stats is None else (sel(self.ref_stats[0]), sel(self.ref_stats[1]))
         return _Rows([i for i, k in zip(self.index, flags) if k], sel(self.ws), sel(self.q), sel(self.target),
-                     sel(self.x), sel(self.img), ref, {k: sel(t) for k, t in self.params.items()},
+                     sel(self.x, 1), sel(self.img, 1), ref, {k: sel(t) for k, t in self.params.items()},
                      {k: sel(t) for k, t in self.m.items()}, {k: sel(t) for k, t in self.v.items()},
                      [s for s, k in zip(self.seconds, flags) if k])
 
+    def frozen(self, rows: Optional[slice] = None, branched: bool = False) -> SynthesisState:
+        """The frozen blocks' output for these rows (all by default) in the network's batch layout."""
+        def join(t):
+            if t is None:
+                return None
+            t = t if rows is None else t[:, rows]
+            return t.reshape(-1, *t.shape[2:])                                   # [k, B, ...] -> [k*B, ...]
+        return SynthesisState(join(self.x), join(self.img), branched)
 
-def _split_rows(t: Optional[torch.Tensor], n: int, branched: bool) -> Optional[torch.Tensor]:
-    """A frozen batch tensor -> per-image rows: [N, ...] -> [N, 1, ...]; once branched the batch is
-    [sharp N; degraded N], [2N, ...] -> [N, 2, ...] (each image's own [sharp; degraded] pair)."""
-    if t is None:
-        return None
-    if not branched:
-        return t.unsqueeze(1)
-    return t.reshape(2, n, *t.shape[1:]).transpose(0, 1).contiguous()
+
+def _split_rows(t: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
+    """A frozen batch tensor [k*N, ...] (k = 2 once branched: [sharp N; degraded N]) -> [k, N, ...]."""
+    return None if t is None else t.reshape(-1, n, *t.shape[1:])
 
 
 class PivotalTuner:
@@ -269,14 +238,14 @@ class PivotalTuner:
                 p.copy_(self.base_params[name])
 
     def render(self, synthesis: nn.Module, ws: torch.Tensor, q: Optional[torch.Tensor],
-               frozen: SynthState) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
-        """(sharp or None, degraded-or-plain image) from the cached frozen state."""
+               frozen: SynthesisState) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
+        """(sharp or None, degraded-or-plain image) of the tuned blocks from the frozen state."""
         n = ws.shape[0]
         pair = q is not None
-        state = run_blocks(synthesis, ws, q, self.start, len(synthesis.blocks()), frozen, pair)
+        img = synthesis.run_blocks(ws, q, start=self.start, state=frozen, pair=pair, noise_mode=NOISE_MODE).img
         if pair:
-            return split_pair(state.img, n)
-        return None, state.img
+            return img[:n], img[n:]
+        return None, img
 
     def _loss(self, sharp: Optional[torch.Tensor], degraded: torch.Tensor, target: torch.Tensor,
               ref_stats) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -296,23 +265,27 @@ class PivotalTuner:
         direction = self.G.mapping(z, c) - ws
         return ws + self.opts.locality_alpha * direction / direction.norm(dim=2, keepdim=True).clamp(min=1e-8)
 
-    def _locality_loss(self, ws: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Renders of the locality codes stay as the base generator draws them (L2 + perceptual)."""
+    def _locality_loss(self, ws: torch.Tensor, gen: torch.Generator, params: Optional[dict] = None) -> torch.Tensor:
+        """Renders of the locality codes stay as the base generator draws them (L2 + perceptual),
+        per image [N]; ``params``: per-image tuned tensors (``tune_batch``), else the working copy's."""
         ws_loc = self._locality_codes(ws, gen)
         with torch.no_grad():
             ref = self.base(ws_loc, None, noise_mode=NOISE_MODE)
-        img = self.work(ws_loc, None, noise_mode=NOISE_MODE)
-        return self.loss_fn(img, ref).sum()
+        if params is None:
+            img = self.work(ws_loc, None, noise_mode=NOISE_MODE)
+        else:
+            img = functional_call(self.runner, params, (ws_loc, None, SynthesisState(), 0, False))
+        return self.loss_fn(img, ref)
 
     def _frozen(self, ws: torch.Tensor, q: Optional[torch.Tensor]):
         with torch.no_grad():
-            frozen = run_blocks(self.base, ws, q, 0, self.start, SynthState(), q is not None)
+            frozen = self.base.run_blocks(ws, q, stop=self.start, pair=q is not None, noise_mode=NOISE_MODE)
             ref_stats = None
             if q is not None and self.opts.degrad_weight > 0:
                 ref_stats = _residual_stats(*self.render(self.base, ws, q, frozen))
         return frozen, ref_stats
 
-    def _final(self, delta: Optional[dict], ws, q, frozen: SynthState) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
+    def _final(self, delta: Optional[dict], ws, q, frozen: SynthesisState) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
         """Render from base + the stored delta, so the saved files reproduce these images exactly."""
         self._reset()
         if delta is not None:
@@ -346,7 +319,7 @@ class PivotalTuner:
                 break
             loss = loss.sum()
             if opts.locality_weight > 0:
-                loss = loss + opts.locality_weight * self._locality_loss(ws, gen)
+                loss = loss + opts.locality_weight * self._locality_loss(ws, gen).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -361,27 +334,12 @@ class PivotalTuner:
     # -- batches --------------------------------------------------------------------------------
 
     def _render_rows(self, rows: _Rows, branched: bool) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
-        """All rows, each with its own tuned tensors: (sharp [B, C, R, R] or None, degraded)."""
+        """All rows, each through its own tuned tensors: (sharp [B, C, R, R] or None, degraded)."""
         pair = rows.q is not None
-
-        def one(params, ws, q, x, img):
-            return functional_call(self.runner, params, (ws, q, x, img, self.start, branched, pair))
-
-        dims = tuple(None if t is None else 0 for t in (rows.q, rows.x, rows.img))
-        out = vmap(one, in_dims=(0, 0) + dims)(rows.params, rows.ws, rows.q, rows.x, rows.img)   # [B, k, C, R, R]
-        return (out[:, 0], out[:, 1]) if pair else (None, out[:, 0])
-
-    def _locality_rows(self, rows: _Rows, gen: torch.Generator) -> torch.Tensor:
-        """``_locality_loss`` per row [B], each through its own tuned tensors."""
-        ws_loc = self._locality_codes(rows.ws[:, 0], gen)
-        with torch.no_grad():
-            ref = self.base(ws_loc, None, noise_mode=NOISE_MODE)
-
-        def one(params, ws):
-            return functional_call(self.runner, params, (ws, None, None, None, 0, False, False))
-
-        img = vmap(one)(rows.params, ws_loc[:, None])[:, 0]
-        return self.loss_fn(img, ref)
+        img = functional_call(self.runner, rows.params, (rows.ws, rows.q, rows.frozen(branched=branched),
+                                                         self.start, pair))
+        b = rows.ws.shape[0]
+        return (img[:b], img[b:]) if pair else (None, img)
 
     def tune_batch(self, ws: torch.Tensor, q: Optional[torch.Tensor], target: torch.Tensor, steps: int,
                    on_done=None) -> List[dict]:
@@ -404,9 +362,8 @@ class PivotalTuner:
         with torch.no_grad():
             params = {k: self.base_params[k].detach().unsqueeze(0).repeat(n, *[1] * self.base_params[k].ndim)
                       for k in self.names}
-        rows = _Rows(list(range(n)), ws[:, None], None if q is None else q[:, None], target,
-                     _split_rows(frozen.x, n, branched), _split_rows(frozen.img, n, branched), ref_stats, params,
-                     {k: torch.zeros_like(t) for k, t in params.items()},
+        rows = _Rows(list(range(n)), ws, q, target, _split_rows(frozen.x, n), _split_rows(frozen.img, n),
+                     ref_stats, params, {k: torch.zeros_like(t) for k, t in params.items()},
                      {k: torch.zeros_like(t) for k, t in params.items()}, [0.0] * n)
         gen = torch.Generator().manual_seed(LOCALITY_SEED)
         results: List[Optional[dict]] = [None] * n
@@ -417,9 +374,9 @@ class PivotalTuner:
             i = rows.index[j]
             tuned = {k: t[j].detach() for k, t in rows.params.items()}
             delta = make_delta(self.base_params, tuned, opts.delta_encoding) if steps_run > 0 else None
-            frozen_j = SynthState(None if rows.x is None else rows.x[j], None if rows.img is None else rows.img[j],
-                                  branched)
-            sharp, degraded = self._final(delta, rows.ws[j], None if rows.q is None else rows.q[j], frozen_j)
+            one = slice(j, j + 1)
+            sharp, degraded = self._final(delta, rows.ws[one], None if rows.q is None else rows.q[one],
+                                          rows.frozen(one, branched))
             res = {"delta": delta, "degraded": degraded, "sharp": sharp, "steps": steps_run,
                    "perceptual": float(last_p[j]), "seconds": rows.seconds[j] + time.perf_counter() - t0}
             results[i] = res
@@ -438,7 +395,7 @@ class PivotalTuner:
             grads = None
             if bool(go.any()):
                 if opts.locality_weight > 0:
-                    loss = loss + opts.locality_weight * self._locality_rows(rows, gen)
+                    loss = loss + opts.locality_weight * self._locality_loss(rows.ws, gen, rows.params)
                 total = loss[go.to(loss.device)].sum()
                 grads = dict(zip(rows.params, torch.autograd.grad(total, list(rows.params.values()))))
             for t in rows.params.values():
@@ -455,8 +412,9 @@ class PivotalTuner:
                 grads = {k: g.index_select(0, idx) for k, g in grads.items()}
                 rows, last_p = rows.keep(go), last_p[go]
             with torch.no_grad():
-                for k, p in rows.params.items():
-                    _adam_(p, grads[k], rows.m[k], rows.v[k], step + 1, opts.pti_lr)
+                names = list(rows.params)
+                _adam_step_([rows.params[k] for k in names], [grads[k] for k in names],
+                            [rows.m[k] for k in names], [rows.v[k] for k in names], step, opts.pti_lr)
             dt = (time.perf_counter() - t0) / len(rows.index)
             rows.seconds = [s + dt for s in rows.seconds]
         for j in range(len(rows.index)):

@@ -143,3 +143,35 @@ def test_restore_interrupted_mid_batch_resumes(tmp_path, monkeypatch):
     s = restore.restore_folder(G, str(inp), str(out), **kw)
     assert s["skipped"] == 1 and s["written"] == 2
     assert sorted(r["file"] for r in read_jsonl(str(out / "restore.jsonl"))) == ["0.png", "1.png", "2.png"]
+
+
+@pytest.mark.parametrize("tune_blocks", [1, 2])
+def test_batch_with_frozen_blocks_matches_one_image_path(tune_blocks):
+    """Frozen blocks are computed once and each image's saved state feeds the tuned blocks: with
+    tune_blocks=1 the frozen part already holds the [sharp; degraded] split (the 8x8 block carries a
+    DegradBlock), with 2 it ends before it."""
+    G = tiny_generator()
+    images, ws, q = sample_images(G, 3, seed=2)
+    target = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    ws = ws + 0.3 * torch.randn(ws.shape, generator=torch.Generator().manual_seed(8))
+    tuner = PivotalTuner(G, ReconstructionLoss(PerceptualLoss("fallback"), 1.0, 1.0),
+                         PTIOptions(lpips_threshold=0.0, pti_lr=PTI_LR, tune_blocks=tune_blocks))
+    frozen, _ = tuner._frozen(ws, q)                                   # pylint: disable=protected-access
+    assert frozen.branched == (tune_blocks == 1)
+    got = tuner.tune_batch(ws, q, target, 3)
+    for i in range(3):
+        ref = tuner.tune(ws[i:i + 1], q[i:i + 1], target[i:i + 1], 3)
+        assert got[i]["steps"] == ref["steps"] == 3
+        tuned = {f"b{r}" for r in G.synthesis.block_resolutions[-tune_blocks:]}
+        assert set(got[i]["delta"]["tensors"]) == set(ref["delta"]["tensors"])
+        assert {name.split(".")[1] for name in got[i]["delta"]["tensors"]} <= tuned      # only the tuned blocks
+        assert float((got[i]["degraded"] - ref["degraded"]).abs().max()) < RENDER_ATOL
+        assert float((got[i]["sharp"] - ref["sharp"]).abs().max()) < RENDER_ATOL
+
+
+def test_cpu_inversion_keeps_freed_memory():
+    """On Linux with glibc the allocator setting takes effect (and is made once)."""
+    import platform
+    from torch_utils.misc import keep_freed_cpu_memory
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_cpu_memory() is expected and keep_freed_cpu_memory() is expected

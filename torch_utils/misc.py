@@ -1,6 +1,7 @@
 """Small torch helpers: shape assertions, seeding, device and precision selection."""
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
 import random
@@ -29,10 +30,63 @@ def assert_shape(tensor: torch.Tensor, ref_shape: Sequence[Optional[int]]) -> No
                                  f" (shape {tuple(tensor.shape)} vs {list(ref_shape)})")
 
 
-def is_vmapped(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` is a per-sample view inside ``torch.func.vmap`` (batched PTI): ops whose
-    CUDA kernels are autograd Functions without a vmap rule take their reference path then."""
-    return bool(torch._C._functorch.is_batchedtensor(tensor))      # pylint: disable=protected-access
+def per_image_rows(t: torch.Tensor, n: int, ndim: int) -> torch.Tensor:
+    """A layer's parameter as seen by each of the ``n`` rows of a batch.
+
+    A parameter of ``ndim`` dimensions is shared by every row and returned as is. A per-image
+    parameter ``[P, *shape]`` (one copy per image: batched pivotal tuning, ``inversion/pti.py``,
+    swaps such stacked copies in with ``torch.func.functional_call``) belongs to a batch of
+    ``n = k * P`` rows made of k groups of P, row r being image r % P (k = 2 for the
+    [sharp; degraded] halves of a pair render); it is returned as ``[n, *shape]``.
+    """
+    if t.ndim == ndim:
+        return t
+    p = t.shape[0]
+    if t.ndim != ndim + 1 or p == 0 or n % p:
+        raise ValueError(f"per-image parameter of shape {tuple(t.shape)} does not fit {n} rows "
+                         f"(expected [P, ...] with {ndim + 1} dimensions, P dividing {n})")
+    return t if n == p else t.repeat(n // p, *[1] * ndim)
+
+
+def add_per_image_bias(x: torch.Tensor, b: Optional[torch.Tensor]):
+    """(x, b) for ``bias_act``: a per-image bias [P, C] is added to x [N, C, ...] here (the same
+    sum ``bias_act`` would make first) and None is passed on; a shared bias [C] is passed on."""
+    if b is None or b.ndim == 1:
+        return x, b
+    b = per_image_rows(b, x.shape[0], 1)                                 # [N, C]
+    return x + b.reshape(*b.shape, *[1] * (x.ndim - 2)), None
+
+
+# glibc mallopt() parameters (malloc.h) and the trim threshold keep_freed_cpu_memory sets.
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+KEEP_TRIM_THRESHOLD = 1 << 30     # give heap memory back to the OS only above 1 GiB free at its top
+_KEPT = []
+
+
+def keep_freed_cpu_memory() -> bool:
+    """Keep freed CPU memory in the process for reuse instead of returning it to the OS (glibc).
+
+    glibc serves blocks above 32 MiB (and, after frees, smaller ones) with fresh ``mmap`` pages and
+    unmaps them on free, so every new tensor of that size is page-faulted in and zeroed by the
+    kernel again. A batched PTI step allocates dozens of such tensors (per-image weights and their
+    gradients, 64x64 activations of B images); at B = 16 this made a step about 1.7x slower on
+    the development CPU (``benchmarks/RESULTS.md``). This turns ``mmap`` allocation off and raises
+    the trim threshold, for the whole process: its resident memory then stays at its peak.
+    Called by CPU inversion (``inversion/api.py``). Returns whether it took effect (False off
+    Linux/glibc); idempotent.
+    """
+    if _KEPT:
+        return _KEPT[0]
+    ok = False
+    if sys.platform.startswith("linux"):
+        try:
+            mallopt = ctypes.CDLL("libc.so.6").mallopt
+            ok = mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD) == 1
+        except (OSError, AttributeError):       # not glibc (e.g. musl): nothing to tune
+            ok = False
+    _KEPT.append(ok)
+    return ok
 
 
 def seed_everything(seed: int) -> None:

@@ -3,6 +3,10 @@
 Equalized learning rate (Karras et al. 2018, ProGAN Sec. 4.1): weights are stored as N(0, 1)
 (divided by the lr multiplier) and scaled at run time by ``lr_multiplier / sqrt(fan_in)``.
 Parameter and buffer names follow the official StyleGAN2-ADA release so its weights load by name.
+
+Every layer also runs with per-image parameters (a leading ``[P, ...]`` copy per image, swapped in
+by batched pivotal tuning through ``torch.func.functional_call``; row layout in
+``torch_utils.misc.per_image_rows``).
 """
 from __future__ import annotations
 
@@ -12,9 +16,9 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from torch_utils.misc import assert_shape
+from torch_utils.misc import add_per_image_bias, assert_shape
 from torch_utils.ops.bias_act import ACTIVATIONS, bias_act
-from torch_utils.ops.conv2d_resample import conv2d_resample
+from torch_utils.ops.conv2d_resample import conv2d_resample, conv2d_resample_per_image
 from torch_utils.ops.upfirdn2d import setup_filter
 
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)   # StyleGAN2's binomial low-pass filter
@@ -52,6 +56,12 @@ class FullyConnectedLayer(nn.Module):
             b = b.to(x.dtype)
             if self.bias_gain != 1:
                 b = b * self.bias_gain
+        if w.ndim == 3:                                      # per-image weights [P, O, I]
+            p = w.shape[0]
+            xs = x.reshape(-1, p, self.in_features).transpose(0, 1)            # [P, k, I]
+            y = torch.bmm(xs, w.transpose(1, 2)).transpose(0, 1).reshape(x.shape[0], -1)
+            y, b = add_per_image_bias(y * self.weight_gain, b)
+            return bias_act(y, b, act=self.activation)
         if self.activation == "linear" and b is not None:   # weight gain applied to the output
             return torch.addmm(b.unsqueeze(0), x, w.t(), alpha=self.weight_gain)
         return bias_act(x.matmul(w.t()) * self.weight_gain, b, act=self.activation)
@@ -100,8 +110,10 @@ class Conv2dLayer(nn.Module):
         assert_shape(x, [None, self.in_channels, None, None])   # x: [N, C_in, H, W]
         w = self.weight * self.weight_gain
         b = self.bias.to(x.dtype) if self.bias is not None else None
-        x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down,
-                            padding=self.padding, flip_weight=(self.up == 1))
+        conv = conv2d_resample_per_image if w.ndim == 5 else conv2d_resample
+        x = conv(x, w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down,
+                 padding=self.padding, flip_weight=(self.up == 1))
+        x, b = add_per_image_bias(x, b)
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, b, act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
 

@@ -9,6 +9,7 @@ Data flow: z [N, z_dim] --mapping--> ws [N, num_ws, w_dim] --synthesis(q)--> img
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import List, Optional, Sequence
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from torch_utils.misc import assert_shape
+from torch_utils.misc import add_per_image_bias, assert_shape, per_image_rows
 from torch_utils.ops.bias_act import ACTIVATIONS, POSITIVELY_HOMOGENEOUS, bias_act
 from torch_utils.ops.modulated_conv2d import modulated_conv2d
 from torch_utils.ops.upfirdn2d import setup_filter, upsample2d
@@ -72,12 +73,15 @@ class SynthesisLayer(nn.Module):
         ``paired``: the batch is [sharp; degraded] halves that share their random noise."""
         if not self.use_noise or noise_mode == "none":
             return None
+        strength = self.noise_strength
+        if strength.ndim == 1:                   # per-image strengths [P] -> [N, 1, 1, 1]
+            strength = per_image_rows(strength, n, 0).reshape(n, 1, 1, 1)
         if noise_mode == "const":
-            return self.noise_const * self.noise_strength
+            return self.noise_const * strength
         if paired:
             half = torch.randn([n // 2, 1, self.resolution, self.resolution], device=device)
-            return torch.cat([half, half]) * self.noise_strength
-        return torch.randn([n, 1, self.resolution, self.resolution], device=device) * self.noise_strength
+            return torch.cat([half, half]) * strength
+        return torch.randn([n, 1, self.resolution, self.resolution], device=device) * strength
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
                 fused_modconv: bool = True, gain: float = 1.0, rows: Optional[slice] = None,
@@ -85,7 +89,8 @@ class SynthesisLayer(nn.Module):
         """x: [N, I, H, W]; w: [N, w_dim] -> [N, O, R, R].
 
         ``rows`` computes only those output channels (exact: demodulation, bias and noise are per
-        channel); ``noise`` passes a precomputed noise input (see ``make_noise``).
+        channel); ``noise`` passes a precomputed noise input (see ``make_noise``). Per-image
+        parameters (``torch_utils.misc.per_image_rows``) take the per-image modulated convolution.
         """
         n = x.shape[0]
         in_res = self.resolution // self.up
@@ -95,11 +100,11 @@ class SynthesisLayer(nn.Module):
             noise = self.make_noise(n, noise_mode, x.device, paired=paired_noise)
         weight, bias = self.weight, self.bias
         if rows is not None:
-            weight, bias = weight[rows], bias[rows]
+            weight, bias = weight[..., rows, :, :, :], bias[..., rows]
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         if (self.activation in POSITIVELY_HOMOGENEOUS and not torch.is_grad_enabled()
-                and x.dtype in (torch.bfloat16, torch.float16)):
+                and x.dtype in (torch.bfloat16, torch.float16) and bias.ndim == 1):
             # Low-precision inference: act(y + n + b) * g == act(y * g + (n + b) * g), so the gain
             # and the bias ride along with the demodulation and the noise: one pass after the
             # convolution. (float32 keeps the reference order, which the fixtures pin down.)
@@ -111,7 +116,8 @@ class SynthesisLayer(nn.Module):
         x = modulated_conv2d(x, weight, styles, noise=noise, up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter, flip_weight=(self.up == 1),
                              fused_modconv=fused_modconv)
-        return bias_act(x, bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
+        x, bias = add_per_image_bias(x, bias.to(x.dtype))
+        return bias_act(x, bias, act=self.activation, gain=act_gain, clamp=act_clamp)
 
 
 class ToRGBLayer(nn.Module):
@@ -132,7 +138,8 @@ class ToRGBLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain                        # [N, I]
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
-        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        x, bias = add_per_image_bias(x, self.bias.to(x.dtype))
+        return bias_act(x, bias, clamp=self.conv_clamp)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +248,9 @@ class SynthesisBlock(nn.Module):
         layer = dict(noise_mode=noise_mode, fused_modconv=fused_modconv, paired_noise=sharp_rows > 0)
 
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([n, 1, 1, 1]).contiguous(memory_format=memory_format)
+            const = self.const.to(dtype=dtype)
+            x = const.unsqueeze(0).repeat([n, 1, 1, 1]) if const.ndim == 3 else per_image_rows(const, n, 3)
+            x = x.contiguous(memory_format=memory_format)
         else:
             assert_shape(x, [n, self.in_channels, self.resolution // 2, self.resolution // 2])
             x = x.to(dtype=dtype, memory_format=memory_format)
@@ -294,8 +303,30 @@ class SynthesisBlock(nn.Module):
         return self.convq(self.conv1(x, w, gain=gain, **layer), q)
 
 
+@dataclasses.dataclass
+class SynthesisState:
+    """What passes from one synthesis block to the next (``SynthesisNetwork.run_blocks``).
+
+    x: features [N', C, R, R] or None (before the first block); img: the image so far
+    [N', C_img, R, R] or None; branched: True once a pair render has split the batch into its
+    [sharp N; degraded N] halves (then N' = 2N, else N' = N).
+    """
+    x: Optional[torch.Tensor] = None
+    img: Optional[torch.Tensor] = None
+    branched: bool = False
+
+
 class SynthesisNetwork(nn.Module):
-    """ws [N, num_ws, w_dim] (+ q [N, q_dim]) -> img [N, img_channels, R, R]."""
+    """ws [N, num_ws, w_dim] (+ q [N, q_dim]) -> img [N, img_channels, R, R].
+
+    Pair render (the one path for sharp + degraded images, ``pair=True``): G(w, 0) and G(w, q)
+    share every block below the first DegradBlock block, which splits the batch after its conv1
+    (``SynthesisBlock`` ``branch=True``) into [sharp N; degraded N]; from there each block gets
+    the ws twice and q as [0; q], and runs its DegradBlock on the degraded half only
+    (``sharp_rows=N``; random noise is shared by the halves). ``run_blocks`` is the block loop:
+    ``forward`` runs it over all blocks, and pivotal tuning (``inversion/pti.py``) runs the
+    frozen blocks once and the tuned ones at every step from the saved ``SynthesisState``.
+    """
 
     def __init__(self,
                  w_dim: int,                       # intermediate latent size
@@ -344,6 +375,57 @@ class SynthesisNetwork(nn.Module):
     def blocks(self) -> List[SynthesisBlock]:
         return [getattr(self, f"b{res}") for res in self.block_resolutions]
 
+    def w_offsets(self) -> List[int]:
+        """Index in ws of each block's first w (blocks share the ToRGB w with the next conv0)."""
+        out, idx = [], 0
+        for block in self.blocks():
+            out.append(idx)
+            idx += block.num_conv
+        return out
+
+    def run_blocks(self, ws: torch.Tensor, q: Optional[torch.Tensor] = None, start: int = 0,
+                   stop: Optional[int] = None, state: Optional[SynthesisState] = None, pair: bool = False,
+                   noise_mode: str = "const", feats: Optional[dict] = None,
+                   feat_resolutions: Optional[Sequence[int]] = None, **block_kwargs) -> SynthesisState:
+        """Blocks ``start..stop-1`` (indices into ``blocks()``; stop None = to the end) from ``state``
+        (None = the start). ws: [N, num_ws, w_dim]; q: [N, q_dim] or None (= zeros); ``pair``:
+        render the sharp and degraded images together (see the class docstring). ``feats``: a dict
+        that receives conv1's features before the DegradBlock residual, ``{resolution: x_c}``, for
+        the blocks in ``feat_resolutions`` (default ``self.feature_resolutions``). Other keywords
+        (``force_fp32``, ``fused_modconv``, ``dtype``, ``channels_last``) go to every block.
+        Returns the state after block ``stop-1``: its ``img`` is the image once the last block ran."""
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got '{noise_mode}'")
+        n = ws.shape[0]
+        assert_shape(ws, [n, self.num_ws, self.w_dim])                   # ws: [N, num_ws, w_dim]
+        if q is not None:
+            if self.q_dim == 0:
+                raise ValueError("this generator has no quality code (q_dim=0); pass q=None")
+            assert_shape(q, [n, self.q_dim])                             # q: [N, q_dim]
+            q = q.to(torch.float32)
+        if pair and q is None:
+            raise ValueError("pair=True needs q")
+        blocks, offsets = self.blocks(), self.w_offsets()
+        stop = len(blocks) if stop is None else stop
+        wanted = set(self.feature_resolutions if feat_resolutions is None else feat_resolutions)
+        state = state if state is not None else SynthesisState()
+        x, img, branched = state.x, state.img, state.branched
+        for i in range(start, stop):
+            block = blocks[i]
+            block_ws = ws.narrow(1, offsets[i], block.num_conv + block.num_torgb)
+            block_q = q if block.has_degrad_block else None
+            branch = pair and block.has_degrad_block and not branched
+            if branched:
+                # After the split the batch is [sharp; degraded], so q is [0; q].
+                block_ws = torch.cat([block_ws, block_ws])
+                block_q = torch.cat([torch.zeros_like(q), q]) if block.has_degrad_block else None
+            x, img, x_c = block(x, img, block_ws, q=block_q, noise_mode=noise_mode, branch=branch,
+                                sharp_rows=n if branched else 0, **block_kwargs)
+            branched = branched or branch
+            if feats is not None and block.resolution in wanted:
+                feats[block.resolution] = x_c
+        return SynthesisState(x, img, branched)
+
     def forward(self, ws: torch.Tensor, q: Optional[torch.Tensor] = None, noise_mode: str = "const",
                 return_feats: bool = False, pair: bool = False, force_fp32: bool = False,
                 fused_modconv: Optional[bool] = None, feat_resolutions: Optional[Sequence[int]] = None,
@@ -363,42 +445,16 @@ class SynthesisNetwork(nn.Module):
             dtype, channels_last: activation format for every block (default: per block, see
                           ``SynthesisBlock.activation_format``); images are always float32.
         """
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got '{noise_mode}'")
-        n = ws.shape[0]
-        assert_shape(ws, [n, self.num_ws, self.w_dim])                   # ws: [N, num_ws, w_dim]
-        if q is not None:
-            if self.q_dim == 0:
-                raise ValueError("this generator has no quality code (q_dim=0); pass q=None")
-            assert_shape(q, [n, self.q_dim])                             # q: [N, q_dim]
-            q = q.to(torch.float32)
-        if pair and q is None:
-            raise ValueError("pair=True needs q")
-
-        wanted = set(self.feature_resolutions if feat_resolutions is None else feat_resolutions)
-        x = img = None
-        feats: List[torch.Tensor] = []
-        w_idx = 0
-        branched = False
-        for block in self.blocks():
-            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-            w_idx += block.num_conv
-            block_q = q if block.has_degrad_block else None
-            branch = pair and block.has_degrad_block and not branched
-            if branched:
-                # After the split the batch is [sharp; degraded], so q is [0; q].
-                block_ws = torch.cat([block_ws, block_ws])
-                block_q = torch.cat([torch.zeros_like(q), q]) if block.has_degrad_block else None
-            x, img, x_c = block(x, img, block_ws, q=block_q, force_fp32=force_fp32,
-                                fused_modconv=fused_modconv, noise_mode=noise_mode, branch=branch,
-                                sharp_rows=n if branched else 0, dtype=dtype, channels_last=channels_last)
-            branched = branched or branch
-            if block.resolution in wanted:
-                feats.append(x_c)
+        feats = {} if return_feats else None
+        state = self.run_blocks(ws, q, pair=pair, noise_mode=noise_mode, feats=feats,
+                                feat_resolutions=feat_resolutions, force_fp32=force_fp32,
+                                fused_modconv=fused_modconv, dtype=dtype, channels_last=channels_last)
+        img = state.img
         if pair:
+            n = ws.shape[0]
             img = (img[:n], img[n:])
         if return_feats:
-            return img, feats
+            return img, list(feats.values())
         return img
 
 

@@ -13,7 +13,6 @@ from typing import Callable, Dict, NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
-from ..misc import is_vmapped
 from . import cuda_kernels
 
 
@@ -62,8 +61,8 @@ def bias_act_ref(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1
         x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
         fresh = True                      # x is now our own tensor
     # Without autograd, work in place on our own intermediate (same values, less memory traffic).
-    # Grad mode decides, not x.requires_grad: under torch.func.vmap that reads False even for
-    # tensors autograd needs (batched PTI, inversion/pti.py).
+    # Grad mode decides (the conservative rule: under autograd no in-place step can break a
+    # backward pass, whatever x.requires_grad says).
     inplace = not torch.is_grad_enabled()
     if act == "lrelu" and inplace and fresh:
         x = F.leaky_relu_(x, alpha)
@@ -93,14 +92,14 @@ def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, ac
         alpha: the activation's shape parameter (lrelu slope, elu alpha); None = its default.
         gain:  output scale; None = the activation's default (sqrt(2) for (l)relu/swish).
         clamp: clamp the output to [-clamp, clamp]; None = no clamping.
-        impl:  'auto' (CUDA kernel when available on a CUDA tensor, reference inside vmap), 'ref'
+        impl:  'auto' (CUDA kernel when available on a CUDA tensor), 'ref'
                or 'cuda'.
         overwrite: ``x`` is a temporary of the caller; without autograd the reference path may
                then work in place on it.
     """
     if impl not in ("auto", "ref", "cuda"):
         raise ValueError(f"impl must be auto|ref|cuda, got {impl}")
-    if impl != "ref" and x.is_cuda and not (impl == "auto" and is_vmapped(x)):
+    if impl != "ref" and x.is_cuda:
         fn = cuda_kernels.get_bias_act()
         if fn is not None and x.dtype in cuda_kernels.KERNEL_DTYPES:
             spec, alpha_v, gain_v = _resolve(act, alpha, gain)

@@ -63,6 +63,30 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] 
     return y.contiguous(memory_format=torch.channels_last) if channels_last else y
 
 
+def conv2d_resample_per_image(x: torch.Tensor, w: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``conv2d_resample`` with one weight per image, as one grouped convolution (groups = P).
+
+    x: [N, C_in, H, W] with N = k * P rows, row r being image r % P (``misc.per_image_rows``);
+    w: [P, C_out, C_in, kh, kw]. Row r is convolved with ``w[r % P]``. Returns [N, C_out, H', W'].
+    """
+    if w.ndim != 5:
+        raise ValueError(f"per-image weights must be 5-D [P, O, I, kh, kw], got {tuple(w.shape)}")
+    p, o, i, kh, kw = w.shape
+    n = x.shape[0]
+    if n % p:
+        raise ValueError(f"{n} rows do not split into groups of {p} images")
+    if (kh, kw) == (1, 1) and kwargs.get("up", 1) == 1 and kwargs.get("down", 1) == 1 and \
+            parse_padding(kwargs.get("padding", 0)) == (0, 0, 0, 0) and kwargs.get("flip_weight", True):
+        # A plain 1x1 convolution per image is a batched matmul (grouped 1x1 convolutions take a
+        # slow per-group path on CPU): [P, O, I] @ [P, I, k*H*W].
+        k, h, wd = n // p, x.shape[2], x.shape[3]
+        xs = x.reshape(k, p, i, h * wd).permute(1, 2, 0, 3).reshape(p, i, k * h * wd)
+        y = torch.bmm(w.reshape(p, o, i), xs).reshape(p, o, k, h * wd).permute(2, 0, 1, 3)
+        return y.reshape(n, o, h, wd)
+    y = conv2d_resample(x.reshape(n // p, p * i, *x.shape[2:]), w.reshape(p * o, i, kh, kw), groups=p, **kwargs)
+    return y.reshape(n, o, *y.shape[2:])                             # [k, P*O, H', W'] -> [N, O, H', W']
+
+
 def _conv2d_resample(x, w, f, up, down, padding, groups, flip_filter, kw, kh, fw, fh):
     px0, px1, py0, py1 = padding
 

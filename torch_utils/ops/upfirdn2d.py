@@ -17,7 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..misc import is_vmapped
 from . import cuda_kernels
 
 IntPair = Union[int, Sequence[int]]
@@ -142,14 +141,14 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: IntPair = 1, down:
         padding:     int, [px, py] or [px0, px1, py0, py1]; negative values crop.
         flip_filter: False = convolution (the filter is flipped), True = correlation.
         gain:        overall gain of the filter.
-        impl:        'auto' (CUDA kernel when available on a CUDA tensor, reference inside vmap),
+        impl:        'auto' (CUDA kernel when available on a CUDA tensor),
                      'ref' or 'cuda'.
     Returns:
         [N, C, (H*upy + py0 + py1 - fh + downy) // downy, (W*upx + px0 + px1 - fw + downx) // downx]
     """
     if impl not in ("auto", "ref", "cuda"):
         raise ValueError(f"impl must be auto|ref|cuda, got {impl}")
-    if impl != "ref" and x.is_cuda and not (impl == "auto" and is_vmapped(x)):
+    if impl != "ref" and x.is_cuda:
         fn = cuda_kernels.get_upfirdn2d()
         # The kernel's filters get no gradient: a filter that requires grad takes the reference path.
         if fn is not None and x.dtype in cuda_kernels.KERNEL_DTYPES and not (f is not None and f.requires_grad):
