@@ -88,6 +88,7 @@ def run(network_path, encoder_path, input_path, outdir, w_steps, pti_steps, w_lr
 @click.option("--depth", type=click.Choice(["18", "34"]), default="18", show_default=True, help="ResNet depth")
 @click.option("--width", type=int, default=64, show_default=True, help="Backbone width (64 = torchvision)")
 @click.option("--backbone-weights", default=None, help="torchvision resnet18/34 weights file for both backbones")
+@click.option("--init", "init", default=None, help="Encoder file to start a new run from (its architecture and weights; e.g. the shipped encoder for a new generator of the same shapes)")
 @click.option("--degradations", default="psp", show_default=True, help="Pipeline for real rows (preset name or JSON spec)")
 @click.option("--l2-weight", type=float, default=1.0, show_default=True)
 @click.option("--lpips-weight", type=float, default=0.8, show_default=True)
@@ -101,7 +102,7 @@ def run(network_path, encoder_path, input_path, outdir, w_steps, pti_steps, w_lr
 @click.option("--dry-run", is_flag=True, help="Print the resolved options and exit")
 @cli_main
 def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, batch, lr, w_space, depth, width,
-                      backbone_weights, degradations, l2_weight, lpips_weight, w_norm_weight, latent_weight, perceptual,
+                      backbone_weights, init, degradations, l2_weight, lpips_weight, w_norm_weight, latent_weight, perceptual,
                       log_steps, snap_steps, seed, device, dry_run):
     """Train the content (w) and quality (q) encoders for one generator."""
     mode = mode or ("real" if data else "synthetic")
@@ -112,7 +113,7 @@ def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, b
     if not 0 <= synthetic_frac <= 1:
         raise UserError("--synthetic-frac must be in [0, 1]")
     opts = dict(mode=mode, synthetic_frac=synthetic_frac, steps=steps, batch=batch, lr=lr, w_plus=(w_space == "w+"),
-                depth=int(depth), width=width, backbone_weights=backbone_weights, degradations=degradations,
+                depth=int(depth), width=width, backbone_weights=backbone_weights, init=init, degradations=degradations,
                 l2_weight=l2_weight, lpips_weight=lpips_weight, w_norm_weight=w_norm_weight, latent_weight=latent_weight,
                 perceptual=perceptual, log_steps=log_steps, snap_steps=snap_steps, seed=seed)
     if dry_run:

@@ -32,7 +32,7 @@ from degradations import build_pipeline
 from dnnlib.image_io import save_grid, to_uint8
 from dnnlib.util import UserError, append_jsonl, atomic_write
 
-from .encoders import InversionEncoder, read_encoder_file, save_encoder
+from .encoders import InversionEncoder, load_encoder, read_encoder_file, save_encoder
 from .losses import PerceptualLoss, ReconstructionLoss
 
 MODES = ("synthetic", "real", "mixed")
@@ -48,6 +48,7 @@ DEFAULTS = dnnlib.EasyDict(
     w_plus=True,               # W+ (one w per layer) or W
     depth=18, width=64,        # ResNet backbone
     backbone_weights=None,     # torchvision resnet file (depth 18/34, width 64)
+    init=None,                 # encoder file to start from (a fresh run only; its architecture wins)
     degradations="psp",        # pipeline for real rows
     l2_weight=1.0, lpips_weight=0.8, w_norm_weight=0.005, latent_weight=1.0,
     perceptual="auto",
@@ -81,8 +82,17 @@ class EncoderTrainer:
             if self.dataset.resolution != G.img_resolution:
                 raise UserError(f"dataset resolution {self.dataset.resolution} differs from the network's "
                                 f"{G.img_resolution} (convert it with dataset_tool.py --resolution)")
-        self.E = InversionEncoder.for_generator(G, w_plus=o.w_plus, depth=o.depth, width=o.width).to(self.device)
-        if o.backbone_weights:
+        fresh = not os.path.isfile(os.path.join(run_dir, LATEST))
+        if o.init and fresh:
+            # Fine-tune another run's encoder (e.g. the shipped one for a new generator of the same
+            # shapes): its architecture and weights, this generator's w_avg.
+            self.E = load_encoder(o.init, generator=G).train().requires_grad_(True)
+            o.w_plus, o.depth, o.width = self.E.init_kwargs["w_plus"], self.E.init_kwargs["depth"], self.E.init_kwargs["width"]
+            self.E.w_avg.copy_(G.mapping.w_avg.detach().cpu())
+            self.E = self.E.to(self.device)
+        else:
+            self.E = InversionEncoder.for_generator(G, w_plus=o.w_plus, depth=o.depth, width=o.width).to(self.device)
+        if o.backbone_weights and not (o.init and fresh):
             self.E.load_backbone_weights(o.backbone_weights)
         self.optimizer = torch.optim.Adam(self.E.parameters(), lr=o.lr, betas=ADAM_BETAS)
         self.step = 0

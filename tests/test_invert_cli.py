@@ -145,3 +145,25 @@ def test_export_encoder_half_drops_state_and_predicts_the_same(network, tmp_path
     ws2, q2 = E2(x)
     torch.testing.assert_close(ws2, ws, rtol=0, atol=2e-2)
     torch.testing.assert_close(q2, q, rtol=0, atol=2e-2)
+
+
+def test_train_encoder_init_starts_from_another_encoder(network, tmp_path):
+    # --init: a new run starts from the given encoder's weights and architecture (width 8 here,
+    # though --width says 64). With lr 0 the one step leaves every weight where the file had it.
+    from inversion.encoders import read_encoder_file
+    path, G = network
+    base = ["train-encoder", "--network", path, "--batch", "8", "--perceptual", "fallback", "--device", "cpu"]
+    assert _invoke(base + ["--outdir", str(tmp_path / "a"), "--width", "8", "--steps", "20", "--lr", "1e-3",
+                           "--snap-steps", "20"]).exit_code == 0
+    trained = os.path.join(tmp_path, "a", "encoder.pt")
+    r = _invoke(base + ["--outdir", str(tmp_path / "b"), "--init", trained, "--steps", "1", "--lr", "0",
+                        "--log-steps", "1", "--snap-steps", "1"])
+    assert r.exit_code == 0, r.output
+    src, out = read_encoder_file(trained), read_encoder_file(os.path.join(tmp_path, "b", "encoder.pt"))
+    assert out["kwargs"] == src["kwargs"] and out["kwargs"]["width"] == 8
+    weights = [k for k in src["state_dict"] if k.endswith(".weight")]
+    assert weights and all(torch.equal(out["state_dict"][k], src["state_dict"][k]) for k in weights)
+    assert torch.equal(out["state_dict"]["w_avg"], G.mapping.w_avg)
+    fresh = read_encoder_file(os.path.join(tmp_path, "a", "encoder-000020.pt"))
+    assert fresh["training_state"]["step"] == 20 and out["training_state"]["step"] == 1
+    assert json.load(open(os.path.join(tmp_path, "b", "training_options.json")))["init"] == trained
