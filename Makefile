@@ -25,7 +25,7 @@ test: $(STAMP)
 # then also runs the kernels of the other CPUs this project meets (tests/test_isa.py).
 ISA_TESTS := tests/test_isa.py tests/test_networks_fixtures.py tests/test_ops.py \
              tests/test_checkpoint.py tests/test_generate.py tests/test_training.py tests/test_loss.py \
-             tests/test_loss_impls.py tests/test_inversion_batch.py
+             tests/test_loss_impls.py tests/test_inversion_batch.py tests/test_networks_per_image.py
 ISA_CAPS  := avx2:AVX2 default:SSE41
 
 test-isa: $(STAMP)
