@@ -145,6 +145,25 @@ class ToRGBLayer(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Synthesis block and network.
 
+@dataclasses.dataclass(frozen=True)
+class RenderFormat:
+    """How a render runs (not what it computes): per-pixel noise, and the activation format that
+    ``SynthesisBlock.activation_format`` derives from ``force_fp32`` / ``dtype`` /
+    ``channels_last``; ``fused_modconv`` None = the layers' own choice."""
+    noise_mode: str = "random"                 # 'random', 'const' or 'none'
+    force_fp32: bool = False
+    fused_modconv: Optional[bool] = None
+    dtype: Optional[torch.dtype] = None
+    channels_last: Optional[bool] = None
+
+
+# What a DegradBlock block does with a pair render (SynthesisNetwork's docstring):
+# 'none': one render of the batch; 'split': this block splits the batch [N] after conv1 into
+# [sharp N; degraded N]; 'halves': the batch already is [sharp N/2; degraded N/2] (q = 0 for the
+# first half; random noise shared by the halves).
+PAIR_MODES = ("none", "split", "halves")
+
+
 class SynthesisBlock(nn.Module):
     """One resolution: [const |] conv0 (up) -> conv1 [-> DegradBlock] -> ToRGB (skip/resnet/orig)."""
 
@@ -222,30 +241,27 @@ class SynthesisBlock(nn.Module):
         return dtype, (torch.channels_last if channels_last else torch.contiguous_format)
 
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
-                q: Optional[torch.Tensor] = None, force_fp32: bool = False,
-                fused_modconv: Optional[bool] = None, noise_mode: str = "random", branch: bool = False,
-                sharp_rows: int = 0, dtype: Optional[torch.dtype] = None,
-                channels_last: Optional[bool] = None):
+                q: Optional[torch.Tensor] = None, fmt: RenderFormat = RenderFormat(), pair: str = "none"):
         """Run the block.
 
         x: [N, in_channels, R/2, R/2] or None; img: [N, C_img, R/2, R/2] or None;
-        ws: [N, num_conv + num_torgb, w_dim]; q: [N, q_dim] or None (= zeros).
-        ``branch=True`` (DegradBlock blocks only) splits the batch after conv1 into the sharp
-        (q=0) and degraded (q) renders, sharing everything computed before the split.
-        ``sharp_rows=k`` says the batch is such a [sharp; degraded] pair of halves (k = N/2): the
-        first k samples have q = 0, so the DegradBlock runs on the others only, and random noise
-        is shared between the halves.
-        ``dtype`` / ``channels_last`` override the activation format (see ``activation_format``).
+        ws: [N, num_conv + num_torgb, w_dim]; q: [N, q_dim] or None (= zeros); ``pair``: one of
+        ``PAIR_MODES`` ('split' and 'halves' only in DegradBlock blocks, except that 'halves'
+        passes through the others unchanged).
         Returns (x, img, x_c): [N', out, R, R], [N', C_img, R, R] and conv1's features before the
-        DegradBlock residual [N', out, R, R], where N' = 2N when branching, else N.
+        DegradBlock residual [N', out, R, R], where N' = 2N for 'split', else N.
         """
+        if pair not in PAIR_MODES:
+            raise ValueError(f"pair must be one of {PAIR_MODES}, got '{pair}'")
+        branch = pair == "split"
         n = ws.shape[0]
         assert_shape(ws, [n, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
-        dtype, memory_format = self.activation_format(ws.device, force_fp32, dtype, channels_last)
+        dtype, memory_format = self.activation_format(ws.device, fmt.force_fp32, fmt.dtype, fmt.channels_last)
+        fused_modconv = fmt.fused_modconv
         if fused_modconv is None:
             fused_modconv = (not self.training) and (dtype == torch.float32 or n == 1)
-        layer = dict(noise_mode=noise_mode, fused_modconv=fused_modconv, paired_noise=sharp_rows > 0)
+        layer = dict(noise_mode=fmt.noise_mode, fused_modconv=fused_modconv, paired_noise=pair == "halves")
 
         if self.in_channels == 0:
             const = self.const.to(dtype=dtype)
@@ -259,7 +275,7 @@ class SynthesisBlock(nn.Module):
         y_skip = self.skip(x, gain=math.sqrt(0.5)) if resnet else None
         if self.in_channels != 0:
             x = self.conv0(x, next(w_iter), **layer)
-        x, x_c = self._conv1_and_degradation(x, next(w_iter), q, branch, sharp_rows,
+        x, x_c = self._conv1_and_degradation(x, next(w_iter), q, pair,
                                              gain=(math.sqrt(0.5) if resnet else 1.0), layer=layer)
         if y_skip is not None:
             x = torch.cat([y_skip, y_skip]).add(x) if branch else y_skip.add(x)
@@ -277,22 +293,23 @@ class SynthesisBlock(nn.Module):
         return x, img, x_c
 
     def _conv1_and_degradation(self, x: torch.Tensor, w: torch.Tensor, q: Optional[torch.Tensor],
-                               branch: bool, sharp_rows: int, gain: float, layer: dict):
+                               pair: str, gain: float, layer: dict):
         """conv1, then the DegradBlock residual where q can be non-zero. Returns (x, x_c)."""
         c = self.out_channels
         if not self.has_degrad_block:
-            if branch:
-                raise ValueError("branch=True is only valid in a DegradBlock block")
+            if pair == "split":
+                raise ValueError("pair='split' is only valid in a DegradBlock block")
             x = self.conv1(x, w, gain=gain, **layer)
             return x, x
         if q is None:                        # q = 0: the extra channels are not needed
             x = self.conv1(x, w, gain=gain, rows=slice(0, c), **layer)
             return x, x
-        if branch:                           # x: [N], out: [sharp N; degraded N]
+        if pair == "split":                  # x: [N], out: [sharp N; degraded N]
             y = self.conv1(x, w, gain=gain, **layer)
             x_c = y[:, :c]
             return torch.cat([x_c, x_c + self.convq.residual(y[:, c:], q)]), torch.cat([x_c, x_c])
-        if sharp_rows > 0:                   # x: [sharp k; degraded N-k]; q[:k] == 0
+        if pair == "halves":                 # x: [sharp k; degraded k]; q[:k] == 0
+            sharp_rows = x.shape[0] // 2
             noise = self.conv1.make_noise(x.shape[0], layer["noise_mode"], x.device, paired=True)
             noise_deg = noise[sharp_rows:] if (noise is not None and noise.ndim == 4) else noise
             x_c = self.conv1(x, w, gain=gain, rows=slice(0, c), noise=noise, **layer)
@@ -321,9 +338,9 @@ class SynthesisNetwork(nn.Module):
 
     Pair render (the one path for sharp + degraded images, ``pair=True``): G(w, 0) and G(w, q)
     share every block below the first DegradBlock block, which splits the batch after its conv1
-    (``SynthesisBlock`` ``branch=True``) into [sharp N; degraded N]; from there each block gets
+    (``SynthesisBlock`` ``pair='split'``) into [sharp N; degraded N]; from there each block gets
     the ws twice and q as [0; q], and runs its DegradBlock on the degraded half only
-    (``sharp_rows=N``; random noise is shared by the halves). ``run_blocks`` is the block loop:
+    (``pair='halves'``; random noise is shared by the halves). ``run_blocks`` is the block loop:
     ``forward`` runs it over all blocks, and pivotal tuning (``inversion/pti.py``) runs the
     frozen blocks once and the tuned ones at every step from the saved ``SynthesisState``.
     """
@@ -410,6 +427,7 @@ class SynthesisNetwork(nn.Module):
         wanted = set(self.feature_resolutions if feat_resolutions is None else feat_resolutions)
         state = state if state is not None else SynthesisState()
         x, img, branched = state.x, state.img, state.branched
+        fmt = RenderFormat(noise_mode=noise_mode, **block_kwargs)
         for i in range(start, stop):
             block = blocks[i]
             block_ws = ws.narrow(1, offsets[i], block.num_conv + block.num_torgb)
@@ -419,8 +437,8 @@ class SynthesisNetwork(nn.Module):
                 # After the split the batch is [sharp; degraded], so q is [0; q].
                 block_ws = torch.cat([block_ws, block_ws])
                 block_q = torch.cat([torch.zeros_like(q), q]) if block.has_degrad_block else None
-            x, img, x_c = block(x, img, block_ws, q=block_q, noise_mode=noise_mode, branch=branch,
-                                sharp_rows=n if branched else 0, **block_kwargs)
+            x, img, x_c = block(x, img, block_ws, q=block_q, fmt=fmt,
+                                pair="split" if branch else ("halves" if branched else "none"))
             branched = branched or branch
             if feats is not None and block.resolution in wanted:
                 feats[block.resolution] = x_c
