@@ -48,6 +48,7 @@ def test_report_sections_on_a_tiny_model(tmp_path):
     # An untrained q head answers ~0 for everything: no linear read-out of q.
     assert rep["q_recovery"]["r2"] < 0.3 and rep["q_recovery"]["norm_pred_mean"] < rep["q_recovery"]["norm_true_mean"]
     assert set(rep["probe"]["tasks"]) >= {"blurry_vs_sharp", "blur_5_levels"}
+    assert rep["probe"]["setup"]["test_fraction"] == pytest.approx(0.3)     # the 70/30 split
     scores = rep["restoration"]["scores"]
     assert set(scores) == {"degraded", "nlm", "restored"}
     assert all(-1 <= s["ssim"] <= 1 and np.isfinite(s["psnr_db"]) for s in scores.values())   # noise faces: SSIM may be < 0

@@ -123,7 +123,7 @@ def q_recovery(G, encoder, count: int, seed: int, device, batch: int = 32) -> di
 def probe(G, encoder, faces: Sequence[np.ndarray], seed: int, device) -> dict:
     """Sec. 4.6 at 64x64 with the encoder's q (``inversion.applications.probe.run_probe``)."""
     out = run_probe(G, faces, families=("blur",), encoder=encoder, w_steps=0, blur_sigmas=PROBE_SIGMAS_AT_256,
-                    seed=seed, device=device, progress=False)
+                    seed=seed, test_fraction=1 - DEFAULT_SPLIT, device=device, progress=False)
     out["targets"] = {"blurry_vs_sharp": TARGETS["probe_blurry_vs_sharp"],
                       "blur_5_levels": TARGETS["probe_blur_5_levels"]}
     return out
