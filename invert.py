@@ -125,6 +125,8 @@ def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, b
     out = train_encoder(outdir, models.G, opts, dataset,
                         progress_fn=lambda s: click.echo(f"step {s['step']:<7d} loss {s['loss']:<9.4f} "
                                                          f"sec/step {s['sec_per_step']:.3f}"))
+    if out["stopped"]:
+        click.echo(f"stopped by {out['stopped']} at step {out['step']}; run the same command again to resume")
     click.echo(f"encoder: {out['encoder']} (step {out['step']})")
 
 

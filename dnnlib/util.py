@@ -11,10 +11,11 @@ import io
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import urllib.request
-from typing import Any, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 
 class UserError(Exception):
@@ -243,6 +244,39 @@ def format_time(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h {(s // 60) % 60:02d}m"
     return f"{s // 86400}d {(s // 3600) % 24:02d}h"
+
+
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")   # scheduler preemption, Ctrl-C, SLURM's early warning
+
+
+class StopSignals:
+    """While installed (main thread only), SIGTERM / SIGINT / SIGUSR1 only record a stop request
+    (``requested`` = the signal's name); a training loop (the GAN's, the encoders') finishes the step, snapshots
+    and returns. Further signals are ignored meanwhile (SIGKILL still stops at once, resumably)."""
+
+    def __init__(self):
+        self.requested: Optional[str] = None
+        self._previous: Dict[int, Any] = {}
+
+    def _handle(self, signum, _frame):
+        if self.requested is None:        # no printing here: the main thread may be inside a print
+            self.requested = signal.Signals(signum).name
+
+    def install(self) -> "StopSignals":
+        for name in STOP_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:        # not the main thread (e.g. a test's worker thread)
+                pass
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 def cli_main(func):

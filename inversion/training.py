@@ -15,7 +15,8 @@ Run folder: ``training_options.json``, ``stats.jsonl`` (one line per log interva
 ``val-<step>.png`` (rows: input, G(w, q), G(w, 0)), ``encoder-<step>.pt`` snapshots and
 ``encoder.pt`` (latest, with optimiser state and step). Running the same command again resumes
 from ``encoder.pt``; every step draws its randomness from (seed, step), so a resumed run repeats
-an uninterrupted one.
+an uninterrupted one. SIGTERM / SIGINT / SIGUSR1 (``dnnlib.util.StopSignals``) finish the current
+step, write ``encoder.pt`` and return (``stopped`` = the signal's name), as ``train.py`` does.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import torch
 import dnnlib
 from degradations import build_pipeline
 from dnnlib.image_io import save_grid, to_uint8
-from dnnlib.util import UserError, append_jsonl, atomic_write
+from dnnlib.util import StopSignals, UserError, append_jsonl, atomic_write, rewrite_jsonl
 
 from .encoders import InversionEncoder, load_encoder, read_encoder_file, save_encoder
 from .losses import PerceptualLoss, ReconstructionLoss
@@ -91,7 +92,10 @@ class EncoderTrainer:
             self.E.w_avg.copy_(G.mapping.w_avg.detach().cpu())
             self.E = self.E.to(self.device)
         else:
-            self.E = InversionEncoder.for_generator(G, w_plus=o.w_plus, depth=o.depth, width=o.width).to(self.device)
+            with torch.random.fork_rng(devices=[]):     # the initial weights come from --seed, not from the caller's RNG
+                torch.manual_seed(o.seed)
+                self.E = InversionEncoder.for_generator(G, w_plus=o.w_plus, depth=o.depth, width=o.width)
+            self.E = self.E.to(self.device)
         if o.backbone_weights and not (o.init and fresh):
             self.E.load_backbone_weights(o.backbone_weights)
         self.optimizer = torch.optim.Adam(self.E.parameters(), lr=o.lr, betas=ADAM_BETAS)
@@ -114,6 +118,8 @@ class EncoderTrainer:
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state.get("step", 0))
+        # lines logged after this snapshot (a killed run) are written again by the resumed steps
+        rewrite_jsonl(os.path.join(self.run_dir, "stats.jsonl"), lambda r: r.get("step", 0) <= self.step)
 
     def save(self) -> str:
         state = {"step": self.step, "optimizer": self.optimizer.state_dict()}
@@ -224,24 +230,28 @@ def train_encoder(run_dir: str, G: torch.nn.Module, opts: dict, dataset=None,
     history, acc, t0 = [], {}, time.perf_counter()
     if trainer.step == 0:
         trainer.save_validation(os.path.join(run_dir, "val-init.png"))
-    while trainer.step < o.steps:
-        for k, v in trainer.train_step().items():
-            acc.setdefault(k, []).append(v)
-        done = trainer.step >= o.steps
-        if trainer.step % o.log_steps == 0 or done:
-            now = time.perf_counter()
-            line = {"step": trainer.step, **{k: float(np.mean(v)) for k, v in acc.items()},
-                    "sec_per_step": (now - t0) / len(acc["loss"]),
-                    "perceptual_loss": trainer.recon.perceptual.name, "timestamp": time.time()}
-            append_jsonl(os.path.join(run_dir, "stats.jsonl"), line)
-            history.append(line)
-            if progress_fn is not None:
-                progress_fn(line)
-            acc, t0 = {}, time.perf_counter()
-        if trainer.step % o.snap_steps == 0 or done:
-            trainer.save()
-            trainer.save_validation(os.path.join(run_dir, f"val-{trainer.step:06d}.png"))
-    if not os.path.isfile(os.path.join(run_dir, LATEST)):
+    signals = StopSignals().install()
+    try:
+        while trainer.step < o.steps and not signals.requested:
+            for k, v in trainer.train_step().items():
+                acc.setdefault(k, []).append(v)
+            done = trainer.step >= o.steps
+            if trainer.step % o.log_steps == 0 or done:
+                now = time.perf_counter()
+                line = {"step": trainer.step, **{k: float(np.mean(v)) for k, v in acc.items()},
+                        "sec_per_step": (now - t0) / len(acc["loss"]),
+                        "perceptual_loss": trainer.recon.perceptual.name, "timestamp": time.time()}
+                append_jsonl(os.path.join(run_dir, "stats.jsonl"), line)
+                history.append(line)
+                if progress_fn is not None:
+                    progress_fn(line)
+                acc, t0 = {}, time.perf_counter()
+            if trainer.step % o.snap_steps == 0 or done:
+                trainer.save()
+                trainer.save_validation(os.path.join(run_dir, f"val-{trainer.step:06d}.png"))
+    finally:
+        signals.restore()
+    if signals.requested or not os.path.isfile(os.path.join(run_dir, LATEST)):
         trainer.save()
     return {"encoder": os.path.join(run_dir, LATEST), "step": trainer.step, "history": history,
-            "trainer": trainer}
+            "trainer": trainer, "stopped": signals.requested}

@@ -1,6 +1,7 @@
 """invert.py: train-encoder (loss falls, resume, real rows) and run (end to end, resumable)."""
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ import torch
 from click.testing import CliRunner
 
 from dnnlib.image_io import write_image
-from dnnlib.util import read_jsonl
+from dnnlib.util import append_jsonl, read_jsonl
+from inversion.training import train_encoder
 from training.checkpoint import save_checkpoint
 from test_inversion_utils import sample_images, tiny_generator
 
@@ -48,6 +50,32 @@ def test_train_encoder_loss_falls_and_resumes(network, tmp_path):
     r = _invoke(args[:6] + ["80"] + args[7:])
     assert r.exit_code == 0, r.output
     assert [l["step"] for l in read_jsonl(os.path.join(out, "stats.jsonl"))] == [20, 40, 60, 80]
+
+
+def test_train_encoder_sigterm_snapshots_and_resume_repeats_the_run(network, tmp_path):
+    """SIGTERM finishes the step and writes encoder.pt (as train.py does); the resumed run equals an
+    uninterrupted one (the initial weights come from the seed), and stats lines logged after the
+    snapshot of a killed run are not repeated."""
+    path, G = network
+    opts = dict(mode="synthetic", steps=40, batch=8, lr=1e-3, width=8, log_steps=10, snap_steps=1000,
+                perceptual="fallback")
+    whole = train_encoder(str(tmp_path / "whole"), G, dict(opts))
+
+    def stop_at_20(line):
+        if line["step"] == 20:
+            os.kill(os.getpid(), signal.SIGTERM)
+    run = str(tmp_path / "run")
+    handler = signal.getsignal(signal.SIGTERM)
+    first = train_encoder(run, G, dict(opts), progress_fn=stop_at_20)
+    assert first["stopped"] == "SIGTERM" and first["step"] == 20
+    assert signal.getsignal(signal.SIGTERM) == handler                   # the handler is put back
+    append_jsonl(os.path.join(run, "stats.jsonl"), {"step": 30, "loss": 0.0})   # as if killed after logging 30
+    second = train_encoder(run, G, dict(opts))
+    assert second["stopped"] is None and second["step"] == 40
+    assert [l["step"] for l in read_jsonl(os.path.join(run, "stats.jsonl"))] == [10, 20, 30, 40]
+    assert read_jsonl(os.path.join(run, "stats.jsonl"))[2]["loss"] != 0.0
+    a, b = whole["trainer"].E.state_dict(), second["trainer"].E.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_train_encoder_real_rows(network, tmp_path):

@@ -25,13 +25,13 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 
 import dnnlib
-from dnnlib.util import UserError
+from dnnlib.util import STOP_SIGNALS, UserError
 from torch_utils import distributed as dist
 from torch_utils.misc import resolve_device, resolve_precision
 
 from .checkpoint import check_network_file, is_complete_checkpoint
 from .dataset import ImageDataset
-from .training_loop import STOP_SIGNALS, training_loop
+from .training_loop import training_loop
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 DEGRADATION = "paper"          # the registered degradation mix used by training (Sec. 4)
@@ -302,7 +302,7 @@ def launch(opts: dnnlib.EasyDict, outdir: str, dry_run: bool = False, metric_run
 
 def _spawn(world: int, run_dir: str, opts: dict, metric_runner=None) -> None:
     """``--gpus N`` on one machine: N processes; SIGTERM/SIGINT/SIGUSR1 to this parent are passed
-    on to them, so they stop together after a snapshot (see training_loop.StopSignals)."""
+    on to them, so they stop together after a snapshot (see dnnlib.util.StopSignals)."""
     ctx = mp.spawn(_worker, args=(world, _free_port(), run_dir, opts, metric_runner), nprocs=world, join=False)
 
     def forward(signum, _frame):

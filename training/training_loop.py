@@ -35,7 +35,8 @@ import torch
 import dnnlib
 from dnnlib.image_io import save_grid, to_uint8
 from degradations import build_pipeline
-from dnnlib.util import UserError, append_jsonl, format_time, remove_stale_temp_files, rewrite_jsonl
+from dnnlib.util import (STOP_SIGNALS, StopSignals, UserError, append_jsonl, format_time,
+                         remove_stale_temp_files, rewrite_jsonl)
 from torch_utils import distributed as dist
 from torch_utils import training_stats
 from torch_utils.profiling import NULL_TIMER
@@ -53,39 +54,6 @@ GRAD_CLAMP = 1e5            # non-finite gradient entries are replaced by 0 / +-
 
 class TrainingDiverged(UserError):
     """A loss term became NaN or infinite; the run stops, the last snapshot stays valid."""
-
-
-STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")   # scheduler preemption, Ctrl-C, SLURM's early warning
-
-
-class StopSignals:
-    """While installed (main thread only), SIGTERM / SIGINT / SIGUSR1 only record a stop request
-    (``requested`` = the signal's name); the training loop finishes the step, snapshots and
-    returns. Further signals are ignored meanwhile (SIGKILL still stops at once, resumably)."""
-
-    def __init__(self):
-        self.requested: Optional[str] = None
-        self._previous: Dict[int, Any] = {}
-
-    def _handle(self, signum, _frame):
-        if self.requested is None:        # no printing here: the main thread may be inside a print
-            self.requested = signal.Signals(signum).name
-
-    def install(self) -> "StopSignals":
-        for name in STOP_SIGNALS:
-            sig = getattr(signal, name, None)
-            if sig is None:
-                continue
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:        # not the main thread (e.g. a test's worker thread)
-                pass
-        return self
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
 
 
 def _ignore_stop_signals(_worker_id: int) -> None:
