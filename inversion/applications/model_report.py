@@ -41,7 +41,9 @@ from tqdm import tqdm
 from degradations import build_pipeline
 from dnnlib.image_io import PIXEL_RANGE, from_uint8_hwc, to_uint8_hwc
 from dnnlib.util import UserError, atomic_write, cli_main
+from metrics import swd
 from metrics.image_metrics import psnr, ssim
+from metrics.metric_utils import MetricOptions
 from inversion import pretrained
 from training.checkpoint import load_generator
 from training.dataset import ImageDataset
@@ -169,8 +171,6 @@ def swd_scores(G, reals: str, device, G_teacher=None, baseline=None, num_images:
                seed: int = 0) -> dict:
     """SWD x 1e3 (mean over pyramid levels, and per level) of each generator against ``reals``:
     QC sharp and teacher vs reals, QC degraded and the plain ``baseline`` vs degraded reals."""
-    from metrics import swd
-    from metrics.metric_utils import MetricOptions
     runs = [("qc_sharp", G, "sharp", None), ("teacher", G_teacher, "sharp", None),
             ("qc_degraded", G, "degraded", None), ("baseline_degraded", baseline, "degraded", "sharp")]
     out: dict = {"reals": reals, "images": num_images}
