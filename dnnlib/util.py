@@ -251,8 +251,9 @@ STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")   # scheduler preemption, Ctrl-C
 
 class StopSignals:
     """While installed (main thread only), SIGTERM / SIGINT / SIGUSR1 only record a stop request
-    (``requested`` = the signal's name); a training loop (the GAN's, the encoders') finishes the step, snapshots
-    and returns. Further signals are ignored meanwhile (SIGKILL still stops at once, resumably)."""
+    (``requested`` = the signal's name); the training loop that installed it (the GAN's, the
+    encoders') finishes the step, snapshots and returns. Further signals are ignored meanwhile
+    (SIGKILL still stops at once, resumably)."""
 
     def __init__(self):
         self.requested: Optional[str] = None

@@ -92,7 +92,7 @@ class EncoderTrainer:
             self.E.w_avg.copy_(G.mapping.w_avg.detach().cpu())
             self.E = self.E.to(self.device)
         else:
-            with torch.random.fork_rng(devices=[]):     # the initial weights come from --seed, not from the caller's RNG
+            with torch.random.fork_rng(devices=[]):     # initial weights from --seed, not the caller's RNG
                 torch.manual_seed(o.seed)
                 self.E = InversionEncoder.for_generator(G, w_plus=o.w_plus, depth=o.depth, width=o.width)
             self.E = self.E.to(self.device)

@@ -1,4 +1,4 @@
-"""invert.py: train-encoder (loss falls, resume, real rows) and run (end to end, resumable)."""
+"""invert.py: train-encoder (loss falls, resume, stop on SIGTERM, real rows) and run (end to end, resumable)."""
 import json
 import os
 import signal
