@@ -12,7 +12,8 @@ missing path, or when no input could be read (each unreadable file has an ``erro
 restore.jsonl); 2 for a wrong --network / --encoder file (nothing is written).
 
 Whole photos (``--align auto|dlib``): every face is detected, aligned, restored and pasted back;
-``faces/<name>_<k>.png`` = aligned input | restored (docs/faces.md).
+``faces/<name>_<k>.png`` = aligned input | restored (docs/faces.md). ``--fidelity F`` mixes the
+input back in: (1 - F) G(w, 0) + F input.
 """
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ from metrics.compare import format_table
 @click.option("--w-steps", type=click.IntRange(min=0), default=None, help="Stage-1 steps [default: 0 with an encoder, else the inversion default].")
 @click.option("--perceptual", type=click.Choice(["auto", "lpips", "lpips-random", "fallback"]), default="auto", show_default=True,
               help="Perceptual loss of the inversion.")
+@click.option("--fidelity", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Mix of the input kept in the output: (1 - f) G(w, 0) + f input (0: the paper's restoration; "
+                   "higher keeps more identity and detail, and more degradation).")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=None, help="Images inverted together (stage 1 and PTI, each with its own tuned weights) [default: 8 on CPU, 32 on CUDA].")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--align", type=click.Choice(["auto", "dlib", "none"]), default="auto", show_default=True,
@@ -50,7 +54,7 @@ from metrics.compare import format_table
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_main
 def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, metrics, lpips_backbone, compare,
-         pti_steps, w_steps, perceptual, batch_size, device, align, max_faces, min_face, quiet):
+         pti_steps, w_steps, perceptual, fidelity, batch_size, device, align, max_faces, min_face, quiet):
     """Restore degraded images: G(w, 0) of their QC-StyleGAN inversion."""
     if metrics is not None and gt is None:
         raise UserError("--metrics needs --gt")
@@ -58,7 +62,7 @@ def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, 
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     opts = RestoreOptions(inversions=inversions, gt=gt, compare=compare, keep_inversions=keep_inversions, metrics=names,
                           lpips_backbone=lpips_backbone, pti_steps=pti_steps, w_steps=w_steps, batch_size=batch_size,
-                          perceptual=perceptual, device=models.device, progress=not quiet,
+                          perceptual=perceptual, fidelity=fidelity, device=models.device, progress=not quiet,
                           face_pipeline=models.face_pipeline(align, max_faces, min_face))
     s = restore_folder(models.G, input_path, outdir, encoder=models.E, options=opts)
     click.echo(f"{s['written']} restored ({s['reused']} from --inversions), {s['skipped']} already there, "

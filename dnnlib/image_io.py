@@ -365,6 +365,20 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return out[:, :, None] if grey else out
 
 
+def blend(image: np.ndarray, other: np.ndarray, t: float) -> np.ndarray:
+    """uint8 ``(1 - t) image + t other``, rounded (same shape; t in [0, 1]): restoration's
+    ``--fidelity`` mix of the restored image with its input. The array itself when t = 0."""
+    a, b = np.asarray(image), np.asarray(other)
+    if a.shape != b.shape:
+        raise ValueError(f"blend needs two images of one shape, got {a.shape} and {b.shape}")
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"blend weight must be in [0, 1], got {t}")
+    if t == 0:
+        return a
+    mixed = (1.0 - t) * a.astype(np.float32) + t * b.astype(np.float32)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
 def save_grid(path: str, batches: Sequence[torch.Tensor], cols: int) -> None:
     """uint8 batches [N, C, H, W] (concatenated in order) tiled ``cols`` per row -> an RGB image
     file (grey tiles repeated to three channels): the training and encoder-training grids."""

@@ -282,6 +282,12 @@ def test_restore_cli_on_photos(tmp_path):
         assert recs[name + ".png"]["faces"] == [] and np.array_equal(read_image(str(out / f"{name}.png")), read_image(str(src)))
     r2 = CliRunner().invoke(restore.main, args)
     assert r2.exit_code == 0 and "5 already there" in r2.output
+    # --fidelity on a photo: the pasted-back photo mixed with the photo (outside the faces: the photo)
+    r3 = CliRunner().invoke(restore.main, ["--input", str(inp / "astro.png"), "--outdir", str(tmp_path / "half"),
+                                           "--fidelity", "0.5"] + args[4:])
+    assert r3.exit_code == 0, (r3.output, r3.stderr)
+    half = read_image(str(tmp_path / "half" / "astro.png")).astype(float)
+    assert np.abs(half - (res.astype(float) + photo) / 2).max() <= 0.5 + 1e-6
 
 
 @needs_dlib

@@ -50,7 +50,8 @@ def test_report_sections_on_a_tiny_model(tmp_path):
     assert set(rep["probe"]["tasks"]) >= {"blurry_vs_sharp", "blur_5_levels"}
     assert rep["probe"]["setup"]["test_fraction"] == pytest.approx(0.3)     # the 70/30 split
     scores = rep["restoration"]["scores"]
-    assert set(scores) == {"degraded", "nlm", "restored"}
+    assert set(scores) == {"degraded", "nlm", "restored"} | {f"restored_fidelity_{f}" for f in mr.FIDELITIES}
+    assert set(rep["restoration"]["fidelity_beats_input"]) == {str(f) for f in mr.FIDELITIES}
     assert all(-1 <= s["ssim"] <= 1 and np.isfinite(s["psnr_db"]) for s in scores.values())   # noise faces: SSIM may be < 0
     json.dumps(rep)                                          # JSON-ready
     with pytest.raises(UserError, match="need --encoder"):

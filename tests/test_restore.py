@@ -88,6 +88,30 @@ def test_restore_reuses_inversions_and_renders_sharp(tmp_path, setup):
     assert np.abs(sharp.astype(int) - read_image(str(out2 / "b.png")).astype(int)).max() <= 1
 
 
+def test_restore_fidelity_mixes_the_input_back(tmp_path, setup):
+    """--fidelity f: (1 - f) G(w, 0) + f input; 1 gives the input back; outside [0, 1] is refused."""
+    G, net, inp, gt, sizes = setup
+    src = inp / "a.png"
+    common = ["--network", str(net), "--input", str(src)] + FAST
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = CliRunner().invoke(restore.main, common + ["--outdir", str(tmp_path / "f0"), "--keep-inversions"])
+        assert r.exit_code == 0, (r.output, r.stderr)
+        inv = ["--inversions", str(tmp_path / "f0" / "inversions")]
+        for f in ("0.25", "1"):
+            r = CliRunner().invoke(restore.main, common + inv + ["--outdir", str(tmp_path / f"f{f}"), "--fidelity", f])
+            assert r.exit_code == 0, (r.output, r.stderr)
+        bad = CliRunner().invoke(restore.main, common + ["--outdir", str(tmp_path / "bad"), "--fidelity", "1.5"])
+    x = read_image(str(src)).astype(float)
+    r0 = read_image(str(tmp_path / "f0" / "a.png")).astype(float)
+    assert not np.array_equal(r0, x)
+    assert np.array_equal(read_image(str(tmp_path / "f1" / "a.png")), read_image(str(src)))
+    mixed = read_image(str(tmp_path / "f0.25" / "a.png")).astype(float)
+    assert np.abs(mixed - (0.75 * r0 + 0.25 * x)).max() <= 0.5 + 1e-6
+    assert json.load(open(tmp_path / "f0.25" / "restore_options.json"))["fidelity"] == 0.25
+    assert bad.exit_code == 2 and "--fidelity" in bad.output and not os.path.exists(tmp_path / "bad")
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--input", "nowhere"], "--input not found"),
     (["--metrics", "psnr"], "--metrics needs --gt"),

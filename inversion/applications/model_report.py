@@ -18,7 +18,8 @@ Each section is one claim of the paper, measured at our scale:
   the degraded mode models degraded images better than such a baseline).
 * ``restoration``: Sec. 4.3 on held-out faces degraded by the ``paper`` pipeline (relative mode,
   seeded): PSNR/SSIM against the clean face of the degraded input, of OpenCV's non-local-means
-  denoiser, and of the restoration (encoder, stage-1 steps, PTI, rendered at q = 0).
+  denoiser, and of the restoration (encoder, stage-1 steps, PTI, rendered at q = 0), and of that
+  restoration mixed with its input at each ``--fidelity`` of ``FIDELITIES`` (``restore.py``).
 
 The held-out faces come from a training-layout ZIP or folder (``utkface64-mini.zip``: 512 UTKFace
 faces that are not in ``utkface64.zip``). Nothing here trains on them.
@@ -39,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from degradations import build_pipeline
-from dnnlib.image_io import PIXEL_RANGE, from_uint8_hwc, to_uint8_hwc
+from dnnlib.image_io import PIXEL_RANGE, blend, from_uint8_hwc, to_uint8_hwc
 from dnnlib.util import UserError, atomic_write, cli_main
 from metrics import swd
 from metrics.image_metrics import psnr, ssim
@@ -66,6 +67,7 @@ SWD_IMAGES = 2000
 PROBE_SIGMAS_AT_256 = [1.6, 3.2, 4.8, 6.4, 8.0]     # -> 0.4 ... 2.0 px at 64x64
 NLM_STRENGTH = 10                                    # OpenCV's documented example (h = hColor = 10)
 DEFAULT_SPLIT = 0.7
+FIDELITIES = (0.25, 0.5, 0.75)                       # restoration rows: (1 - f) G(w, 0) + f input
 
 
 def load_heldout_faces(path: str, count: int, resolution: int) -> List[np.ndarray]:
@@ -154,6 +156,8 @@ def restoration(G, encoder, faces: Sequence[np.ndarray], seed: int, w_steps: int
     seconds = time.perf_counter() - t0
     rows = {"degraded": degraded, "nlm": [nlm_denoise(d) for d in degraded],
             "restored": [r.sharp for r in results]}
+    for f in FIDELITIES:
+        rows[f"restored_fidelity_{f}"] = [blend(r.sharp, d, f) for r, d in zip(results, degraded)]
     out: Dict[str, dict] = {}
     for name, imgs in rows.items():
         p = [float(psnr(a, b)) for a, b in zip(imgs, faces)]
@@ -163,7 +167,10 @@ def restoration(G, encoder, faces: Sequence[np.ndarray], seed: int, w_steps: int
     return {"images": len(faces), "w_steps": w_steps, "pti_steps": pti_steps, "pipeline": "paper (relative)",
             "seconds": seconds, "scores": out,
             "restored_beats_input": bool(r["psnr_db"] > d["psnr_db"] and r["ssim"] > d["ssim"]),
-            "restored_beats_nlm_ssim": bool(r["ssim"] > n["ssim"])}
+            "restored_beats_nlm_ssim": bool(r["ssim"] > n["ssim"]),
+            "fidelity_beats_input": {str(f): bool(out[f"restored_fidelity_{f}"]["psnr_db"] > d["psnr_db"]
+                                                  and out[f"restored_fidelity_{f}"]["ssim"] > d["ssim"])
+                                     for f in FIDELITIES}}
 
 
 @torch.no_grad()

@@ -29,13 +29,14 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
                    alphas: Dict[str, Optional[np.ndarray]], outdir: str,
                    invert_fn: Callable, sharp_fn: Callable, inversions: Optional[str] = None,
                    keep_inversions: bool = False, compare: bool = False, score_fn: Optional[Callable] = None,
-                   log=None) -> List[Dict[str, Any]]:
+                   fidelity: float = 0.0, log=None) -> List[Dict[str, Any]]:
     """Restore the faces of whole photos and paste them back; returns one record per photo.
 
     photos: [(src, out_rel, rgb uint8 [H, W, 3])], ``alphas[src]``: its alpha (uint8 [H, W] or
     None), both as read by the caller; ``invert_fn(crops, names)`` -> results (the
     folder's inversion call, on the list of every face of these photos); ``sharp_fn(result, name)``
-    -> uint8 [R, R, 3] G(w, 0); ``score_fn(src, photo, restored_photo)`` -> metrics fields or {}.
+    -> uint8 [R, R, 3] G(w, 0); ``score_fn(src, photo, restored_photo)`` -> metrics fields or {};
+    ``fidelity`` f: the pasted-back photo is mixed with the photo, ``(1 - f) restored + f photo``.
     """
     log = log or default_log
     stems = [os.path.splitext(o)[0] for _, o, _ in photos]
@@ -73,7 +74,7 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
             face_recs.append({**f.record(), "tile": tile, "reused_inversion": reused,
                               "scores": {k: s.get(k) for k in ("psnr", "perceptual", "lpips", "perceptual_loss",
                                                                  "w_steps", "pti_steps")}})
-        whole = pipeline.paste(img, faces, sharps) if faces else img
+        whole = image_io.blend(pipeline.paste(img, faces, sharps), img, fidelity) if faces else img
         image_io.write_image(os.path.join(outdir, out_rel), with_alpha(whole, alpha))
         if compare:
             image_io.write_image(os.path.join(outdir, COMPARE_DIR, out_rel), np.concatenate([img, whole], axis=1))

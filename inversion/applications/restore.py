@@ -17,6 +17,11 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
   unreadable files (every odd form ``dnnlib.image_io`` refuses) get a line with ``error`` and are
   skipped; finished images are skipped on a rerun, so running the same command again resumes
   (and retries the failed ones); when no input can be processed at all, a ``UserError`` ends it;
+* ``fidelity`` f in [0, 1]: the output is ``(1 - f) restored + f input`` at the input's size (for
+  whole photos: the pasted-back photo mixed with the photo, so pixels outside the faces stay
+  unchanged); 0, the default, is the paper's G_θ(w, 0); a higher f keeps more of the input's
+  identity and detail and more of its degradation (the fidelity knob of face restorers such as
+  CodeFormer; measured in ``docs/applications.md``);
 * ``compare``: ``OUTDIR/compare/<name>.png`` = input | restored (| ground truth), at input size;
 * whole photos (``face_pipeline``, ``restore.py --align``): each face is detected, aligned to the
   model's template, restored (the faces of a chunk of photos go to the inversion as one list) and
@@ -71,6 +76,7 @@ class RestoreOptions:
     device: Any = "cpu"
     progress: bool = True
     face_pipeline: Optional[FacePipeline] = None   # whole photos (faces.pipeline); None = aligned crops
+    fidelity: float = 0.0                     # output = (1 - f) restored + f input (0: G(w, 0) itself; 1: the input)
 
 
 def find_gt(gt_dir: str, source: str) -> Optional[str]:
@@ -146,6 +152,8 @@ class _Restoration:
             raise UserError("restoration needs a QC generator (q_dim > 0); this network is plain StyleGAN2")
         if opts.gt is not None and not os.path.isdir(opts.gt):
             raise UserError(f"--gt must be a folder: {opts.gt}")
+        if not 0.0 <= opts.fidelity <= 1.0:
+            raise UserError(f"--fidelity must be in [0, 1], got {opts.fidelity}")
         if opts.inversions is not None and not os.path.isdir(opts.inversions):
             raise UserError(f"--inversions folder not found: {opts.inversions}")
         self.G, self.encoder, self.outdir, self.opts, self.log = G, encoder, outdir, opts, log
@@ -205,6 +213,7 @@ class _Restoration:
                        "inversions": opts.inversions, "gt": opts.gt, "compare": opts.compare,
                        "metrics": self.scorer.names if self.scorer else None,
                        "align": opts.face_pipeline.options() if opts.face_pipeline is not None else None,
+                       "fidelity": opts.fidelity,
                        **{k: v for k, v in self.inv_options.items() if k != "device"}}, f, indent=2)
             f.write("\n")
 
@@ -257,7 +266,8 @@ class _Restoration:
         return restore_photos(self.opts.face_pipeline, photos, alphas, self.outdir, invert_fn=self._invert,
                               sharp_fn=lambda res, name: sharp_image(self.G, res, name, self.opts.device),
                               inversions=self.opts.inversions, keep_inversions=self.opts.keep_inversions,
-                              compare=self.opts.compare, score_fn=score if self.scorer is not None else None, log=log)
+                              compare=self.opts.compare, score_fn=score if self.scorer is not None else None,
+                              fidelity=self.opts.fidelity, log=log)
 
     def _finish_image(self, res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> dict:
         """Render (or take) G_θ(w, 0), resize back, write it, score it. Returns its record."""
@@ -267,6 +277,7 @@ class _Restoration:
         restored = image_io.resize(np.asarray(sharp), h, w)
         if restored.shape[2] != img.shape[2]:
             restored = np.repeat(restored, img.shape[2], axis=2) if restored.shape[2] == 1 else restored[:, :, :img.shape[2]]
+        restored = image_io.blend(restored, img, self.opts.fidelity)
         image_io.write_image(os.path.join(self.outdir, out_rel), restored)
         stats = dict(res.stats or {})
         rec: Dict[str, Any] = {"file": out_rel, "source": src, "size": [h, w], "seconds": round(seconds, 3),
