@@ -67,15 +67,15 @@ def test_shipped_generator_renders_varied_faces(G):
 
 
 def test_shipped_generator_keeps_close_to_its_teacher(G, teacher):
-    """QC fine-tuning distils the teacher's features (lambda_KD = 3): at q = 0 the QC generator
-    renders nearly the teacher's image for the same w (the top blocks also train against D, so
-    not exactly); another w's image is far less alike."""
+    """Eq. 4: at q = 0 the QC generator renders its teacher's image for the same w (the shipped
+    model was fine-tuned with ``--train-blocks degrad``: only the DegradBlocks trained, so the
+    two agree up to float rounding; the issue's bar is 25 dB); another w's image is far less alike."""
     assert teacher.q_dim == 0 and teacher.num_ws == G.num_ws
     ws, sharp, _ = _render(G, range(8))
     with torch.no_grad():
         ref = teacher.synthesis(ws, noise_mode="const")
     same, other = _psnr(sharp, ref), _psnr(sharp, ref.roll(1, dims=0))
-    assert same > 17 and same > other + 5, (same, other)
+    assert same >= 25 and same > other + 5, (same, other)
 
 
 def test_shipped_encoder_inverts_the_models_own_images(G):
