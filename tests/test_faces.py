@@ -287,7 +287,10 @@ def test_restore_cli_on_photos(tmp_path):
                                            "--fidelity", "0.5"] + args[4:])
     assert r3.exit_code == 0, (r3.output, r3.stderr)
     half = read_image(str(tmp_path / "half" / "astro.png")).astype(float)
-    assert np.abs(half - (res.astype(float) + photo) / 2).max() <= 0.5 + 1e-6
+    # 1 grey level: the blend's rounding, and this run inverts her face alone (batch of 1, not 3),
+    # so its render may differ from the first run's by float rounding
+    assert np.abs(half - (res.astype(float) + photo) / 2).max() <= 1
+    assert np.array_equal(half[far], photo[far])
 
 
 @needs_dlib
