@@ -195,3 +195,15 @@ def test_resize_keeps_layout_and_skips_same_size():
     assert image_io.resize(a[:, :, 0], 16, 20).shape == (16, 20)
     flat = np.full((8, 10, 3), 77, np.uint8)
     np.testing.assert_array_equal(image_io.resize(flat, 5, 7), 77)          # Lanczos keeps a constant image
+
+
+def test_blend_rounds_and_refuses_bad_arguments():
+    a = np.array([[[0, 100, 255]]], np.uint8)
+    b = np.array([[[255, 101, 0]]], np.uint8)
+    assert image_io.blend(a, b, 0.0) is a
+    np.testing.assert_array_equal(image_io.blend(a, b, 1.0), b)
+    np.testing.assert_array_equal(image_io.blend(a, b, 0.25), [[[64, 100, 191]]])   # 63.75, 100.25, 191.25
+    with pytest.raises(ValueError, match="one shape"):
+        image_io.blend(a, b[:, :, :2], 0.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        image_io.blend(a, b, 1.5)
