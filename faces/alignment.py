@@ -106,9 +106,11 @@ def crop_box(m: np.ndarray, resolution: int) -> List[float]:
 
 
 def paste_back(photo: np.ndarray, face: np.ndarray, m: np.ndarray, resolution: int,
-               feather: float = DEFAULT_FEATHER) -> np.ndarray:
+               feather: float = DEFAULT_FEATHER, opacity: float = 1.0) -> np.ndarray:
     """Blend ``face`` (uint8 square crop of any side, aligned by ``m`` at side R) into a copy of
-    ``photo`` (uint8 [H, W, C]); see the module docstring."""
+    ``photo`` (uint8 [H, W, C]); see the module docstring. ``opacity`` scales the soft mask: the
+    result is ``(1 - opacity) photo + opacity pasted`` (restore's ``--fidelity`` on photos), computed
+    in the face's window only."""
     photo = np.asarray(photo)
     h, w = photo.shape[:2]
     side = face.shape[0]
@@ -133,7 +135,7 @@ def paste_back(photo: np.ndarray, face: np.ndarray, m: np.ndarray, resolution: i
     v = mw[1, 0] * (xx - x0) + mw[1, 1] * (yy - y0) + mw[1, 2]
     edge = np.minimum(np.minimum(u + 0.5, side - 0.5 - u), np.minimum(v + 0.5, side - 0.5 - v))  # crop px to the edge
     t = np.clip(edge / max(feather * side, 1e-6), 0.0, 1.0)
-    mask = (t * t * (3 - 2 * t)).astype(np.float32)[:, :, None]                 # smoothstep: soft, exactly 0 outside
+    mask = (opacity * t * t * (3 - 2 * t)).astype(np.float32)[:, :, None]       # smoothstep: soft, exactly 0 outside
     region = out[y0:y1, x0:x1].astype(np.float32)
     blended = np.clip(np.rint(region + mask * (warped - region)), 0, 255).astype(np.uint8)
     out[y0:y1, x0:x1] = np.where(mask > 0, blended, out[y0:y1, x0:x1])

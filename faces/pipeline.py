@@ -145,13 +145,15 @@ class FacePipeline:
             keep = keep[:self.max_faces]
         return [self.align(photo, d, k) for k, d in enumerate(keep)], notes
 
-    def paste(self, photo: np.ndarray, faces: Sequence[AlignedFace], images: Sequence[np.ndarray]) -> np.ndarray:
-        """Paste each processed crop (uint8, square, any side) back into a copy of ``photo``. A grey
-        photo stays grey (the faces are converted to their luma)."""
+    def paste(self, photo: np.ndarray, faces: Sequence[AlignedFace], images: Sequence[np.ndarray],
+              opacity: float = 1.0) -> np.ndarray:
+        """Paste each processed crop (uint8, square, any side) back into a copy of ``photo``, its
+        soft mask scaled by ``opacity`` (``alignment.paste_back``). A grey photo stays grey (the
+        faces are converted to their luma)."""
         grey = is_grey(photo)
         out = photo
         for face, img in zip(faces, images):
-            out = paste_back(out, match_colour(img, grey), face.matrix, self.resolution, self.feather)
+            out = paste_back(out, match_colour(img, grey), face.matrix, self.resolution, self.feather, opacity)
         return out
 
 

@@ -237,6 +237,11 @@ def test_small_degraded_faces_of_a_composite_are_found_and_round_trip():
         region = alignment.face_region(photo.shape, f.matrix, 64)
         one = alignment.paste_back(photo, native, f.matrix, 64)
         assert np.abs(one.astype(int) - photo)[region].mean() < 1.0           # two bicubic warps at 2x oversampling
+        flipped = np.ascontiguousarray(native[:, ::-1])                        # a crop unlike the photo there
+        full = alignment.paste_back(photo, flipped, f.matrix, 64).astype(float)
+        half = alignment.paste_back(photo, flipped, f.matrix, 64, opacity=0.5).astype(float)
+        assert np.array_equal(alignment.paste_back(photo, flipped, f.matrix, 64, opacity=0.0), photo)
+        assert np.abs(half - (full + photo) / 2).max() <= 1                    # (1 - a) photo + a pasted, rounded
         out = alignment.paste_back(out, native, f.matrix, 64)
         inside |= region
     assert np.array_equal(out[~inside], photo[~inside])

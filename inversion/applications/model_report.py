@@ -164,13 +164,14 @@ def restoration(G, encoder, faces: Sequence[np.ndarray], seed: int, w_steps: int
         s = [float(ssim(a, b)) for a, b in zip(imgs, faces)]
         out[name] = {"psnr_db": float(np.mean(p)), "ssim": float(np.mean(s))}
     r, d, n = out["restored"], out["degraded"], out["nlm"]
+
+    def beats_input(row: dict) -> bool:
+        return bool(row["psnr_db"] > d["psnr_db"] and row["ssim"] > d["ssim"])
+
     return {"images": len(faces), "w_steps": w_steps, "pti_steps": pti_steps, "pipeline": "paper (relative)",
-            "seconds": seconds, "scores": out,
-            "restored_beats_input": bool(r["psnr_db"] > d["psnr_db"] and r["ssim"] > d["ssim"]),
+            "seconds": seconds, "scores": out, "restored_beats_input": beats_input(r),
             "restored_beats_nlm_ssim": bool(r["ssim"] > n["ssim"]),
-            "fidelity_beats_input": {str(f): bool(out[f"restored_fidelity_{f}"]["psnr_db"] > d["psnr_db"]
-                                                  and out[f"restored_fidelity_{f}"]["ssim"] > d["ssim"])
-                                     for f in FIDELITIES}}
+            "fidelity_beats_input": {str(f): beats_input(out[f"restored_fidelity_{f}"]) for f in FIDELITIES}}
 
 
 @torch.no_grad()

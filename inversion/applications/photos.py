@@ -36,7 +36,8 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
     None), both as read by the caller; ``invert_fn(crops, names)`` -> results (the
     folder's inversion call, on the list of every face of these photos); ``sharp_fn(result, name)``
     -> uint8 [R, R, 3] G(w, 0); ``score_fn(src, photo, restored_photo)`` -> metrics fields or {};
-    ``fidelity`` f: the pasted-back photo is mixed with the photo, ``(1 - f) restored + f photo``.
+    ``fidelity`` f: each face is pasted back at opacity 1 - f, i.e. ``(1 - f) restored + f photo``
+    (computed in the faces' windows only: a large photo gets no float copy of itself).
     """
     log = log or default_log
     stems = [os.path.splitext(o)[0] for _, o, _ in photos]
@@ -74,7 +75,7 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
             face_recs.append({**f.record(), "tile": tile, "reused_inversion": reused,
                               "scores": {k: s.get(k) for k in ("psnr", "perceptual", "lpips", "perceptual_loss",
                                                                  "w_steps", "pti_steps")}})
-        whole = image_io.blend(pipeline.paste(img, faces, sharps), img, fidelity) if faces else img
+        whole = pipeline.paste(img, faces, sharps, opacity=1.0 - fidelity) if faces else img
         image_io.write_image(os.path.join(outdir, out_rel), with_alpha(whole, alpha))
         if compare:
             image_io.write_image(os.path.join(outdir, COMPARE_DIR, out_rel), np.concatenate([img, whole], axis=1))

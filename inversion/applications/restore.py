@@ -18,7 +18,7 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
   skipped; finished images are skipped on a rerun, so running the same command again resumes
   (and retries the failed ones); when no input can be processed at all, a ``UserError`` ends it;
 * ``fidelity`` f in [0, 1]: the output is ``(1 - f) restored + f input`` at the input's size (for
-  whole photos: the pasted-back photo mixed with the photo, so pixels outside the faces stay
+  whole photos: each face pasted back at opacity 1 - f, so pixels outside the faces stay
   unchanged); 0, the default, is the paper's G_θ(w, 0); a higher f keeps more of the input's
   identity and detail and more of its degradation (the fidelity knob of face restorers such as
   CodeFormer; measured in ``docs/applications.md``);
