@@ -6,7 +6,7 @@ Steps, each a library call the CLIs use too:
 2. ``clean/`` -> ``degraded/``: the first ``--restore`` sharp faces degraded with the ``paper``
    pipeline (degrade.py), so their clean originals are known;
 3. ``restored/``: blind restoration (restore.py: encoder, ``--w-steps`` refining its (w, q), then
-   ``--pti-steps`` of PTI, render G(w, 0)), scored against the clean originals (PSNR, SSIM; LPIPS
+   ``--pti-steps`` of PTI, render G(w, 0); the inversion options of restore.py, preset ``demo``), scored against the clean originals (PSNR, SSIM; LPIPS
    when its weights are cached);
 4. ``edit/``: the shipped gender boundary applied to the restored inversions with q kept (edit.py;
    with the shipped model only: the boundary belongs to its W space);
@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import time
+from typing import Optional
 
 import click
 import cv2
@@ -37,14 +38,15 @@ from inversion.applications.directions import get_direction
 from inversion.applications.editing import edit_latents
 from inversion.applications.latents import load_latents
 from inversion.applications.restore import restore_folder
+from inversion.cli_options import inversion_options
+from inversion.config import InversionConfig, resolve_config
 from inversion.models import Models, load_models
 from inversion.store import INVERSIONS_DIR
 from metrics.lpips_metric import backbone_path
 from training.generation import generate_images
 from inversion.pretrained import BOUNDARIES, is_shipped
 
-DEMO_PTI_STEPS = 50      # light PTI: the encoder gives the start; keeps the demo to minutes on 2 cores
-DEMO_W_STEPS = 50         # stage-1 refinement of the encoder's (w, q): the shipped q head is weakly trained
+DEMO_PRESET = "demo"     # light inversion (inversion.config.PRESETS): keeps the demo to minutes on 2 cores
 EDIT_STRENGTHS = (-3.0, 0.0, 3.0)
 VIEW_SCALE = 2           # overview tiles are upscaled (nearest) for viewing
 
@@ -56,25 +58,22 @@ VIEW_SCALE = 2           # overview tiles are upscaled (nearest) for viewing
 @click.option("--pairs", type=click.IntRange(1, 64), default=16, show_default=True, help="Sharp/degraded pairs to render")
 @click.option("--restore", "n_restore", type=click.IntRange(1, 64), default=6, show_default=True,
               help="Generated faces to degrade and restore")
-@click.option("--w-steps", type=click.IntRange(min=0), default=DEMO_W_STEPS, show_default=True,
-              help="Stage-1 steps refining the encoder's (w, q)")
-@click.option("--pti-steps", type=click.IntRange(min=0), default=DEMO_PTI_STEPS, show_default=True)
-@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=None,
-              help="Faces inverted together (stage 1 and PTI) [default: 8 on CPU, 32 on CUDA]")
 @click.option("--quiet", is_flag=True, help="No progress bars")
 @cli_main
-def main(network, encoder, outdir, pairs, n_restore, w_steps, pti_steps, batch_size, quiet):
+@inversion_options(preset=DEMO_PRESET)
+def main(network, encoder, outdir, pairs, n_restore, quiet, inversion):
     """Run the demo and write OUTDIR/index.md."""
-    summary = run_demo(network, encoder, outdir, pairs, n_restore, pti_steps, w_steps, progress=not quiet,
-                       batch_size=batch_size)
+    summary = run_demo(network, encoder, outdir, pairs, n_restore, inversion, progress=not quiet)
     click.echo("\n" + format_summary(summary))
     click.echo(f"\nopen {os.path.join(outdir, 'index.md')}  ({summary['seconds']:.0f} s)")
 
 
-def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6, pti_steps: int = DEMO_PTI_STEPS,
-             w_steps: int = DEMO_W_STEPS, progress: bool = True, batch_size=None) -> dict:
-    """Run every step (module docstring); returns the summary written to ``summary.json``."""
+def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
+             config: Optional[InversionConfig] = None, progress: bool = True) -> dict:
+    """Run every step (module docstring) with ``config`` (default: preset ``demo``); returns the
+    summary written to ``summary.json``."""
     t0 = time.time()
+    config = config or resolve_config(DEMO_PRESET)
     shipped = is_shipped(network)
     models = load_models(network, encoder, device="cpu")          # read once: G, encoder, the face template
     G, E = models.G, models.E
@@ -94,8 +93,7 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     # 3. Restoration, scored against the clean originals.
     metrics = ["psnr", "ssim"] + (["lpips"] if lpips_available() else [])
     rs = restore_folder(G, d["degraded"], d["restored"], encoder=E, gt=d["clean"], compare=True,
-                        keep_inversions=True, metrics=metrics, pti_steps=pti_steps, w_steps=w_steps,
-                        batch_size=batch_size, progress=progress)
+                        keep_inversions=True, metrics=metrics, inversion=config, progress=progress)
     # 4. Editing with the degradation kept (the shipped boundary lives in the shipped model's W).
     edited = []
     if shipped:
@@ -105,14 +103,14 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
                      direction_info={"kind": "boundary", "arg": "gender (shipped)"})
         edited = [lat.name for lat in latents]
     # 5. A whole real photo: detect, align, restore, paste back.
-    photo = restore_photo(models, os.path.join(outdir, "photo"), pti_steps, w_steps, progress)
+    photo = restore_photo(models, os.path.join(outdir, "photo"), config, progress)
     # 6. Overview and index.
     rows = [[read_image(os.path.join(d[k], n)) for n in names] for k in ("clean", "degraded", "restored")]
     tiles = [np.kron(im, np.ones((VIEW_SCALE, VIEW_SCALE, 1), np.uint8)) for row in rows for im in row]
     write_image(os.path.join(outdir, "overview.png"), make_grid(tiles, len(names)))
 
     summary = {"network": os.path.relpath(models.network), "encoder": os.path.relpath(models.encoder) if models.encoder else None,
-               "pairs": pairs, "restored": n_restore, "w_steps": w_steps, "pti_steps": pti_steps,
+               "pairs": pairs, "restored": n_restore, "w_steps": config.w_steps, "pti_steps": config.pti_steps,
                "metrics": rs.get("metrics", {}), "lpips": "lpips" in metrics,
                "niqe": f"not reported: NIQE needs images of at least 96x96 pixels; these are "
                        f"{G.img_resolution}x{G.img_resolution}",
@@ -125,7 +123,7 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     return summary
 
 
-def restore_photo(models: Models, outdir: str, pti_steps: int, w_steps: int, progress: bool) -> dict:
+def restore_photo(models: Models, outdir: str, config: InversionConfig, progress: bool) -> dict:
     """Degrade scikit-image's astronaut photo and restore it whole (restore.py --align auto)."""
     try:
         import skimage.data     # optional (the test extra): imported here so the demo runs without it
@@ -144,8 +142,8 @@ def restore_photo(models: Models, outdir: str, pti_steps: int, w_steps: int, pro
             write_image(path, np.ascontiguousarray(img))
     faces = models.face_pipeline("auto")
     s = restore_folder(models.G, os.path.join(outdir, "input"), os.path.join(outdir, "restored"), encoder=models.E,
-                       gt=os.path.join(outdir, "clean"), compare=True, metrics=["psnr", "ssim"], pti_steps=pti_steps,
-                       w_steps=w_steps, progress=progress, face_pipeline=faces)
+                       gt=os.path.join(outdir, "clean"), compare=True, metrics=["psnr", "ssim"], inversion=config,
+                       progress=progress, face_pipeline=faces)
     return {"faces": s["faces"], "metrics": s.get("metrics", {})}
 
 

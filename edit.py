@@ -23,6 +23,8 @@ from inversion.applications.degradation_synthesis import synthesize_degradations
 from inversion.applications.directions import fit_boundary_on_latents, pick_direction, read_labels, save_boundary
 from inversion.applications.editing import edit_folder
 from inversion.applications.latents import latents_from_images, load_latents
+from inversion.cli_options import inversion_options
+from inversion.config import InversionConfig
 from inversion.models import load_models
 from inversion.pretrained import resolve_direction
 
@@ -60,9 +62,6 @@ def cli():
 @click.option("--inversions", default=None, type=click.Path(), help="invert.py output folder (or one image's folder), or seeds:RANGE.")
 @click.option("--input", "input_path", default=None, type=click.Path(), help="Images to invert first (instead of --inversions).")
 @click.option("--encoder", default=None, help="Encoder checkpoint for --input [default: the shipped encoder with the shipped model].")
-@click.option("--pti-steps", type=click.IntRange(min=0), default=None, help="PTI steps for --input [default: the inversion default].")
-@click.option("--w-steps", type=click.IntRange(min=0), default=None, help="Stage-1 steps for --input [default: the inversion default].")
-@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=None, help="--input: Images inverted together (stage 1 and PTI, each with its own tuned weights) [default: 8 on CPU, 32 on CUDA].")
 @click.option("--direction", default=None, help="Boundary / direction .npy ([1, w_dim], [w_dim] or [num_ws, w_dim]), or 'gender' (the shipped model's boundary).")
 @click.option("--sefa", type=click.IntRange(min=0), default=None, help="Use the K-th SeFa direction.")
 @click.option("--ganspace", type=click.IntRange(min=0), default=None, help="Use the K-th GANSpace component.")
@@ -76,9 +75,11 @@ def cli():
 @click.option("--min-face", type=click.IntRange(min=1), default=16, show_default=True, help="Skip faces smaller than this (px).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_main
-def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, batch_size, direction, sefa, ganspace,
-             layers, strengths, outdir, device, align, max_faces, min_face, quiet):
-    """Edit images along a direction: G(w + αΔw, q) (degradation kept) and G(w + αΔw, 0)."""
+@inversion_options
+def edit_cmd(network, inversions, input_path, encoder, direction, sefa, ganspace, layers, strengths, outdir, device,
+             align, max_faces, min_face, quiet, inversion):
+    """Edit images along a direction: G(w + αΔw, q) (degradation kept) and G(w + αΔw, 0).
+    The inversion options apply to --input."""
     if (inversions is None) == (input_path is None):
         raise UserError("give exactly one of --inversions DIR or --input DIR")
     strengths = _floats(strengths, "--strengths")
@@ -86,7 +87,7 @@ def edit_cmd(network, inversions, input_path, encoder, pti_steps, w_steps, batch
     layers = parse_range(layers) if layers is not None else None
     d, info = pick_direction(models.G, resolve_direction(direction), sefa, ganspace, layers, models.device)
     summary = edit_folder(models, d, strengths, outdir, inversions=inversions, input_path=input_path, direction_info=info,
-                          pti_steps=pti_steps, w_steps=w_steps, batch_size=batch_size, align=align,
+                          config=inversion, align=align,
                           max_faces=max_faces, min_face=min_face, progress=not quiet)
     pasted = summary["pasted"]
     click.echo(f"{summary['written']} edited, {summary['skipped']} already there (of {summary['images']}) -> {outdir}"
@@ -138,7 +139,7 @@ def fit_boundary_cmd(network, inversions, input_path, encoder, w_steps, labels, 
     models = load_models(network, encoder, device, require_qc=False, with_encoder=input_path is not None)
     if input_path is not None:
         inv_dir = os.path.join(os.path.splitext(out)[0] + "-inversions-root", "inversions")
-        latents = latents_from_images(models, input_path, inv_dir, pti_steps=0, w_steps=w_steps)
+        latents = latents_from_images(models, input_path, inv_dir, InversionConfig(pti_steps=0, w_steps=w_steps))
     else:
         latents = load_latents(models.G, inversions, device=models.device)
     result, count = fit_boundary_on_latents(latents, label_map, test_fraction=test_fraction, seed=seed,

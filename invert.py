@@ -20,11 +20,10 @@ import json
 import os
 
 from dnnlib.util import UserError, cli_main
-from inversion.delta import parse_encoding
+from inversion.cli_options import inversion_options
 from inversion.encoders import export_encoder
 from inversion.folder import invert_folder
 from inversion.models import load_models
-from inversion.pti import PTIOptions
 from inversion.training import train_encoder
 from training.dataset import ImageDataset
 
@@ -39,39 +38,18 @@ def main():
 @click.option("--encoder", "encoder_path", default=None, help="Encoder checkpoint from train-encoder [default: the shipped encoder with the shipped model, else optimise w, q]")
 @click.option("--input", "input_path", required=True, help="Image file or folder (searched recursively)")
 @click.option("--outdir", required=True, help="Output folder: DIR/<name>/ per image and DIR/results.jsonl")
-@click.option("--w-steps", type=int, default=None, help="Stage-1 optimisation steps [default: 0 with --encoder, 300 without]")
-@click.option("--pti-steps", type=int, default=350, show_default=True, help="Stage-2 pivotal tuning steps (0 = none)")
-@click.option("--w-lr", type=float, default=5e-3, show_default=True, help="Stage 1: learning rate of w")
-@click.option("--q-lr", type=float, default=3e-2, show_default=True, help="Stage 1: learning rate of q")
-@click.option("--w-plus", is_flag=True, help="Stage 1: optimise one w per layer (W+)")
-@click.option("--pti-lr", type=float, default=3e-4, show_default=True, help="Stage 2: learning rate")
-@click.option("--lpips-threshold", type=float, default=0.06, show_default=True, help="Stage 2: stop when the perceptual term is below this")
-@click.option("--degrad-weight", type=float, default=1000.0, show_default=True, help="Stage 2: weight of the residual mean/std term")
-@click.option("--locality-weight", type=float, default=0.0, show_default=True, help="Stage 2: PTI locality regulariser weight (0 = off)")
-@click.option("--tune-blocks", type=int, default=None, help="Stage 2: tune only the last N synthesis blocks [default: all]")
-@click.option("--delta", "delta_encoding", default="fp16", show_default=True, help="Delta storage: fp16 or lowrank:R")
-@click.option("--perceptual", type=click.Choice(["auto", "lpips", "lpips-random", "fallback"]), default="auto", show_default=True,
-              help="auto: LPIPS when its backbone is in the torch hub cache, else the no-download fallback")
-@click.option("--batch", type=int, default=None, help="Images inverted together (stage 1 and PTI, each with its own tuned weights) [default: 8 on CPU, 32 on CUDA].")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--align", type=click.Choice(["auto", "dlib", "none"]), default="auto", show_default=True,
               help="Whole photos: invert each face, aligned, into DIR/<name>_<k>/ with face.json (auto: inputs that are not R x R crops)")
 @click.option("--max-faces", type=click.IntRange(min=1), default=None, help="Faces per photo, largest first [default: all]")
 @click.option("--min-face", type=click.IntRange(min=1), default=16, show_default=True, help="Skip faces smaller than this (px)")
 @cli_main
-def run(network_path, encoder_path, input_path, outdir, w_steps, pti_steps, w_lr, q_lr, w_plus, pti_lr, lpips_threshold,
-        degrad_weight, locality_weight, tune_blocks, delta_encoding, perceptual, batch, device, align, max_faces, min_face):
+@inversion_options
+def run(network_path, encoder_path, input_path, outdir, device, align, max_faces, min_face, inversion):
     """Invert images: DIR/<name>/{w.npy, q.npy, delta.pt, reconstruction.png, sharp.png, result.json}."""
-    if batch is not None and batch < 1:
-        raise UserError("--batch must be >= 1")
-    parse_encoding(delta_encoding)
     models = load_models(network_path, encoder_path, device, require_qc=False)
     faces = models.face_pipeline(align, max_faces, min_face)             # after every file check
-    opts = PTIOptions(w_lr=w_lr, q_lr=q_lr, w_plus=w_plus, pti_lr=pti_lr, lpips_threshold=lpips_threshold,
-                      degrad_weight=degrad_weight, locality_weight=locality_weight, tune_blocks=tune_blocks,
-                      delta_encoding=delta_encoding)
-    counts = invert_folder(models.G, input_path, outdir, encoder=models.E, pti_steps=pti_steps, w_steps=w_steps,
-                           device=models.device, batch=batch, perceptual=perceptual, options=opts, face_pipeline=faces)
+    counts = invert_folder(models.G, input_path, outdir, models.E, inversion, device=models.device, face_pipeline=faces)
     click.echo(f"inverted {counts['done']}, skipped {counts['skipped']} (done before), failed {counts['failed']} -> {outdir}")
 
 

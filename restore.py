@@ -21,6 +21,7 @@ import click
 
 from dnnlib.util import UserError, cli_main
 from inversion.applications.restore import RestoreOptions, restore_folder
+from inversion.cli_options import inversion_options
 from inversion.models import load_models
 from metrics.compare import format_table
 
@@ -37,14 +38,9 @@ from metrics.compare import format_table
 @click.option("--lpips-backbone", type=click.Choice(["imagenet", "random"]), default="imagenet", show_default=True,
               help="'random' is for debugging only: its numbers are not LPIPS.")
 @click.option("--compare", is_flag=True, help="Also write OUTDIR/compare/<name>.png: input | restored (| gt).")
-@click.option("--pti-steps", type=click.IntRange(min=0), default=None, help="PTI steps [default: the inversion default].")
-@click.option("--w-steps", type=click.IntRange(min=0), default=None, help="Stage-1 steps [default: 0 with an encoder, else the inversion default].")
-@click.option("--perceptual", type=click.Choice(["auto", "lpips", "lpips-random", "fallback"]), default="auto", show_default=True,
-              help="Perceptual loss of the inversion.")
 @click.option("--fidelity", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="Mix of the input kept in the output: (1 - f) G(w, 0) + f input (0: the paper's restoration; "
                    "higher keeps more identity and detail, and more degradation).")
-@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=None, help="Images inverted together (stage 1 and PTI, each with its own tuned weights) [default: 8 on CPU, 32 on CUDA].")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--align", type=click.Choice(["auto", "dlib", "none"]), default="auto", show_default=True,
               help="Whole photos: detect, align, restore and paste back each face (auto: inputs that are not "
@@ -53,16 +49,16 @@ from metrics.compare import format_table
 @click.option("--min-face", type=click.IntRange(min=1), default=16, show_default=True, help="Skip faces smaller than this (px, detector box).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_main
+@inversion_options
 def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, metrics, lpips_backbone, compare,
-         pti_steps, w_steps, perceptual, fidelity, batch_size, device, align, max_faces, min_face, quiet):
+         fidelity, device, align, max_faces, min_face, quiet, inversion):
     """Restore degraded images: G(w, 0) of their QC-StyleGAN inversion."""
     if metrics is not None and gt is None:
         raise UserError("--metrics needs --gt")
     models = load_models(network, encoder, device)                 # every file checked before anything runs
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     opts = RestoreOptions(inversions=inversions, gt=gt, compare=compare, keep_inversions=keep_inversions, metrics=names,
-                          lpips_backbone=lpips_backbone, pti_steps=pti_steps, w_steps=w_steps, batch_size=batch_size,
-                          perceptual=perceptual, fidelity=fidelity, device=models.device, progress=not quiet,
+                          lpips_backbone=lpips_backbone, inversion=inversion, fidelity=fidelity, device=models.device, progress=not quiet,
                           face_pipeline=models.face_pipeline(align, max_faces, min_face))
     s = restore_folder(models.G, input_path, outdir, encoder=models.E, options=opts)
     click.echo(f"{s['written']} restored ({s['reused']} from --inversions), {s['skipped']} already there, "

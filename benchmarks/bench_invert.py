@@ -107,7 +107,7 @@ def main():
     batches = [int(b) for b in args.batch.split(",")]
     images, ws_all, q_all, img_all = samples(G, max(batches), device)
     opts = PTIOptions(lpips_threshold=0.0, tune_blocks=args.tune_blocks)
-    kw = dict(device=device, progress=False, perceptual=args.perceptual, options=opts)
+    kw = dict(device=device, progress=False, perceptual=args.perceptual, config=opts)
     invert_images(G, images[:1], w_steps=1, pti_steps=1, batch_size=1, **kw)             # warm-up
     tuner = None
     for b in batches:

@@ -2,16 +2,16 @@
 
 Library API (applications such as restore.py and edit.py build on exactly this)::
 
-    from inversion import invert_images, load_inversion, apply_delta, InversionResult
-    results = invert_images(G, images_uint8_hwc_list, encoder=None, pti_steps=350, w_steps=None,
-                            device=None, progress=True, batch_size=None,
-                            on_result=None)                      # -> list[InversionResult]
+    from inversion import invert_images, load_inversion, apply_delta, InversionResult, InversionConfig
+    results = invert_images(G, images_uint8_hwc_list, encoder=None, config=InversionConfig(),
+                            device=None, progress=True, on_result=None)   # -> list[InversionResult]
         # images: uint8 [H, W, 3] arrays of any size (resized to the model's, Lanczos)
         # encoder: an InversionEncoder (stage 1 = its prediction) or None (stage 1 = optimisation)
-        # w_steps: stage-1 optimisation steps (None: 0 with an encoder, 300 without)
-        # pti_steps: stage-2 pivotal-tuning steps (0 = no tuning, delta None)
-        # batch_size: images inverted together, each with its own tuned weights (None: 8 on CPU,
-        #             32 on CUDA); on_result(i, result) runs as soon as image i is finished
+        # config: every setting (inversion/config.py; presets: resolve_config('official')), e.g.
+        #   w_steps (None: 0 with an encoder, 300 without), pti_steps (0 = no tuning, delta None),
+        #   batch_size (images inverted together, each with its own tuned weights; None: by device);
+        #   keywords such as pti_steps=0 replace config fields
+        # on_result(i, result) runs as soon as image i is finished
     InversionResult: w [num_ws, w_dim] tensor, q [q_dim] tensor, delta (dict of tuned tensors,
                      compact; see inversion/delta.py) or None, stats dict, reconstruction and
                      sharp (uint8 [R, R, C] renders of the tuned generator), name
@@ -25,10 +25,12 @@ Library API (applications such as restore.py and edit.py build on exactly this):
 Modules: ``models`` (``load_models``: the generator of a file, the encoder and the device, for
 every CLI), ``store`` (``FolderRun``: the resumable per-image folder loop), ``encoders`` (ResNet
 w/q encoders, checkpoints), ``training`` (encoder training), ``losses`` (L2 + LPIPS or the
-no-download fallback), ``pti`` (stage 1 optimisation, stage 2 pivotal tuning), ``delta``
+no-download fallback), ``config`` (``InversionConfig`` and presets), ``cli_options`` (the CLIs' inversion options),
+``pti`` (stage 1 optimisation, stage 2 pivotal tuning), ``delta``
 (compact per-image deltas), ``api`` (the functions above), ``folder`` (``invert.py run``),
 ``applications`` (restore, edit, degradation synthesis, whole photos).
 """
 from .api import InversionResult, invert_images, load_inversion, save_inversion  # noqa: F401
 from .delta import apply_delta  # noqa: F401
-from .pti import PTIOptions  # noqa: F401
+from .config import InversionConfig, resolve_config  # noqa: F401
+from .pti import PTIOptions, TuneResult  # noqa: F401

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,13 +19,11 @@ from dnnlib.util import UserError, atomic_write
 from metrics.image_metrics import psnr
 from torch_utils.misc import keep_freed_cpu_memory
 
+from .config import DEFAULT_BATCH, DEFAULT_W_STEPS, InversionConfig, default_batch_size  # noqa: F401 (re-exported)
 from .delta import delta_nbytes, load_delta, save_delta
 from .losses import PerceptualLoss, ReconstructionLoss
-from .pti import PivotalTuner, PTIOptions, optimize_latents
+from .pti import PivotalTuner, TuneResult, optimize_latents
 
-DEFAULT_W_STEPS = 300        # stage-1 optimisation steps without an encoder ("a few hundred")
-DEFAULT_PTI_STEPS = 350
-DEFAULT_BATCH = {"cpu": 8, "cuda": 32}    # images inverted together (stage 1 and PTI), by device type
 RESULT_FILES = dict(w="w.npy", q="q.npy", delta="delta.pt", reconstruction="reconstruction.png",
                     sharp="sharp.png", result="result.json")
 
@@ -86,24 +84,20 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------
 # Inversion.
 
-def default_batch_size(device: Any) -> int:
-    """Images inverted together when the caller does not say: ``DEFAULT_BATCH[device type]``."""
-    return DEFAULT_BATCH.get(torch.device(device).type, DEFAULT_BATCH["cpu"])
-
-
 def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[nn.Module] = None,
-                  pti_steps: int = DEFAULT_PTI_STEPS, w_steps: Optional[int] = None, device: Any = None,
-                  progress: bool = True, batch_size: Optional[int] = None,
-                  perceptual: Union[str, PerceptualLoss] = "auto", options: Optional[PTIOptions] = None,
+                  config: Optional[InversionConfig] = None, device: Any = None, progress: bool = True,
                   names: Optional[Sequence[str]] = None,
-                  on_result: Optional[Callable[[int, InversionResult], None]] = None) -> List[InversionResult]:
-    """Invert uint8 RGB images ``[H, W, 3]`` (any size; resized to the model's) into ``G``.
+                  on_result: Optional[Callable[[int, InversionResult], None]] = None,
+                  **overrides) -> List[InversionResult]:
+    """Invert uint8 RGB images ``[H, W, 3]`` (any size; resized to the model's) into ``G``
+    (Sec. 4.2 inversion: stage 1 pivot, stage 2 PTI).
 
-    Images go in batches of ``batch_size`` (default ``default_batch_size(device)``): stage 1 is
-    the encoder's (w, q), refined by ``w_steps`` optimisation steps (default: 0 with an encoder,
-    ``DEFAULT_W_STEPS`` without); stage 2 is up to ``pti_steps`` of pivotal tuning (0 = skip; the
-    result's delta is then None), each image of the batch with its own tuned tensors and early
-    stop. An image's result does not depend on its batch (up to float rounding). ``on_result(i,
+    ``config`` (``InversionConfig``, default preset ``ours``; keyword ``overrides`` such as
+    ``pti_steps=0`` replace its fields) holds every setting. Images go in batches of
+    ``config.batch_for(device)``: stage 1 is the encoder's (w, q), refined by
+    ``config.stage1_steps(encoder is not None)`` optimisation steps; stage 2 is up to
+    ``pti_steps`` of pivotal tuning (0 = skip; the result's delta is then None), each image of
+    the batch with its own tuned tensors and early stop. An image's result does not depend on its batch (up to float rounding). ``on_result(i,
     result)`` is called as soon as image ``i`` is finished (so callers can write it at once).
     ``G`` is not modified. Returns one ``InversionResult`` per image, in order.
 
@@ -115,19 +109,13 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
     dev = torch.device(device) if device is not None else next(G.parameters()).device
     if dev.type == "cpu":
         keep_freed_cpu_memory()          # big per-step tensors: no page faults at every allocation
-    batch_size = int(batch_size) if batch_size is not None else default_batch_size(dev)
-    if batch_size < 1:
-        raise UserError(f"batch size must be >= 1, got {batch_size}")
-    opts = copy.deepcopy(options) if options is not None else PTIOptions()
-    if w_steps is None:
-        w_steps = 0 if encoder is not None else DEFAULT_W_STEPS
-    if w_steps < 0 or pti_steps < 0:
-        raise UserError("step counts must be >= 0")
+    opts = (config or InversionConfig()).replace(**overrides)
+    batch_size, w_steps, pti_steps = opts.batch_for(dev), opts.stage1_steps(encoder is not None), int(opts.pti_steps)
     G = copy.deepcopy(G).eval().requires_grad_(False).to(dev)      # frozen base, never the caller's
     if encoder is not None:
         encoder.check_generator(G)
         encoder = encoder.eval().to(dev)
-    perc = perceptual if isinstance(perceptual, PerceptualLoss) else PerceptualLoss(perceptual, device=dev)
+    perc = PerceptualLoss(opts.perceptual, device=dev)
     loss_fn = ReconstructionLoss(perc.to(dev), opts.l2_weight, opts.perceptual_weight)
     tuner = PivotalTuner(G, loss_fn, opts) if pti_steps > 0 else None
     names = list(names) if names is not None else [None] * len(images)
@@ -149,7 +137,7 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
             stage1 = to_uint8_hwc(G.synthesis(ws, q, noise_mode="const"))
         sec1 = (time.perf_counter() - t0) / len(batch)
 
-        def done(i: int, out: dict) -> None:
+        def done(i: int, out: TuneResult) -> None:
             qi = None if q is None else q[i:i + 1]
             res = _result(ws[i:i + 1], qi, target[i:i + 1], prepared[i], stage1[i], out, perc)
             res.name = names[lo + i]
@@ -171,15 +159,15 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
                     sharp = degraded = G.synthesis(ws, None, noise_mode="const")
             sec2 = (time.perf_counter() - t0) / len(batch)
             for i in range(len(batch)):
-                done(i, {"delta": None, "degraded": degraded[i:i + 1], "sharp": sharp[i:i + 1], "steps": 0,
-                         "seconds": sec2})
+                done(i, TuneResult(None, degraded[i:i + 1], sharp[i:i + 1], 0, seconds=sec2))
     bar.close()
     return results
 
 
-def _result(ws, q, target, prepared: np.ndarray, stage1: np.ndarray, out: dict, perc: PerceptualLoss) -> InversionResult:
+def _result(ws, q, target, prepared: np.ndarray, stage1: np.ndarray, out: TuneResult,
+            perc: PerceptualLoss) -> InversionResult:
     """One image's ``InversionResult`` from its stage-2 output (``PivotalTuner.tune_batch``)."""
-    degraded, sharp, delta = out["degraded"], out["sharp"], out["delta"]
+    degraded, sharp, delta = out.degraded, out.sharp, out.delta
     if sharp is None:
         sharp = degraded
     with torch.no_grad():
@@ -187,7 +175,7 @@ def _result(ws, q, target, prepared: np.ndarray, stage1: np.ndarray, out: dict, 
     recon = to_uint8_hwc(degraded)[0]
     stats = {"psnr_stage1": _psnr(stage1, prepared), "psnr": _psnr(recon, prepared),
              "perceptual": p, "perceptual_loss": perc.name, "lpips": p if perc.kind == "lpips" else None,
-             "pti_steps": out["steps"], "seconds_stage2": out["seconds"], "delta_bytes": delta_nbytes(delta),
+             "pti_steps": out.steps, "seconds_stage2": out.seconds, "delta_bytes": delta_nbytes(delta),
              "delta_encoding": delta["encoding"] if delta else None}
     q_out = q[0].detach().cpu().float() if q is not None else torch.zeros([0])
     return InversionResult(w=ws[0].detach().cpu().float(), q=q_out, delta=delta, stats=stats,

@@ -19,24 +19,25 @@ from dnnlib.image_io import output_stems
 from dnnlib.util import append_jsonl, read_jsonl
 from faces.pipeline import NO_FACE_NOTE, expand_photos, save_face_info
 
-from .api import DEFAULT_PTI_STEPS, default_batch_size, invert_images, save_inversion
+from .api import invert_images, save_inversion
+from .config import InversionConfig
 from .store import FolderRun, is_finished
 
 RESULTS = "results.jsonl"
 
 
-def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int = DEFAULT_PTI_STEPS,
-                  w_steps: Optional[int] = None, device: Any = None, batch: Optional[int] = None,
-                  progress: bool = True, face_pipeline=None, log=None, **invert_kwargs) -> Dict[str, Any]:
-    """Invert the images under ``input_path``, ``batch`` at a time (default: by device, see
-    ``inversion.api.default_batch_size``); each image is written when it is finished, so an
-    interrupted run loses at most the images still being tuned. Returns {'done', 'skipped',
-    'failed'} counts.
+def invert_folder(G, input_path: str, outdir: str, encoder=None, config: Optional[InversionConfig] = None,
+                  device: Any = None, progress: bool = True, face_pipeline=None, log=None,
+                  **overrides) -> Dict[str, Any]:
+    """Invert the images under ``input_path`` with ``config`` (``InversionConfig``; keyword
+    ``overrides`` replace its fields), ``config.batch_for(device)`` at a time; each image is
+    written when it is finished, so an interrupted run loses at most the images still being
+    tuned. Returns {'done', 'skipped', 'failed'} counts.
 
     ``face_pipeline`` (``faces.pipeline``): face k of a whole photo ``a.jpg`` is aligned and
     inverted into ``DIR/a_k/`` with ``aligned.png`` and ``face.json`` (its transform)."""
-    if batch is None:
-        batch = default_batch_size(device if device is not None else next(G.parameters()).device)
+    config = (config or InversionConfig()).replace(**overrides)
+    batch = config.batch_for(device if device is not None else next(G.parameters()).device)
     run = FolderRun(input_path, outdir, RESULTS, "invert", progress, log)
     stems = output_stems(run.sources)
     # Photos without a face are reported once and not tried again; a photo with faces is detected
@@ -79,8 +80,8 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, pti_steps: int 
                 ticked.add(stems[name])
                 run.tick()
 
-        invert_images(G, images, encoder=encoder, pti_steps=pti_steps, w_steps=w_steps, device=device,
-                      progress=False, batch_size=batch, names=keys, on_result=write, **invert_kwargs)
+        invert_images(G, images, encoder, config.replace(batch_size=batch), device=device, progress=False,
+                      names=keys, on_result=write)
     counts["failed"] = run.failed
     run.finish(counts["done"] + counts["skipped"])
     return counts

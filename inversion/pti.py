@@ -46,6 +46,7 @@ from dnnlib.util import UserError
 from torch_utils.misc import assert_shape
 from training.networks import SynthesisState
 
+from .config import InversionConfig
 from .delta import add_delta_, make_delta
 from .losses import ReconstructionLoss
 
@@ -58,23 +59,27 @@ ADAM_EPS = 1e-8
 FUSED_ADAM_DEVICES = ("cpu", "cuda")   # where torch.optim.Adam has a fused kernel (one pass per tensor)
 
 
+PTIOptions = InversionConfig     # the former name of the stage options (now ``inversion.config``)
+
+
 @dataclasses.dataclass
-class PTIOptions:
-    """Options of both stages, with the PTI / QC-StyleGAN release defaults."""
-    w_lr: float = 5e-3                 # stage 1: Adam learning rate of w
-    q_lr: float = 3e-2                 # stage 1: Adam learning rate of q
-    w_plus: bool = False               # stage 1 optimises one w per layer (else one w, PTI's choice)
-    lr_rampup: float = 0.05            # fraction of stage-1 steps with a linear warm-up
-    lr_rampdown: float = 0.25          # fraction of stage-1 steps with a cosine ramp-down
-    l2_weight: float = 1.0             # both stages: weight of the L2 term (PTI: 1)
-    perceptual_weight: float = 1.0     # both stages: weight of the perceptual term (PTI: 1)
-    pti_lr: float = 3e-4               # stage 2: Adam learning rate of the synthesis weights
-    lpips_threshold: float = 0.06      # stage 2: stop once the perceptual term is below this
-    degrad_weight: float = 1000.0      # stage 2: residual mean/std term (QC release: 1000); 0 = off
-    locality_weight: float = 0.0       # stage 2: PTI locality regulariser; 0 = off
-    locality_alpha: float = 30.0       # distance of the locality samples from the pivot (PTI: 30)
-    tune_blocks: Optional[int] = None  # stage 2 tunes the last N synthesis blocks; None = all
-    delta_encoding: str = "fp16"       # 'fp16' or 'lowrank:R' (see inversion/delta.py)
+class TuneResult:
+    """Stage 2 for one image (``PivotalTuner.tune`` / ``tune_batch``).
+
+    delta:      the tuned tensors as a compact delta (``inversion.delta``), None when no step ran.
+    degraded:   [1, C, R, R] G_tuned(w, q) (or G_tuned(w) without q), rendered from base + delta.
+    sharp:      [1, C, R, R] G_tuned(w, 0), or None without q.
+    steps:      optimisation steps run (an image stopped early ran fewer than asked).
+    perceptual: its last perceptual term (NaN when no step ran).
+    seconds:    wall time of the steps it took part in, shared among the images of each step, and
+                of its final render (``tune_batch``; 0 from ``tune``).
+    """
+    delta: Optional[dict]
+    degraded: torch.Tensor
+    sharp: Optional[torch.Tensor]
+    steps: int
+    perceptual: float = float("nan")
+    seconds: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,7 +93,7 @@ def _lr_ramp(t: float, rampup: float, rampdown: float) -> float:
 
 
 def optimize_latents(G: nn.Module, target: torch.Tensor, loss_fn: ReconstructionLoss, steps: int,
-                     opts: PTIOptions, ws_init: Optional[torch.Tensor] = None,
+                     opts: InversionConfig, ws_init: Optional[torch.Tensor] = None,
                      q_init: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Stage 1 for a batch. target: [N, C, R, R] in [-1, 1]; ws_init [N, num_ws, w_dim] (default
     w_avg), q_init [N, q_dim] (default ``Q_INIT_STD`` * seeded N(0, 1), the same start for every
@@ -210,7 +215,7 @@ class PivotalTuner:
     tunes B images together (per-image tensors, Adam state and early stopping) and gives each
     image what ``tune`` would, up to float rounding."""
 
-    def __init__(self, G: nn.Module, loss_fn: ReconstructionLoss, opts: PTIOptions):
+    def __init__(self, G: nn.Module, loss_fn: ReconstructionLoss, opts: InversionConfig):
         self.G, self.loss_fn, self.opts = G, loss_fn, opts
         self.base = G.synthesis
         self.work = copy.deepcopy(G.synthesis).eval().requires_grad_(False)
@@ -295,12 +300,8 @@ class PivotalTuner:
         self._reset()
         return out
 
-    def tune(self, ws: torch.Tensor, q: Optional[torch.Tensor], target: torch.Tensor, steps: int) -> dict:
-        """ws: [1, num_ws, w_dim]; q: [1, q_dim] or None; target: [1, C, R, R] in [-1, 1].
-
-        Returns {'delta', 'degraded' [1, C, R, R] (G_tuned(w, q), or G_tuned(w) without q),
-        'sharp' [1, C, R, R] or None, 'steps' run, 'perceptual' (last value)}.
-        """
+    def tune(self, ws: torch.Tensor, q: Optional[torch.Tensor], target: torch.Tensor, steps: int) -> TuneResult:
+        """ws: [1, num_ws, w_dim]; q: [1, q_dim] or None; target: [1, C, R, R] in [-1, 1]."""
         assert_shape(ws, [1, self.G.num_ws, self.G.w_dim])
         assert_shape(target, [1, self.G.img_channels, self.G.img_resolution, self.G.img_resolution])
         opts = self.opts
@@ -329,7 +330,7 @@ class PivotalTuner:
         tuned = {name: p for name, p in zip(self.names, self.params)}
         delta = make_delta(self.base_params, tuned, opts.delta_encoding) if steps_run > 0 else None
         sharp, degraded = self._final(delta, ws, q, frozen)
-        return {"delta": delta, "degraded": degraded, "sharp": sharp, "steps": steps_run, "perceptual": last_p}
+        return TuneResult(delta, degraded, sharp, steps_run, last_p)
 
     # -- batches --------------------------------------------------------------------------------
 
@@ -342,15 +343,13 @@ class PivotalTuner:
         return (img[:b], img[b:]) if pair else (None, img)
 
     def tune_batch(self, ws: torch.Tensor, q: Optional[torch.Tensor], target: torch.Tensor, steps: int,
-                   on_done=None) -> List[dict]:
+                   on_done=None) -> List[TuneResult]:
         """Tune B images at once. ws: [B, num_ws, w_dim]; q: [B, q_dim] or None; target:
         [B, C, R, R] in [-1, 1].
 
         Each image stops on its own (perceptual term below ``lpips_threshold``, or ``steps`` run)
         and leaves the batch; ``on_done(i, result)`` is called at that moment (i: its row in the
-        input). Returns the results in input order, each as ``tune`` returns it ([1, ...] renders)
-        plus 'seconds': the wall time of the steps it took part in, shared among the images of
-        each step, and of its final render.
+        input). Returns the ``TuneResult``s in input order (``seconds`` filled in).
         """
         n = ws.shape[0]
         assert_shape(ws, [n, self.G.num_ws, self.G.w_dim])
@@ -366,7 +365,7 @@ class PivotalTuner:
                      ref_stats, params, {k: torch.zeros_like(t) for k, t in params.items()},
                      {k: torch.zeros_like(t) for k, t in params.items()}, [0.0] * n)
         gen = torch.Generator().manual_seed(LOCALITY_SEED)
-        results: List[Optional[dict]] = [None] * n
+        results: List[Optional[TuneResult]] = [None] * n
         last_p = torch.full([n], float("nan"))
 
         def finish(j: int, steps_run: int) -> None:
@@ -377,8 +376,8 @@ class PivotalTuner:
             one = slice(j, j + 1)
             sharp, degraded = self._final(delta, rows.ws[one], None if rows.q is None else rows.q[one],
                                           rows.frozen(one, branched))
-            res = {"delta": delta, "degraded": degraded, "sharp": sharp, "steps": steps_run,
-                   "perceptual": float(last_p[j]), "seconds": rows.seconds[j] + time.perf_counter() - t0}
+            res = TuneResult(delta, degraded, sharp, steps_run, float(last_p[j]),
+                             rows.seconds[j] + time.perf_counter() - t0)
             results[i] = res
             if on_done is not None:
                 on_done(i, res)
@@ -420,10 +419,4 @@ class PivotalTuner:
         for j in range(len(rows.index)):
             finish(j, steps)
         return results
-
-
-def timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0
 

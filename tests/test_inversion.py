@@ -128,7 +128,7 @@ def test_pti_beats_stage1_on_self_generated_images(G, tmp_path):
     images, ws, q = sample_images(G, 3)
     opts = PTIOptions(lpips_threshold=0.0)
     res = invert_images(G, list(images), w_steps=100, pti_steps=100, progress=False, perceptual="fallback",
-                        options=opts, names=["a", "b", "c"])
+                        config=opts, names=["a", "b", "c"])
     s1 = np.array([r.stats["psnr_stage1"] for r in res])
     s2 = np.array([r.stats["psnr"] for r in res])
     assert np.all(s2 > s1 + 1.5), (s1, s2)
@@ -154,7 +154,7 @@ def test_degradation_term_keeps_residual_statistics(G):
     out = {}
     for weight in (1000.0, 0.0):
         res = invert_images(G, list(images), w_steps=30, pti_steps=40, progress=False, perceptual="fallback",
-                            options=PTIOptions(lpips_threshold=0.0, pti_lr=3e-3, degrad_weight=weight))[0]
+                            config=PTIOptions(lpips_threshold=0.0, pti_lr=3e-3, degrad_weight=weight))[0]
         Gt = apply_delta(G, res.delta)
         with torch.no_grad():
             s0, d0 = G.synthesis(res.w[None], res.q[None], pair=True)

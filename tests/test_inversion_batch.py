@@ -50,7 +50,7 @@ def _flat(delta):
 @pytest.mark.parametrize("batch", [1, 3, 8])
 def test_batch_matches_one_image_path(setup, batch):
     tuner, ws, q, target, ref = setup
-    steps = [r["steps"] for r in ref]
+    steps = [r.steps for r in ref]
     assert len(set(steps)) >= 3 and 0 in steps and STEPS in steps, steps     # the setup stops at different steps
     n = N_IMAGES if batch > 1 else 3
     got, order = [], []
@@ -58,29 +58,29 @@ def test_batch_matches_one_image_path(setup, batch):
         hi = min(lo + batch, n)
         calls = []
         out = tuner.tune_batch(ws[lo:hi], q[lo:hi], target[lo:hi], STEPS,
-                               on_done=lambda i, r, calls=calls: calls.append((i, r["steps"])))
+                               on_done=lambda i, r, calls=calls: calls.append((i, r.steps)))
         assert sorted(i for i, _ in calls) == list(range(hi - lo))          # each image handed over once
         assert [s for _, s in calls] == sorted(s for _, s in calls)         # as soon as it stops
         got += out
         order += calls
     for i in range(n):
         r, b = ref[i], got[i]
-        assert b["steps"] == r["steps"], (i, b["steps"], r["steps"])
-        assert abs(b["perceptual"] - r["perceptual"]) < PERCEPTUAL_ATOL
-        assert (b["delta"] is None) == (r["delta"] is None)
-        if r["delta"] is not None:
-            d_ref, d = _flat(r["delta"]), _flat(b["delta"])
+        assert b.steps == r.steps, (i, b.steps, r.steps)
+        assert abs(b.perceptual - r.perceptual) < PERCEPTUAL_ATOL
+        assert (b.delta is None) == (r.delta is None)
+        if r.delta is not None:
+            d_ref, d = _flat(r.delta), _flat(b.delta)
             assert float((d - d_ref).norm() / d_ref.norm()) < DELTA_REL_L2
-        assert float((b["degraded"] - r["degraded"]).abs().max()) < RENDER_ATOL
-        assert float((b["sharp"] - r["sharp"]).abs().max()) < RENDER_ATOL
-        assert b["seconds"] > 0
+        assert float((b.degraded - r.degraded).abs().max()) < RENDER_ATOL
+        assert float((b.sharp - r.sharp).abs().max()) < RENDER_ATOL
+        assert b.seconds > 0
 
 
 def test_invert_images_result_does_not_depend_on_batch():
     """Stage 1 (from w_avg and the same q start for every image) and stage 2 together."""
     G = tiny_generator()
     images, _, _ = sample_images(G, 3, seed=4)
-    kw = dict(w_steps=6, pti_steps=3, progress=False, perceptual="fallback", options=PTIOptions(lpips_threshold=0.0))
+    kw = dict(w_steps=6, pti_steps=3, progress=False, perceptual="fallback", config=PTIOptions(lpips_threshold=0.0))
     one = invert_images(G, list(images), batch_size=1, **kw)
     three = invert_images(G, list(images), batch_size=3, **kw)
     for a, b in zip(one, three):
@@ -99,7 +99,7 @@ def test_folder_run_interrupted_mid_batch_resumes(tmp_path, monkeypatch):
     inp, out = tmp_path / "in", tmp_path / "out"
     for i, im in enumerate(images):
         write_image(str(inp / f"{i}.png"), im)
-    kw = dict(pti_steps=2, w_steps=2, batch=3, progress=False, perceptual="fallback")
+    kw = dict(pti_steps=2, w_steps=2, batch_size=3, progress=False, perceptual="fallback")
     saved, real_save = [], folder.save_inversion
 
     def save_then_die(path, res):
@@ -161,12 +161,12 @@ def test_batch_with_frozen_blocks_matches_one_image_path(tune_blocks):
     got = tuner.tune_batch(ws, q, target, 3)
     for i in range(3):
         ref = tuner.tune(ws[i:i + 1], q[i:i + 1], target[i:i + 1], 3)
-        assert got[i]["steps"] == ref["steps"] == 3
+        assert got[i].steps == ref.steps == 3
         tuned = {f"b{r}" for r in G.synthesis.block_resolutions[-tune_blocks:]}
-        assert set(got[i]["delta"]["tensors"]) == set(ref["delta"]["tensors"])
-        assert {name.split(".")[1] for name in got[i]["delta"]["tensors"]} <= tuned      # only the tuned blocks
-        assert float((got[i]["degraded"] - ref["degraded"]).abs().max()) < RENDER_ATOL
-        assert float((got[i]["sharp"] - ref["sharp"]).abs().max()) < RENDER_ATOL
+        assert set(got[i].delta["tensors"]) == set(ref.delta["tensors"])
+        assert {name.split(".")[1] for name in got[i].delta["tensors"]} <= tuned      # only the tuned blocks
+        assert float((got[i].degraded - ref.degraded).abs().max()) < RENDER_ATOL
+        assert float((got[i].sharp - ref.sharp).abs().max()) < RENDER_ATOL
 
 
 def test_cpu_inversion_keeps_freed_memory():

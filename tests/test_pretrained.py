@@ -10,6 +10,7 @@ import torch
 
 from conftest import ROOT
 from inversion import pretrained
+from inversion.config import resolve_config
 from training.checkpoint import load_network
 from metrics.image_metrics import psnr
 from dnnlib.image_io import to_uint8_hwc
@@ -121,7 +122,8 @@ def test_generate_without_network_uses_the_shipped_model(tmp_path):
 def test_demo_runs_every_step(tmp_path):
     import demo
     out = str(tmp_path / "demo")
-    s = demo.run_demo(None, None, out, pairs=2, n_restore=2, pti_steps=2, w_steps=2, progress=False)
+    s = demo.run_demo(None, None, out, pairs=2, n_restore=2, config=resolve_config("demo", pti_steps=2, w_steps=2),
+                      progress=False)
     assert s["network"].endswith("qc-faces64.pt") and s["encoder"].endswith("encoder.pt")
     for kind in ("input", "restored"):
         for m in ("psnr", "ssim"):

@@ -25,6 +25,7 @@ from dnnlib.util import UserError, append_jsonl, read_jsonl
 from faces.pipeline import load_face_info, paste_recorded
 from torch_utils.misc import assert_shape
 
+from ..config import InversionConfig
 from ..store import INVERSIONS_DIR
 from .latents import Latent, find_inversions, generator_for, latents_from_images, load_latents, render
 from .photos import with_alpha
@@ -102,19 +103,19 @@ def edit_latents(G, latents: Sequence[Latent], direction: torch.Tensor, strength
 
 def edit_folder(models, direction: torch.Tensor, strengths: Sequence[float], outdir: str,
                 inversions: Optional[str] = None, input_path: Optional[str] = None,
-                direction_info: Optional[dict] = None, pti_steps: Optional[int] = None,
-                w_steps: Optional[int] = None, batch_size: Optional[int] = None, align: str = "auto",
+                direction_info: Optional[dict] = None, config: Optional[InversionConfig] = None, align: str = "auto",
                 max_faces: Optional[int] = None, min_face: Optional[int] = None, progress: bool = True) -> dict:
     """The library of ``edit.py edit``: the latents of ``inversions`` (a folder, one image's
     folder or ``seeds:RANGE``) or of the images under ``input_path`` (inverted first into
-    ``OUTDIR/inversions``, resumable; whole photos per ``align`` / ``max_faces`` / ``min_face``),
+    ``OUTDIR/inversions`` with ``config``, resumable; whole photos per ``align`` / ``max_faces`` /
+    ``min_face``),
     edited by ``edit_latents``; each photo's edited faces are pasted back into ``OUTDIR/photos``.
     ``models``: ``inversion.models.Models``. Returns ``edit_latents``' counts and ``pasted``."""
     if (inversions is None) == (input_path is None):
         raise UserError("give exactly one of --inversions DIR or --input DIR")
     inv_dir = os.path.join(outdir, INVERSIONS_DIR)
     if input_path is not None:
-        latents = latents_from_images(models, input_path, inv_dir, pti_steps, w_steps, batch_size,
+        latents = latents_from_images(models, input_path, inv_dir, config,
                                       face_pipeline=models.face_pipeline(align, max_faces, min_face))
     else:
         latents = load_latents(models.G, inversions, device=models.device)

@@ -19,7 +19,8 @@ import torch
 from dnnlib.util import UserError, parse_range
 from training.generation import inference_format, seed_to_q, seed_to_z
 
-from ..api import DEFAULT_PTI_STEPS, load_inversion
+from ..api import load_inversion
+from ..config import InversionConfig
 from ..delta import apply_delta
 from ..folder import invert_folder
 
@@ -95,17 +96,14 @@ def load_latents(G, spec: str, device="cpu") -> List[Latent]:
     return [load_inversion_latent(G, os.path.join(spec, n), name=n) for n in names]
 
 
-def latents_from_images(models, input_path: str, inv_dir: str, pti_steps: Optional[int] = None,
-                        w_steps: Optional[int] = None, batch_size: Optional[int] = None,
+def latents_from_images(models, input_path: str, inv_dir: str, config: Optional[InversionConfig] = None,
                         face_pipeline=None) -> List[Latent]:
     """Invert the images under ``input_path`` into ``inv_dir`` (``inversion.folder.invert_folder``:
     each image written when it is finished, reused on a rerun, unreadable files reported in its
-    results.jsonl), ``batch_size`` at a time (default: by device), with ``models``
+    results.jsonl) with ``config`` (``InversionConfig``, default preset ``ours``) and ``models``
     (``inversion.models.Models``: G, encoder, device); ``face_pipeline``: each face of a whole
     photo is inverted aligned, as ``<name>_<k>``. Returns every latent of ``inv_dir``."""
-    invert_folder(models.G, input_path, inv_dir, encoder=models.E,
-                  pti_steps=DEFAULT_PTI_STEPS if pti_steps is None else pti_steps, w_steps=w_steps,
-                  device=models.device, batch=batch_size, face_pipeline=face_pipeline)
+    invert_folder(models.G, input_path, inv_dir, models.E, config, device=models.device, face_pipeline=face_pipeline)
     return load_latents(models.G, inv_dir, device=models.device)
 
 

@@ -11,7 +11,7 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
 * an existing ``invert.py run`` folder (``inversions``) is reused: ``DIR/<stem>/`` when finished,
   else the image is inverted here (``keep_inversions`` saves new ones under ``OUTDIR/inversions``);
 * the folder loop (inputs, resume, chunks, unreadable files) is ``inversion.store.FolderRun``; the
-  options are one ``RestoreOptions``;
+  options are one ``RestoreOptions``, the inversion's settings one ``InversionConfig`` in it;
 * ``OUTDIR/restore.jsonl``: one line per image (file, source, seconds, steps, reconstruction
   PSNR / perceptual distance / LPIPS, and with ground truth the metrics of input and restored);
   unreadable files (every odd form ``dnnlib.image_io`` refuses) get a line with ``error`` and are
@@ -50,7 +50,8 @@ from faces.pipeline import FacePipeline, split_photos
 from metrics import image_metrics, niqe
 from metrics.compare import prepare_metrics, summarize
 
-from ..api import default_batch_size, invert_images, load_inversion, save_inversion
+from ..api import invert_images, load_inversion, save_inversion
+from ..config import InversionConfig, split_overrides
 from ..store import COMPARE_DIR, INVERSIONS_DIR, FolderRun, default_log, is_finished
 from .latents import Latent, generator_for, render
 from .photos import restore_photos
@@ -69,10 +70,7 @@ class RestoreOptions:
     keep_inversions: bool = False             # save new inversions under OUTDIR/inversions (for edit.py)
     metrics: Optional[Sequence[str]] = None   # with gt: psnr, ssim, lpips, niqe; None = all (lpips when available)
     lpips_backbone: str = "imagenet"          # 'random': debugging only
-    pti_steps: Optional[int] = None           # None: the inversion default
-    w_steps: Optional[int] = None             # None: 0 with an encoder, else the inversion default
-    batch_size: Optional[int] = None          # images inverted together; None: by device (default_batch_size)
-    perceptual: str = "auto"                  # perceptual loss of the inversion
+    inversion: InversionConfig = dataclasses.field(default_factory=InversionConfig)   # every inversion setting
     device: Any = "cpu"
     progress: bool = True
     face_pipeline: Optional[FacePipeline] = None   # whole photos (faces.pipeline); None = aligned crops
@@ -136,11 +134,14 @@ def sharp_image(G, res, name: str, device) -> np.ndarray:
 def restore_folder(G, input_path: str, outdir: str, encoder=None, options: Optional[RestoreOptions] = None,
                    log: Optional[Callable[[str], None]] = None, **overrides) -> Dict[str, Any]:
     """Restore every image under ``input_path`` into ``outdir`` (see the module docstring).
-    ``options`` (``RestoreOptions``; keyword ``overrides`` replace its fields): ``batch_size``
+    ``options`` (``RestoreOptions``; keyword ``overrides`` replace its fields, and those named
+    like an ``InversionConfig`` field, e.g. ``pti_steps``, its ``inversion``'s): ``batch_size``
     images are inverted together, each written as soon as it is finished; ``face_pipeline``:
     whole photos get their faces restored and pasted back (``photos.restore_photos``). Returns
     counts (inputs, written, skipped, failed, reused, faces, no_face) and, with ``gt``, the summary."""
-    opts = dataclasses.replace(options or RestoreOptions(), **overrides)
+    inv, rest = split_overrides(overrides)
+    opts = dataclasses.replace(options or RestoreOptions(), **rest)
+    opts = dataclasses.replace(opts, inversion=opts.inversion.replace(**inv))
     return _Restoration(G, encoder, input_path, outdir, opts, log or default_log).run()
 
 
@@ -164,13 +165,8 @@ class _Restoration:
         in_paths = {os.path.abspath(os.path.join(self.run_.root, s)) for s in self.run_.sources}
         if any(os.path.abspath(os.path.join(outdir, o)) in in_paths for _, o in self.jobs):
             raise UserError("an output would overwrite an input; choose another --outdir")
-        self.batch_size = int(opts.batch_size) if opts.batch_size is not None else default_batch_size(opts.device)
-        self.inv_options: Dict[str, Any] = {"perceptual": opts.perceptual, "device": opts.device,
-                                            "batch_size": self.batch_size}
-        if opts.pti_steps is not None:
-            self.inv_options["pti_steps"] = int(opts.pti_steps)
-        if opts.w_steps is not None:
-            self.inv_options["w_steps"] = int(opts.w_steps)
+        self.batch_size = opts.inversion.batch_for(opts.device)
+        self.config = opts.inversion.replace(batch_size=self.batch_size)
         self.input_path = input_path
         self.summary = {"inputs": len(self.jobs), "written": 0, "skipped": 0, "failed": 0, "reused": 0, "faces": 0,
                         "no_face": 0}
@@ -213,14 +209,13 @@ class _Restoration:
                        "inversions": opts.inversions, "gt": opts.gt, "compare": opts.compare,
                        "metrics": self.scorer.names if self.scorer else None,
                        "align": opts.face_pipeline.options() if opts.face_pipeline is not None else None,
-                       "fidelity": opts.fidelity,
-                       **{k: v for k, v in self.inv_options.items() if k != "device"}}, f, indent=2)
+                       "fidelity": opts.fidelity, "inversion": self.config.record()}, f, indent=2)
             f.write("\n")
 
     def _invert(self, images: List[np.ndarray], names: List[str], on_result=None) -> list:
         """One batched inversion of a list of uint8 images; ``on_result(i, result)`` as each finishes."""
-        return invert_images(self.G, images, encoder=self.encoder, names=names, progress=False, on_result=on_result,
-                             **self.inv_options)
+        return invert_images(self.G, images, self.encoder, self.config, device=self.opts.device, names=names,
+                             progress=False, on_result=on_result)
 
     def _restore_crops(self, crops: Sequence[tuple]) -> None:
         """Aligned crops: reuse a finished ``--inversions`` folder, else invert (all of them in one call)."""
