@@ -197,9 +197,3 @@ class ReconstructionLoss(torch.nn.Module):
         p = self.perceptual(x, y) if self.perceptual_weight else torch.zeros_like(l2)
         total = self.l2_weight * l2 + self.perceptual_weight * p
         return (total, {"l2": l2, "perceptual": p}) if return_terms else total
-
-
-def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of images in [-1, 1] (peak-to-peak 2) from per-image MSE [N]."""
-    return 10 * torch.log10(4.0 / mse.clamp(min=1e-12))
-

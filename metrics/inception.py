@@ -11,7 +11,6 @@ published by pytorch-fid (``pt_inception-2015-12-05-6726825d.pth``) and torch-fi
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -222,7 +221,3 @@ def resize_torch(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
 
 
 RESIZERS = {"tf1": resize_tf1, "torch": resize_torch}
-
-
-def fid_state_dict_keys(model: nn.Module) -> Sequence[str]:
-    return list(model.state_dict().keys())

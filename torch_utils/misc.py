@@ -4,12 +4,10 @@ from __future__ import annotations
 import ctypes
 import os
 import pickle
-import random
 import sys
 import time
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 
 from dnnlib.util import BadFileError, UserError
@@ -87,13 +85,6 @@ def keep_freed_cpu_memory() -> bool:
             ok = False
     _KEPT.append(ok)
     return ok
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % (1 << 32))
-    torch.manual_seed(seed)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
