@@ -132,10 +132,12 @@ def optimize_latents(G: nn.Module, target: torch.Tensor, loss_fn: Reconstruction
 # ---------------------------------------------------------------------------------------------
 # Stage 2: pivotal tuning.
 
-def _residual_stats(sharp: torch.Tensor, degraded: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    # sharp, degraded: [N, C, H, W] -> per-channel mean and std of the residual, each [N, C]
+def residual_stats(sharp: torch.Tensor, degraded: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of the degradation residual G(w, q) - G(w, 0), the statistics the
+    QC release's PTI keeps at the original generator's. sharp, degraded: [N, C, H, W] (or
+    [C, H, W]) -> (mean, std), each [N, C] (or [C]); differentiable (the stage-2 loss)."""
     r = degraded - sharp
-    return r.mean(dim=[2, 3]), r.std(dim=[2, 3])
+    return r.mean(dim=[-2, -1]), r.std(dim=[-2, -1])
 
 
 def _adam_step_(params: List[torch.Tensor], grads: List[torch.Tensor], m: List[torch.Tensor],
@@ -257,7 +259,7 @@ class PivotalTuner:
         """Per-image stage-2 loss [N] (reconstruction + residual statistics) and perceptual term [N]."""
         loss, terms = self.loss_fn(degraded, target, return_terms=True)
         if ref_stats is not None:
-            mean, std = _residual_stats(sharp, degraded)
+            mean, std = residual_stats(sharp, degraded)
             loss = loss + self.opts.degrad_weight * ((mean - ref_stats[0]).square().mean(dim=1)
                                                      + (std - ref_stats[1]).square().mean(dim=1))
         return loss, terms["perceptual"]
@@ -287,7 +289,7 @@ class PivotalTuner:
             frozen = self.base.run_blocks(ws, q, stop=self.start, pair=q is not None, noise_mode=NOISE_MODE)
             ref_stats = None
             if q is not None and self.opts.degrad_weight > 0:
-                ref_stats = _residual_stats(*self.render(self.base, ws, q, frozen))
+                ref_stats = residual_stats(*self.render(self.base, ws, q, frozen))
         return frozen, ref_stats
 
     def _final(self, delta: Optional[dict], ws, q, frozen: SynthesisState) -> Tuple[Optional[torch.Tensor], torch.Tensor]:

@@ -97,7 +97,7 @@ def test_edit_cli_monotonic_and_keeps_degradation(tmp_path, kind):
         edit_change = np.mean([_residual_change(mine[a], mine[0.0]) for a in STRENGTHS if a != 0])
         lat = seed_latents(G, [int(name[4:])])[0]
         sh, dq = synthesize(G, lat, novel_q(G.q_dim, [10, 11, 12]))
-        q_change = np.mean([_residual_change(E.residual_stats(dq[i], sh[0])["std"], mine[0.0]) for i in range(3)])
+        q_change = np.mean([_residual_change(E.residual_record(sh[0], dq[i])["std"], mine[0.0]) for i in range(3)])
         assert edit_change < 0.5 * q_change, (edit_change, q_change)
     # rerun: finished images are skipped
     r2 = CliRunner().invoke(edit.cli, args)

@@ -26,6 +26,7 @@ from faces.pipeline import load_face_info, paste_recorded
 from torch_utils.misc import assert_shape
 
 from ..config import InversionConfig
+from ..pti import residual_stats
 from ..store import INVERSIONS_DIR
 from .latents import Latent, find_inversions, generator_for, latents_from_images, load_latents, render
 from .photos import with_alpha
@@ -40,12 +41,10 @@ def edit_ws(w: torch.Tensor, direction: torch.Tensor, strengths: Sequence[float]
     return w.unsqueeze(0) + alphas * direction.to(w.dtype).unsqueeze(0)
 
 
-def residual_stats(degraded: torch.Tensor, sharp: torch.Tensor) -> Dict[str, List[float]]:
-    """Per-channel mean and std of the degradation residual G(w, q) - G(w, 0), the statistics the
-    release's PTI keeps close. degraded, sharp: [C, H, W] or [N, C, H, W] (stats per image)."""
-    r = (degraded - sharp).float()
-    r = r.flatten(-2)                                                   # [..., C, H*W]
-    return {"mean": r.mean(-1).tolist(), "std": r.std(-1).tolist()}
+def residual_record(sharp: torch.Tensor, degraded: torch.Tensor) -> Dict[str, List[float]]:
+    """``pti.residual_stats`` of a render as plain lists: sharp, degraded [C, H, W] or [N, C, H, W]."""
+    mean, std = residual_stats(sharp.float(), degraded.float())
+    return {"mean": mean.tolist(), "std": std.tolist()}
 
 
 def edit_latent(G, latent: Latent, direction: torch.Tensor, strengths: Sequence[float], device="cpu"):
@@ -85,7 +84,7 @@ def edit_latents(G, latents: Sequence[Latent], direction: torch.Tensor, strength
             for i, a in enumerate(strengths):
                 write_image(os.path.join(folder, f"degraded_{strength_tag(a)}.png"), d8[i])
                 write_image(os.path.join(folder, f"sharp_{strength_tag(a)}.png"), s8[i])
-                stats = residual_stats(deg[i], sharp[i])
+                stats = residual_record(sharp[i], deg[i])
                 append_jsonl(records_path, {"name": lat.name, "strength": a, "source": lat.source,
                                             "residual_mean": stats["mean"], "residual_std": stats["std"],
                                             **({"direction": direction_info} if direction_info else {})})
