@@ -112,6 +112,24 @@ def test_restore_fidelity_mixes_the_input_back(tmp_path, setup):
     assert bad.exit_code == 2 and "--fidelity" in bad.output and not os.path.exists(tmp_path / "bad")
 
 
+@pytest.mark.precision_auto
+def test_restore_runs_float32_whatever_auto_picks(tmp_path, setup, monkeypatch):
+    """Inversion and restoration have no precision option: they run float32 on every CPU (PTI's
+    small gradients), so what ``auto`` picks elsewhere (QC_AUTO_PRECISION) changes no pixel."""
+    G, net, inp, gt, sizes = setup
+    outs = []
+    for choice in ("bf16", "fp32"):
+        monkeypatch.setenv("QC_AUTO_PRECISION", choice)
+        out = tmp_path / choice
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = CliRunner().invoke(restore.main, ["--network", str(net), "--input", str(inp / "a.png"),
+                                                  "--outdir", str(out)] + FAST)
+        assert r.exit_code == 0, (r.output, r.stderr)
+        outs.append(read_image(str(out / "a.png")))
+    assert np.array_equal(outs[0], outs[1])
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--input", "nowhere"], "--input not found"),
     (["--metrics", "psnr"], "--metrics needs --gt"),

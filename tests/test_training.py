@@ -237,3 +237,29 @@ def test_smoke_trains_a_few_kimg_and_learns(blobs, tmp_path):
     more = training_loop(str(tmp_path / "r2"), _opts(blobs, kimg=2.5, tick_kimg=0.5, snap=0, resume=out["snapshot"]))
     state = ckpt.load_network(more["snapshot"])["training_state"]
     assert 2.5 <= more["kimg"] < 2.51 and state["cur_nimg"] == round(more["kimg"] * 1000)   # whole batches
+
+
+@pytest.mark.precision_auto
+def test_auto_precision_steps_like_fp32_with_float32_master_weights(blobs, tmp_path):
+    """--precision auto as the CPU resolves it (bf16 where native; ``make test-isa`` forces bf16 on
+    every CPU with QC_AUTO_PRECISION): the choice is recorded, the first step's losses are those of
+    fp32 up to bf16 rounding, and the weights, optimiser state and snapshot stay float32 (bf16 is an
+    autocast of the compute, never of the stored weights)."""
+    from torch_utils.misc import resolve_precision
+    auto = _opts(blobs, kimg=0.008, snap=0, precision="auto")
+    assert auto.precision == resolve_precision("auto", "cpu")["precision"]
+    assert auto.precision_info["auto_override"] == resolve_precision("auto", "cpu")["auto_override"]
+    out_auto = training_loop(str(tmp_path / "auto"), auto)
+    out_fp32 = training_loop(str(tmp_path / "fp32"), _opts(blobs, kimg=0.008, snap=0))
+    nets = ckpt.load_network(out_auto["snapshot"])
+    for key in ("G", "G_ema", "D", "D_degraded"):
+        assert {v.dtype for v in nets[key].state_dict().values() if v.is_floating_point()} == {torch.float32}, key
+    for group in nets["training_state"]["optimizers"].values():
+        for state in group["state"].values():
+            assert all(v.dtype == torch.float32 for v in state.values() if torch.is_tensor(v) and v.ndim)
+    a = read_jsonl(os.path.join(tmp_path, "auto", "stats.jsonl"))[0]
+    b = read_jsonl(os.path.join(tmp_path, "fp32", "stats.jsonl"))[0]
+    losses = [k for k in b if k.startswith("Loss/")]
+    assert losses
+    for k in losses:       # one step from the same weights and data: bf16 rounding apart (0.05 abs + 5 %)
+        assert abs(a[k]["mean"] - b[k]["mean"]) <= 0.05 + 0.05 * abs(b[k]["mean"]), (k, a[k], b[k])
