@@ -17,11 +17,14 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
   unreadable files (every odd form ``dnnlib.image_io`` refuses) get a line with ``error`` and are
   skipped; finished images are skipped on a rerun, so running the same command again resumes
   (and retries the failed ones); when no input can be processed at all, a ``UserError`` ends it;
-* ``fidelity`` f in [0, 1]: the output is ``(1 - f) restored + f input`` at the input's size (for
-  whole photos: each face pasted back at opacity 1 - f, so pixels outside the faces stay
-  unchanged); 0, the default, is the paper's G_θ(w, 0); a higher f keeps more of the input's
-  identity and detail and more of its degradation (the fidelity knob of face restorers such as
-  CodeFormer; measured in ``docs/applications.md``);
+* ``fidelity`` (``fidelity.py``): how much of the input the output keeps. ``'auto'`` (the default)
+  picks f per image from the model's own estimate of how degraded the input is (the severity,
+  RMS of G_θ(w, q) - G_θ(w, 0)) with the network's calibrated curve: a sharp input is left as it
+  is, a degraded one restored as far as the model is trusted. A fixed f in [0, 1] applies to every
+  image. For f > 0 the output is the input plus (1 - f) of what the model changed, upsampled to the
+  input's size, so detail above the model's resolution stays the input's (at the model's size
+  this is ``(1 - f) restored + f input``); f = 0 is the paper's G_θ(w, 0) itself. Each record
+  holds ``fidelity``, ``severity`` and ``q_norm``; whole photos get the same per face;
 * ``compare``: ``OUTDIR/compare/<name>.png`` = input | restored (| ground truth), at input size;
 * whole photos (``face_pipeline``, ``restore.py --align``): each face is detected, aligned to the
   model's template, restored (the faces of a chunk of photos go to the inversion as one list) and
@@ -50,8 +53,9 @@ from faces.pipeline import FacePipeline, split_photos
 from metrics import image_metrics, niqe
 from metrics.compare import prepare_metrics, summarize
 
-from ..api import default_batch_size, invert_images, load_inversion, save_inversion
+from ..api import default_batch_size, invert_images, load_inversion, prepare_image, save_inversion
 from ..store import COMPARE_DIR, INVERSIONS_DIR, FolderRun, default_log, is_finished
+from . import fidelity as fid
 from .latents import Latent, generator_for, render
 from .photos import restore_photos
 
@@ -76,7 +80,9 @@ class RestoreOptions:
     device: Any = "cpu"
     progress: bool = True
     face_pipeline: Optional[FacePipeline] = None   # whole photos (faces.pipeline); None = aligned crops
-    fidelity: float = 0.0                     # output = (1 - f) restored + f input (0: G(w, 0) itself; 1: the input)
+    fidelity: fid.Fidelity = "auto"           # 'auto': per image from the model's severity (fidelity.py); f in [0, 1]:
+                                              # input + (1 - f) (restored - input) (0: G(w, 0) itself; 1: the input)
+    fidelity_curve: Optional[fid.FidelityCurve] = None   # for 'auto'; None: fidelity.GENERIC_CURVE
 
 
 def find_gt(gt_dir: str, source: str) -> Optional[str]:
@@ -125,12 +131,23 @@ def summarize_records(records: Sequence[dict], names: Sequence[str]) -> Dict[str
             for kind in ("input", "restored")}
 
 
-def sharp_image(G, res, name: str, device) -> np.ndarray:
-    """uint8 [R, R, C]: G_θ(w, 0) of an inversion (its stored render, or rendered here)."""
-    if res.sharp is not None:
-        return np.asarray(res.sharp)
+def model_renders(G, res, name: str, device) -> tuple:
+    """uint8 [R, R, C] each: G_θ(w, 0) and G_θ(w, q) of an inversion (its stored renders, or
+    rendered here)."""
+    if res.sharp is not None and res.reconstruction is not None:
+        return np.asarray(res.sharp), np.asarray(res.reconstruction)
     lat = Latent(name=name, w=torch.as_tensor(res.w).float(), q=torch.as_tensor(res.q).float(), delta=res.delta)
-    return np.asarray(image_io.to_uint8_hwc(render(generator_for(G, lat), lat.w[None], None, device=device)[0])[0])
+    sharp, deg = render(generator_for(G, lat), lat.w[None], lat.q[None], device=device)
+    return (np.asarray(image_io.to_uint8_hwc(sharp)[0]),
+            np.asarray(image_io.to_uint8_hwc(deg)[0]) if deg is not None else None)
+
+
+def choose_fidelity(opts: "RestoreOptions", res, sharp: np.ndarray, reconstruction: Optional[np.ndarray]
+                    ) -> fid.FidelityChoice:
+    """The fidelity of one restored image or face (``opts.fidelity``: fixed, or 'auto' by the curve)."""
+    q = torch.as_tensor(res.q).float()
+    q_norm = float(q.norm()) if q.numel() else None
+    return fid.choose(opts.fidelity, opts.fidelity_curve or fid.GENERIC_CURVE, reconstruction, sharp, q_norm)
 
 
 def restore_folder(G, input_path: str, outdir: str, encoder=None, options: Optional[RestoreOptions] = None,
@@ -152,8 +169,7 @@ class _Restoration:
             raise UserError("restoration needs a QC generator (q_dim > 0); this network is plain StyleGAN2")
         if opts.gt is not None and not os.path.isdir(opts.gt):
             raise UserError(f"--gt must be a folder: {opts.gt}")
-        if not 0.0 <= opts.fidelity <= 1.0:
-            raise UserError(f"--fidelity must be in [0, 1], got {opts.fidelity}")
+        opts.fidelity = fid.check_fidelity(opts.fidelity)
         if opts.inversions is not None and not os.path.isdir(opts.inversions):
             raise UserError(f"--inversions folder not found: {opts.inversions}")
         self.G, self.encoder, self.outdir, self.opts, self.log = G, encoder, outdir, opts, log
@@ -214,6 +230,7 @@ class _Restoration:
                        "metrics": self.scorer.names if self.scorer else None,
                        "align": opts.face_pipeline.options() if opts.face_pipeline is not None else None,
                        "fidelity": opts.fidelity,
+                       "fidelity_curve": (opts.fidelity_curve or fid.GENERIC_CURVE).to_dict() if opts.fidelity == "auto" else None,
                        **{k: v for k, v in self.inv_options.items() if k != "device"}}, f, indent=2)
             f.write("\n")
 
@@ -264,27 +281,27 @@ class _Restoration:
                     "restored": self.scorer(restored, gt_img)}
 
         return restore_photos(self.opts.face_pipeline, photos, alphas, self.outdir, invert_fn=self._invert,
-                              sharp_fn=lambda res, name: sharp_image(self.G, res, name, self.opts.device),
+                              renders_fn=lambda res, name: model_renders(self.G, res, name, self.opts.device),
+                              fidelity_fn=lambda res, sharp, recon: choose_fidelity(self.opts, res, sharp, recon),
                               inversions=self.opts.inversions, keep_inversions=self.opts.keep_inversions,
                               compare=self.opts.compare, score_fn=score if self.scorer is not None else None,
-                              fidelity=self.opts.fidelity, log=log)
+                              log=log)
 
     def _finish_image(self, res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> dict:
         """Render (or take) G_θ(w, 0), resize back, write it, score it. Returns its record."""
         gt, log = self.opts.gt, self.log
         h, w = img.shape[:2]
-        sharp = sharp_image(self.G, res, out_rel, self.opts.device)
-        restored = image_io.resize(np.asarray(sharp), h, w)
-        if restored.shape[2] != img.shape[2]:
-            restored = np.repeat(restored, img.shape[2], axis=2) if restored.shape[2] == 1 else restored[:, :, :img.shape[2]]
-        restored = image_io.blend(restored, img, self.opts.fidelity)
+        sharp, recon = model_renders(self.G, res, out_rel, self.opts.device)
+        choice = choose_fidelity(self.opts, res, sharp, recon)
+        model_in = prepare_image(img, sharp.shape[0], sharp.shape[2])
+        restored = fid.compose(img, model_in, sharp, choice.fidelity)
         image_io.write_image(os.path.join(self.outdir, out_rel), restored)
         stats = dict(res.stats or {})
         rec: Dict[str, Any] = {"file": out_rel, "source": src, "size": [h, w], "seconds": round(seconds, 3),
                                "reused_inversion": reused, "w_steps": stats.get("w_steps"),
                                "pti_steps": stats.get("pti_steps"), "psnr": stats.get("psnr"),
                                "lpips": stats.get("lpips"), "perceptual": stats.get("perceptual"),
-                               "perceptual_loss": stats.get("perceptual_loss")}
+                               "perceptual_loss": stats.get("perceptual_loss"), **choice.record()}
         tiles = [img, restored]
         if gt is not None:
             gt_path = find_gt(gt, src)
