@@ -20,6 +20,7 @@ from metrics.image_metrics import psnr
 from torch_utils.misc import keep_freed_cpu_memory
 
 from .delta import delta_nbytes, load_delta, save_delta
+from .encoders import encode_images
 from .losses import PerceptualLoss, ReconstructionLoss
 from .pti import PivotalTuner, PTIOptions, optimize_latents
 
@@ -143,7 +144,7 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
         ws_init = q_init = None
         if encoder is not None:
             with torch.no_grad():
-                ws_init, q_init = encoder(target)
+                ws_init, q_init = encode_images(encoder, batch, target)   # the official pSp encoder reads the originals
         ws, q = optimize_latents(G, target, loss_fn, w_steps, opts, ws_init, q_init)
         with torch.no_grad():
             stage1 = to_uint8_hwc(G.synthesis(ws, q, noise_mode="const"))
