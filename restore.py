@@ -43,7 +43,7 @@ class FidelityType(click.ParamType):
 @click.option("--encoder", default=None, help="Encoder checkpoint (w, q start) [default: the shipped encoder with the shipped model, else optimisation from w_avg].")
 @click.option("--input", "input_path", required=True, type=click.Path(), help="Image file or folder (recursive).")
 @click.option("--outdir", required=True, type=click.Path(), help="Output folder (must differ from --input).")
-@click.option("--inversions", default=None, type=click.Path(), help="Reuse an invert.py run folder (DIR/<name>/).")
+@click.option("--inversions", default=None, type=click.Path(), help="Reuse an invert.py run folder (DIR/<name>/), or start PTI from the official release's pSp outputs (DIR/latent/ + DIR/org/; use --input DIR/org).")
 @click.option("--keep-inversions", is_flag=True, help="Save new inversions under OUTDIR/inversions (for edit.py).")
 @click.option("--gt", default=None, type=click.Path(), help="Ground-truth folder (same relative paths) for metrics.")
 @click.option("--metrics", default=None, help="With --gt: comma list of psnr, ssim, lpips, niqe [default: all; lpips skipped with a note when its weights are absent].")

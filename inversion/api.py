@@ -17,9 +17,10 @@ from tqdm import tqdm
 from dnnlib.image_io import from_uint8_hwc, read_image, resize, to_uint8_hwc, write_image
 from dnnlib.util import UserError, atomic_write
 from metrics.image_metrics import psnr
-from torch_utils.misc import keep_freed_cpu_memory
+from torch_utils.misc import assert_shape, keep_freed_cpu_memory
 
 from .delta import delta_nbytes, load_delta, save_delta
+from .encoders import encode_images
 from .losses import PerceptualLoss, ReconstructionLoss
 from .pti import PivotalTuner, PTIOptions, optimize_latents
 
@@ -96,7 +97,8 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
                   progress: bool = True, batch_size: Optional[int] = None,
                   perceptual: Union[str, PerceptualLoss] = "auto", options: Optional[PTIOptions] = None,
                   names: Optional[Sequence[str]] = None,
-                  on_result: Optional[Callable[[int, InversionResult], None]] = None) -> List[InversionResult]:
+                  on_result: Optional[Callable[[int, InversionResult], None]] = None,
+                  pivots: Optional[Sequence[tuple]] = None) -> List[InversionResult]:
     """Invert uint8 RGB images ``[H, W, 3]`` (any size; resized to the model's) into ``G``.
 
     Images go in batches of ``batch_size`` (default ``default_batch_size(device)``): stage 1 is
@@ -105,7 +107,9 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
     result's delta is then None), each image of the batch with its own tuned tensors and early
     stop. An image's result does not depend on its batch (up to float rounding). ``on_result(i,
     result)`` is called as soon as image ``i`` is finished (so callers can write it at once).
-    ``G`` is not modified. Returns one ``InversionResult`` per image, in order.
+    ``G`` is not modified. Returns one ``InversionResult`` per image, in order. ``pivots``: one
+    given stage-1 start per image, ``(ws [num_ws, w_dim], q [q_dim])`` (e.g. the release's pSp
+    codes, ``inversion.official_outputs``), used instead of the encoder's.
 
     Memory: a batch holds ``batch_size`` x 4 float32 copies of the tuned tensors (values,
     gradients, two Adam moments) besides the activations; see docs/inversion.md.
@@ -119,8 +123,10 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
     if batch_size < 1:
         raise UserError(f"batch size must be >= 1, got {batch_size}")
     opts = copy.deepcopy(options) if options is not None else PTIOptions()
+    if pivots is not None and len(pivots) != len(images):
+        raise UserError(f"{len(pivots)} pivots for {len(images)} images")
     if w_steps is None:
-        w_steps = 0 if encoder is not None else DEFAULT_W_STEPS
+        w_steps = 0 if (encoder is not None or pivots is not None) else DEFAULT_W_STEPS
     if w_steps < 0 or pti_steps < 0:
         raise UserError("step counts must be >= 0")
     G = copy.deepcopy(G).eval().requires_grad_(False).to(dev)      # frozen base, never the caller's
@@ -141,9 +147,14 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
         target = from_uint8_hwc(prepared, device=dev)
         t0 = time.perf_counter()
         ws_init = q_init = None
-        if encoder is not None:
+        if pivots is not None:
+            ws_init = torch.stack([torch.as_tensor(p[0]).float() for p in pivots[lo:lo + batch_size]]).to(dev)
+            q_init = torch.stack([torch.as_tensor(p[1]).float() for p in pivots[lo:lo + batch_size]]).to(dev)
+            assert_shape(ws_init, [len(batch), G.num_ws, G.w_dim])       # [B, num_ws, w_dim]
+            assert_shape(q_init, [len(batch), G.q_dim])                   # [B, q_dim]
+        elif encoder is not None:
             with torch.no_grad():
-                ws_init, q_init = encoder(target)
+                ws_init, q_init = encode_images(encoder, batch, target)   # the official pSp encoder reads the originals
         ws, q = optimize_latents(G, target, loss_fn, w_steps, opts, ws_init, q_init)
         with torch.no_grad():
             stage1 = to_uint8_hwc(G.synthesis(ws, q, noise_mode="const"))

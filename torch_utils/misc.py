@@ -7,6 +7,7 @@ import pickle
 import random
 import sys
 import time
+import zipfile
 from typing import Optional, Sequence
 
 import numpy as np
@@ -106,13 +107,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def load_torch_file(path: str, what: str = "file"):
+def load_torch_file(path: str, what: str = "file", mmap: bool = False):
     """``torch.load(path, weights_only=True)`` on CPU with one-line errors: missing file
     (``UserError``), refused content (anything but tensors and plain data: nothing is executed) and
-    corrupt or truncated bytes (``BadFileError``, exit status 2 in the CLIs)."""
+    corrupt or truncated bytes (``BadFileError``, exit status 2 in the CLIs). ``mmap``: map the
+    file instead of reading it (only the tensors used are ever read; files in the pre-1.6 format
+    are read whole)."""
     if not os.path.isfile(path):
         raise UserError(f"{what} not found: {path}")
     try:
+        if mmap and zipfile.is_zipfile(path):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise BadFileError(f"{path}: refused or unreadable torch file (weights_only=True): "

@@ -10,6 +10,9 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
   image to R x R);
 * an existing ``invert.py run`` folder (``inversions``) is reused: ``DIR/<stem>/`` when finished,
   else the image is inverted here (``keep_inversions`` saves new ones under ``OUTDIR/inversions``);
+  the official release's pSp output folder (``latent/`` + ``org/``, ``inversion.official_outputs``)
+  gives the pivot (w, q) of each input named like its ``org/`` image, and PTI runs from it (the
+  release's stage 2; ``pti_steps=0``: the pSp codes alone);
 * the folder loop (inputs, resume, chunks, unreadable files) is ``inversion.store.FolderRun``; the
   options are one ``RestoreOptions``;
 * ``OUTDIR/restore.jsonl``: one line per image (file, source, seconds, steps, reconstruction
@@ -54,6 +57,7 @@ from metrics import image_metrics, niqe
 from metrics.compare import prepare_metrics, summarize
 
 from ..api import default_batch_size, invert_images, load_inversion, prepare_image, save_inversion
+from ..official_outputs import is_official_outputs, pivot_ws, read_official_outputs
 from ..store import COMPARE_DIR, INVERSIONS_DIR, FolderRun, default_log, is_finished
 from . import fidelity as fid
 from .latents import Latent, generator_for, render
@@ -173,6 +177,10 @@ class _Restoration:
         if opts.inversions is not None and not os.path.isdir(opts.inversions):
             raise UserError(f"--inversions folder not found: {opts.inversions}")
         self.G, self.encoder, self.outdir, self.opts, self.log = G, encoder, outdir, opts, log
+        self.pivots: Dict[str, tuple] = {}           # the release's pSp output folder as --inversions: name -> (ws, q)
+        if opts.inversions is not None and is_official_outputs(opts.inversions):
+            self.pivots = {p.name: (pivot_ws(p, G.num_ws), p.q)
+                           for p in read_official_outputs(opts.inversions, G.w_dim, G.q_dim)}
         self.run_ = FolderRun(input_path, outdir, RECORDS_FILE, "restore", opts.progress, log)
         self.scorer = ImageScorer(opts.metrics or (), opts.lpips_backbone, opts.device, log) if opts.gt is not None else None
         stems = image_io.output_stems(self.run_.sources)
@@ -234,10 +242,11 @@ class _Restoration:
                        **{k: v for k, v in self.inv_options.items() if k != "device"}}, f, indent=2)
             f.write("\n")
 
-    def _invert(self, images: List[np.ndarray], names: List[str], on_result=None) -> list:
-        """One batched inversion of a list of uint8 images; ``on_result(i, result)`` as each finishes."""
+    def _invert(self, images: List[np.ndarray], names: List[str], on_result=None, pivots=None) -> list:
+        """One batched inversion of a list of uint8 images; ``on_result(i, result)`` as each finishes;
+        ``pivots``: given stage-1 starts (the release's pSp codes) instead of the encoder's."""
         return invert_images(self.G, images, encoder=self.encoder, names=names, progress=False, on_result=on_result,
-                             **self.inv_options)
+                             pivots=pivots, **self.inv_options)
 
     def _restore_crops(self, crops: Sequence[tuple]) -> None:
         """Aligned crops: reuse a finished ``--inversions`` folder, else invert (all of them in one call)."""
@@ -248,16 +257,21 @@ class _Restoration:
                 self._write(load_inversion(folder), src, out_rel, img, 0.0, True)
             else:
                 fresh.append((src, out_rel, img))
-        if not fresh:
-            return
+        stem = lambda job: os.path.splitext(job[1])[0]                     # noqa: E731
+        pivoted = [job for job in fresh if stem(job) in self.pivots]      # the release's pSp codes: PTI from them
+        others = [job for job in fresh if stem(job) not in self.pivots]
+        for group, pivots in ((pivoted, [self.pivots[stem(j)] for j in pivoted]), (others, None)):
+            if group:
+                self._invert([im for _, _, im in group], [stem(j) for j in group], on_result=self._on_result(group),
+                             pivots=pivots)
 
-        def finished(i: int, res) -> None:          # as soon as image i is finished
-            src, out_rel, img = fresh[i]
+    def _on_result(self, group: Sequence[tuple]):
+        def finished(i: int, res) -> None:          # as soon as image i of the group is finished
+            src, out_rel, img = group[i]
             if self.opts.keep_inversions:
                 save_inversion(os.path.join(self.outdir, INVERSIONS_DIR, os.path.splitext(out_rel)[0]), res)
             self._write(res, src, out_rel, img, res.stats["seconds_stage1"] + res.stats["seconds_stage2"], False)
-
-        self._invert([im for _, _, im in fresh], [os.path.splitext(o)[0] for _, o, _ in fresh], on_result=finished)
+        return finished
 
     def _write(self, res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> None:
         append_jsonl(self.run_.records, self._finish_image(res, src, out_rel, img, seconds, reused))
