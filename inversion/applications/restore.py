@@ -77,6 +77,7 @@ class RestoreOptions:
     progress: bool = True
     face_pipeline: Optional[FacePipeline] = None   # whole photos (faces.pipeline); None = aligned crops
     fidelity: float = 0.0                     # output = (1 - f) restored + f input (0: G(w, 0) itself; 1: the input)
+    on_step: Optional[Callable[[str, int, int], None]] = None   # progress: (stage, step, steps) of each inversion step
 
 
 def find_gt(gt_dir: str, source: str) -> Optional[str]:
@@ -220,7 +221,7 @@ class _Restoration:
     def _invert(self, images: List[np.ndarray], names: List[str], on_result=None) -> list:
         """One batched inversion of a list of uint8 images; ``on_result(i, result)`` as each finishes."""
         return invert_images(self.G, images, encoder=self.encoder, names=names, progress=False, on_result=on_result,
-                             **self.inv_options)
+                             on_step=self.opts.on_step, **self.inv_options)
 
     def _restore_crops(self, crops: Sequence[tuple]) -> None:
         """Aligned crops: reuse a finished ``--inversions`` folder, else invert (all of them in one call)."""
