@@ -263,3 +263,14 @@ def test_explore_cli_serves_and_stops(tmp_path):
         proc.wait(timeout=30)
     res = _run("explore.py", "--network", str(tmp_path / "missing.pt"))
     assert res.returncode != 0 and "error" in res.stderr
+
+
+def test_named_q_directions_beside_the_network(tmp_path):
+    from explorer.session import load_q_directions
+    net = tmp_path / "net.pt"
+    assert load_q_directions(str(net), 4) == {}                              # the shipped card defines none
+    (tmp_path / "net-q-directions.json").write_text(json.dumps({"blur": [1, 0, 0, 0], "noise": [0, 2.5, 0, 0]}))
+    assert load_q_directions(str(net), 4) == {"blur": [1.0, 0.0, 0.0, 0.0], "noise": [0.0, 2.5, 0.0, 0.0]}
+    (tmp_path / "net-q-directions.json").write_text(json.dumps({"blur": [1, 0]}))
+    with pytest.raises(UserError, match="list of 4 numbers"):
+        load_q_directions(str(net), 4)
