@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # torch/torchvision pinned for this environment's local wheels; setup.py itself asks for a range.
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv test test-isa test-slow demo bench clean
+.PHONY: venv test test-isa test-slow demo explore bench clean
 
 $(STAMP): setup.py
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -47,6 +47,10 @@ test-slow: $(STAMP)
 
 demo: $(STAMP)
 	$(VPY) demo.py --outdir demo-out
+
+# The interactive page on http://127.0.0.1:8765/ (shipped model; Ctrl-C stops it). ARGS="--network FILE ..."
+explore: $(STAMP)
+	$(VPY) explore.py $(ARGS)
 
 bench: $(STAMP)
 	$(VPY) benchmarks/bench_generate.py

@@ -98,7 +98,8 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
                   perceptual: Union[str, PerceptualLoss] = "auto", options: Optional[PTIOptions] = None,
                   names: Optional[Sequence[str]] = None,
                   on_result: Optional[Callable[[int, InversionResult], None]] = None,
-                  pivots: Optional[Sequence[tuple]] = None) -> List[InversionResult]:
+                  pivots: Optional[Sequence[tuple]] = None,
+                  on_step: Optional[Callable[[str, int, int], None]] = None) -> List[InversionResult]:
     """Invert uint8 RGB images ``[H, W, 3]`` (any size; resized to the model's) into ``G``.
 
     Images go in batches of ``batch_size`` (default ``default_batch_size(device)``): stage 1 is
@@ -106,7 +107,8 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
     ``DEFAULT_W_STEPS`` without); stage 2 is up to ``pti_steps`` of pivotal tuning (0 = skip; the
     result's delta is then None), each image of the batch with its own tuned tensors and early
     stop. An image's result does not depend on its batch (up to float rounding). ``on_result(i,
-    result)`` is called as soon as image ``i`` is finished (so callers can write it at once).
+    result)`` is called as soon as image ``i`` is finished (so callers can write it at once);
+    ``on_step(stage, k, steps)`` after each optimisation step of a batch (stage 'stage1' or 'pti').
     ``G`` is not modified. Returns one ``InversionResult`` per image, in order. ``pivots``: one
     given stage-1 start per image, ``(ws [num_ws, w_dim], q [q_dim])`` (e.g. the release's pSp
     codes, ``inversion.official_outputs``), used instead of the encoder's.
@@ -155,7 +157,7 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
         elif encoder is not None:
             with torch.no_grad():
                 ws_init, q_init = encode_images(encoder, batch, target)   # the official pSp encoder reads the originals
-        ws, q = optimize_latents(G, target, loss_fn, w_steps, opts, ws_init, q_init)
+        ws, q = optimize_latents(G, target, loss_fn, w_steps, opts, ws_init, q_init, on_step=on_step)
         with torch.no_grad():
             stage1 = to_uint8_hwc(G.synthesis(ws, q, noise_mode="const"))
         sec1 = (time.perf_counter() - t0) / len(batch)
@@ -172,7 +174,7 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
                 on_result(lo + i, res)
 
         if tuner is not None:
-            tuner.tune_batch(ws, q, target, pti_steps, on_done=done)
+            tuner.tune_batch(ws, q, target, pti_steps, on_done=done, on_step=on_step)
         else:
             t0 = time.perf_counter()
             with torch.no_grad():

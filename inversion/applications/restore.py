@@ -87,6 +87,7 @@ class RestoreOptions:
     fidelity: fid.Fidelity = "auto"           # 'auto': per image from the model's severity (fidelity.py); f in [0, 1]:
                                               # input + (1 - f) (restored - input) (0: G(w, 0) itself; 1: the input)
     fidelity_curve: Optional[fid.FidelityCurve] = None   # for 'auto'; None: fidelity.GENERIC_CURVE
+    on_step: Optional[Callable[[str, int, int], None]] = None   # progress: (stage, step, steps) of each inversion step
 
 
 def find_gt(gt_dir: str, source: str) -> Optional[str]:
@@ -246,7 +247,7 @@ class _Restoration:
         """One batched inversion of a list of uint8 images; ``on_result(i, result)`` as each finishes;
         ``pivots``: given stage-1 starts (the release's pSp codes) instead of the encoder's."""
         return invert_images(self.G, images, encoder=self.encoder, names=names, progress=False, on_result=on_result,
-                             pivots=pivots, **self.inv_options)
+                             pivots=pivots, on_step=self.opts.on_step, **self.inv_options)
 
     def _restore_crops(self, crops: Sequence[tuple]) -> None:
         """Aligned crops: reuse a finished ``--inversions`` folder, else invert (all of them in one call)."""
