@@ -263,3 +263,30 @@ def test_auto_precision_steps_like_fp32_with_float32_master_weights(blobs, tmp_p
     assert losses
     for k in losses:       # one step from the same weights and data: bf16 rounding apart (0.05 abs + 5 %)
         assert abs(a[k]["mean"] - b[k]["mean"]) <= 0.05 + 0.05 * abs(b[k]["mean"]), (k, a[k], b[k])
+
+
+def test_slim_checkpoint_resumes_a_degrad_run_from_git_sized_files(blobs, tmp_path):
+    """The campaign hand-over (convert_network.py --slim-base): G/G_ema as exact differences from a
+    base G_ema beside the file, D_degraded in bfloat16, no optimiser moments; the slim file loads
+    with weights_only, gives the snapshot's generators bit for bit, and a run resumed from it
+    continues at the snapshot's kimg. A base that changed afterwards is refused."""
+    from training.checkpoint import convert_network, slim_checkpoint
+    out = training_loop(str(tmp_path / "a"), _opts(blobs, kimg=0.016, train_blocks="degrad", snap=0))
+    ship = tmp_path / "ship"
+    ship.mkdir()
+    convert_network(out["snapshot"], str(ship / "release.pt"), only=["G_ema"])
+    sizes = slim_checkpoint(out["snapshot"], str(ship / "campaign.pt"), str(ship / "release.pt"))
+    full_bytes = sum(v.numel() * 4 for v in ckpt.load_network(out["snapshot"])["G"].state_dict().values())
+    assert sizes["G_ema"] == 0 and 0 < sizes["G"] < full_bytes          # only the DegradBlocks' tensors
+    torch.load(str(ship / "campaign.pt"), weights_only=True)
+    full, slim = ckpt.load_network(out["snapshot"]), ckpt.load_network(str(ship / "campaign.pt"))
+    for net in ("G", "G_ema"):
+        for name, value in full[net].state_dict().items():
+            assert torch.equal(value, slim[net].state_dict()[name]), (net, name)
+    assert slim["training_state"]["optimizers"] == {} and slim["training_state"]["cur_nimg"] == 16
+    more = training_loop(str(tmp_path / "b"), _opts(blobs, kimg=0.032, train_blocks="degrad", snap=0,
+                                                    resume=str(ship / "campaign.pt")))
+    assert ckpt.load_network(more["snapshot"])["training_state"]["cur_nimg"] == 32
+    convert_network(more["snapshot"], str(ship / "release.pt"), only=["G_ema"])   # the base moves on
+    with pytest.raises(UserError, match="changed since this file was written"):
+        ckpt.load_network(str(ship / "campaign.pt"))
