@@ -12,8 +12,9 @@ from inversion.applications import fidelity as fid
 
 
 def test_curve_keeps_sharp_inputs_and_falls_to_its_floor():
-    c = fid.FidelityCurve(sharp_below=0.02, floor=0.3, scale=0.01)
-    assert c(0.0) == 1.0 and c(0.02) == 1.0
+    c = fid.FidelityCurve(sharp_below=0.02, floor=0.3, scale=0.01, detail_low=0.0, detail_high=1.0)
+    assert c(0.0) == 1.0 and c(0.02) == 1.0 and c(0.01, 0.5) == 1.0
+    assert c(0.01, -0.2) == 0.3 and c(0.01, 1.3) == 0.3               # detail unlike a clean face's: the floor
     assert c(0.03) == pytest.approx(0.3 + 0.7 * np.exp(-1))
     assert 0.3 < c(0.2) < 0.3 + 1e-6
     values = [c(s) for s in np.linspace(0, 0.2, 50)]
@@ -31,7 +32,8 @@ def test_severity_is_zero_at_q0_and_linear_in_the_residual():
 
 def test_choose_fixed_and_auto():
     sharp = np.zeros((8, 8, 3), np.uint8)
-    assert fid.choose(0.25, fid.GENERIC_CURVE, None, sharp, 1.0).record() == {"fidelity": 0.25, "severity": None, "q_norm": 1.0}
+    assert fid.choose(0.25, fid.GENERIC_CURVE, None, sharp, 1.0).record() == {"fidelity": 0.25, "severity": None,
+                                                                              "detail": None, "q_norm": 1.0}
     clean = fid.choose("auto", fid.GENERIC_CURVE, sharp, sharp, 0.0)
     assert clean.fidelity == 1.0 and clean.severity == 0.0
     with pytest.raises(ValueError):
@@ -68,10 +70,10 @@ def test_fit_curve_finds_the_threshold_and_helps_degraded_faces(tmp_path):
     inputs = np.clip(clean + noise, 0, 255)
     restored = np.clip(clean + rng.normal(0, 8, clean.shape), 0, 255)              # a fair restorer
     sev = np.where(is_clean, rng.uniform(0.0, 0.01, 40), rng.uniform(0.05, 0.1, 40))
-    curve, rep = fid.fit_curve(sev, restored, inputs, clean, is_clean)
-    assert curve.sharp_below <= 0.01 + 1e-9 and rep["clean"] == 20
-    assert rep["mean_fidelity"]["clean"] > 0.9 and rep["mean_fidelity"]["degraded"] < 0.6
-    assert rep["psnr_gain_db"]["degraded"] > 1.0 and rep["psnr_gain_db"]["clean"] > -0.5
+    curve, rep = fid.fit_curve(sev, restored, inputs, clean, is_clean, details=np.zeros(40))
+    assert curve.sharp_below <= 0.011 + 1e-9 and rep["clean"] == 20 and rep["degraded_flagged"] == 20
+    assert rep["mean_fidelity"]["clean"] == 1.0 and rep["mean_fidelity"]["degraded"] < 0.6
+    assert rep["psnr_gain_db"]["degraded"] > 1.0 and rep["psnr_gain_db"]["clean"] == 0.0
     path = tmp_path / "net.pt"
     curve.save(fid.curve_path(str(path)), rep)
     loaded, where = fid.load_curve(str(path))

@@ -1,22 +1,29 @@
 """Restoration that does no harm: a fidelity per image from the model's own reading of its input.
 
-QC-StyleGAN explains an input as G_θ(w, q) and restores it as G_θ(w, 0) (Sec. 4.3); the gap between
-the two renders is the degradation the model believes it removes. Its size,
+QC-StyleGAN explains an input as G_θ(w, q) and restores it as G_θ(w, 0) (Sec. 4.3). Two readings
+of that inversion say how degraded the input is:
 
-    severity s = RMS over pixels and channels of (G_θ(w, q) - G_θ(w, 0)) / 255     (uint8 renders)
+* the **severity**, s = RMS over pixels and channels of (G_θ(w, q) - G_θ(w, 0)) / 255: the
+  degradation the model believes it removes, q read in pixels (0 at q = 0, linear in q: the
+  DegradBlock gives DB(f, k q) = k DB(f, q), Sec. 3.2);
+* the **detail ratio**, d = log(mean |Laplacian| of the input / the same of G_θ(w, 0)), both at
+  the model's resolution: how far the input's fine detail is from what the model draws for a
+  clean face of that content (blur gives less, noise and JPEG blocks more).
 
-is 0 at q = 0 and grows with q (the DegradBlock is linear in q: DB(f, k q) = k DB(f, q), Sec. 3.2),
-so it is q read in pixels, comparable across models and q encoders. The output mixes the input
-back in, ``(1 - f) G_θ(w, 0) + f input`` (``restore.py --fidelity``), with f chosen per image:
+The output keeps a share f of the input (``compose``; ``restore.py --fidelity``), per image:
 
-    f(s) = 1                                                  s <= sharp_below  (kept as it is)
-    f(s) = floor + (1 - floor) exp(-(s - sharp_below) / scale)    above
+    f = floor                                       when d is outside [detail_low, detail_high]
+    f = 1                                           else, when s <= sharp_below
+    f = floor + (1 - floor) exp(-(s - sharp_below) / scale)      else
 
-``sharp_below`` is a high quantile of s on clean faces (so a sharp input is left as it is);
-``floor`` and ``scale`` maximise the mean PSNR gain over degraded faces (``calibrate``, run on
-*training* faces, never on held-out ones). A model's curve lives beside its network file as
-``<network stem>-fidelity.json`` (``FidelityCurve.save``; ``load_curve`` finds it); a network
-without one uses ``GENERIC_CURVE`` and says so once.
+``sharp_below`` and the detail band come from clean faces (their largest severity and their
+range of ratios, each widened by a margin), so a sharp input is left as it is; ``floor`` and
+``scale`` maximise the mean PSNR gain over degraded faces (``calibrate``, on *training* faces,
+never on held-out ones). A model whose q reads the degradation restores through s; a
+model whose q does not (the shipped one, so far) still restores what the detail ratio flags.
+A model's curve lives beside its network file as ``<network stem>-fidelity.json``
+(``FidelityCurve.save``; ``load_curve`` finds it); a network without one uses
+``GENERIC_CURVE`` and says so.
 
     python -m inversion.applications.fidelity --data ../shared/datasets/utkface64.zip \\
         --count 64 --out pretrained/qc-faces64-fidelity.json
@@ -37,19 +44,24 @@ from dnnlib.util import UserError, atomic_write
 
 CURVE_SUFFIX = "-fidelity.json"
 CURVE_FORMAT = "qc-stylegan-fidelity-curve"
-SHARP_QUANTILE = 0.95            # of the clean faces' severities: below it an input counts as sharp
+SEVERITY_MARGIN = 1.1           # sharp_below: the clean faces' largest severity times this
 FLOORS = tuple(np.round(np.arange(0.0, 0.951, 0.05), 2))
 SCALES = tuple(np.round(np.geomspace(0.002, 0.2, 25), 5))
+DETAIL_MARGIN = 0.1              # the clean faces' detail-ratio range is widened by this on each side
 
 
 @dataclasses.dataclass(frozen=True)
 class FidelityCurve:
-    """f(s): the share of the input kept, from the model's severity s (module docstring)."""
-    sharp_below: float          # severity at or below which the input is kept (f = 1)
+    """f(s, d): the share of the input kept, from the severity s and detail ratio d (module docstring)."""
+    sharp_below: float          # severity at or below which the input may be kept (f = 1)
     floor: float                # the least f, for the most degraded inputs
     scale: float                # severity over sharp_below at which f has fallen 63 % of the way to floor
+    detail_low: float = -np.inf     # detail ratios of clean faces: [detail_low, detail_high]
+    detail_high: float = np.inf
 
-    def __call__(self, severity: float) -> float:
+    def __call__(self, severity: float, detail: Optional[float] = None) -> float:
+        if detail is not None and not self.detail_low <= detail <= self.detail_high:
+            return float(self.floor)                  # the input's detail is not a clean face's
         if severity <= self.sharp_below:
             return 1.0
         return float(self.floor + (1.0 - self.floor) * np.exp(-(severity - self.sharp_below) / self.scale))
@@ -88,7 +100,7 @@ def load_curve(network_path: Optional[str], log: Optional[Callable[[str], None]]
             data = json.load(f)
         if data.get("format") != CURVE_FORMAT:
             raise ValueError(f"format is {data.get('format')!r}")
-        curve = FidelityCurve(**{k: float(v) for k, v in data["curve"].items()})
+        curve = FidelityCurve(**{k: float(v) for k, v in data["curve"].items()})   # json keeps +-Infinity
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: not a fidelity curve ({exc})") from None
     return curve, path
@@ -98,6 +110,19 @@ def severity(reconstruction: np.ndarray, sharp: np.ndarray) -> float:
     """RMS of G(w, q) - G(w, 0), both uint8 [R, R, C], in units of the full range (0..1)."""
     d = (np.asarray(reconstruction, np.float64) - np.asarray(sharp, np.float64)) / 255.0
     return float(np.sqrt(np.mean(d * d)))
+
+
+def _detail(img: np.ndarray) -> float:
+    import cv2
+    a = np.asarray(img, np.float32)
+    grey = a.mean(axis=2) if a.ndim == 3 else a
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F)).mean())
+
+
+def detail_ratio(model_in: np.ndarray, sharp: np.ndarray) -> float:
+    """log(mean |Laplacian| of the input / of G(w, 0)), both uint8 [R, R, C] (the input as the
+    inversion saw it): > 0 where the input has more fine detail than the model's clean face."""
+    return float(np.log(max(_detail(model_in), 1e-6) / max(_detail(sharp), 1e-6)))
 
 
 Fidelity = Union[str, float]       # 'auto' or a fixed f in [0, 1]
@@ -122,23 +147,26 @@ class FidelityChoice:
     """What one image got: the share of the input kept and what it rests on (for its record)."""
     fidelity: float
     severity: Optional[float]       # None with a fixed --fidelity
+    detail: Optional[float]         # the detail ratio; None with a fixed --fidelity
     q_norm: Optional[float]
 
     def record(self) -> dict:
-        return {"fidelity": round(self.fidelity, 4),
-                "severity": None if self.severity is None else round(self.severity, 5),
-                "q_norm": None if self.q_norm is None else round(self.q_norm, 4)}
+        r = lambda v, n: None if v is None else round(v, n)      # noqa: E731
+        return {"fidelity": round(self.fidelity, 4), "severity": r(self.severity, 5), "detail": r(self.detail, 4),
+                "q_norm": r(self.q_norm, 4)}
 
 
 def choose(setting: Fidelity, curve: FidelityCurve, reconstruction: Optional[np.ndarray],
-           sharp: np.ndarray, q_norm: Optional[float]) -> FidelityChoice:
-    """The fidelity of one image: ``setting`` itself when fixed, else the curve at its severity."""
+           sharp: np.ndarray, q_norm: Optional[float], model_in: Optional[np.ndarray] = None) -> FidelityChoice:
+    """The fidelity of one image: ``setting`` itself when fixed, else the curve at its severity
+    and (given the input as the inversion saw it, ``model_in``) its detail ratio."""
     if setting != "auto":
-        return FidelityChoice(float(setting), None, q_norm)
+        return FidelityChoice(float(setting), None, None, q_norm)
     if reconstruction is None:
         raise ValueError("--fidelity auto needs the reconstruction G(w, q)")
     s = severity(reconstruction, sharp)
-    return FidelityChoice(curve(s), s, q_norm)
+    d = detail_ratio(model_in, sharp) if model_in is not None else None
+    return FidelityChoice(curve(s, d), s, d, q_norm)
 
 
 def match_channels(img: np.ndarray, channels: int) -> np.ndarray:
@@ -191,27 +219,33 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def fit_curve(severities: np.ndarray, restored: np.ndarray, inputs: np.ndarray, clean: np.ndarray,
-              is_clean: np.ndarray) -> Tuple[FidelityCurve, dict]:
-    """Fit (sharp_below, floor, scale) on calibration faces: severities [N], uint8 images [N, R, R, C]
-    (restored G(w, 0), inputs, their clean originals), ``is_clean`` [N] bool (input == clean).
-    sharp_below: the ``SHARP_QUANTILE`` of the clean inputs' severities; floor and scale: the grid
-    point of best mean PSNR over all faces (clean ones are then nearly unchanged). Returns the curve
-    and the fit's numbers."""
+              is_clean: np.ndarray, details: Optional[np.ndarray] = None) -> Tuple[FidelityCurve, dict]:
+    """Fit the curve on calibration faces: severities [N], uint8 images [N, R, R, C] (restored
+    G(w, 0), inputs at the model's size, their clean originals), ``is_clean`` [N] bool (input ==
+    clean), ``details`` [N] detail ratios (None: computed from inputs and restored). sharp_below:
+    the clean inputs' largest severity times ``SEVERITY_MARGIN``; the detail band: their range
+    widened by ``DETAIL_MARGIN`` (so every clean calibration face is kept as it is); floor and
+    scale: the grid point of best mean PSNR gain over the degraded faces. Returns the curve and
+    the fit's numbers."""
     s = np.asarray(severities, np.float64)
     r, x, c = (np.asarray(a, np.float64) for a in (restored, inputs, clean))
     is_clean = np.asarray(is_clean, bool)
     if not is_clean.any() or is_clean.all():
         raise UserError("calibration needs clean and degraded faces")
-    sharp_below = float(np.quantile(s[is_clean], SHARP_QUANTILE))
+    if details is None:
+        details = [detail_ratio(a, b) for a, b in zip(inputs, restored)]
+    dr = np.asarray(details, np.float64)
+    sharp_below = float(s[is_clean].max() * SEVERITY_MARGIN)
+    low, high = float(dr[is_clean].min() - DETAIL_MARGIN), float(dr[is_clean].max() + DETAIL_MARGIN)
     base = _psnr(x, c)
     best = None
     for floor in FLOORS:
         for scale in SCALES:
-            curve = FidelityCurve(sharp_below, float(floor), float(scale))
-            f = np.array([curve(v) for v in s])[:, None, None, None]
+            curve = FidelityCurve(sharp_below, float(floor), float(scale), low, high)
+            f = np.array([curve(v, d) for v, d in zip(s, dr)])[:, None, None, None]
             out = np.clip(np.rint((1 - f) * r + f * x), 0, 255)
             gain = _psnr(out, c) - base
-            score = float(gain.mean())
+            score = float(gain[~is_clean].mean())     # clean faces sit inside both thresholds: f = 1
             if best is None or score > best[0]:
                 best = (score, curve, gain, f[:, 0, 0, 0])
     score, curve, gain, f = best
@@ -220,8 +254,10 @@ def fit_curve(severities: np.ndarray, restored: np.ndarray, inputs: np.ndarray, 
     report = {"faces": int(len(s)), "clean": int(is_clean.sum()),
               "severity_clean": {"median": float(np.median(s[is_clean])), "max": float(s[is_clean].max())},
               "severity_degraded": {"median": float(np.median(s[~is_clean])), "min": float(s[~is_clean].min())},
-              "psnr_gain_db": {"all": score, "clean": float(gain[is_clean].mean()),
-                               "degraded": float(gain[~is_clean].mean())},
+              "detail_clean": [float(dr[is_clean].min()), float(dr[is_clean].max())],
+              "degraded_flagged": int(sum(not low <= v <= high or sv > sharp_below
+                                          for v, sv in zip(dr[~is_clean], s[~is_clean]))),
+              "psnr_gain_db": {"clean": float(gain[is_clean].mean()), "degraded": score},
               "mean_fidelity": {"clean": float(f[is_clean].mean()), "degraded": float(f[~is_clean].mean())},
               "fixed_fidelity_gain_db_degraded": fixed}
     return curve, report
@@ -246,14 +282,15 @@ def calibrate(models, faces: Sequence[np.ndarray], seeds: Sequence[int] = (123, 
     from ..api import invert_images
     from .model_report import degrade_faces
     faces = list(faces)
-    inputs = list(faces)
-    for seed in seeds:
-        inputs += degrade_faces(faces, seed)
-    clean = faces * (1 + len(seeds))
+    draws = [degrade_faces(faces, seed) for seed in seeds]
+    inputs, clean = [], []                    # interleaved: face i clean, then its degraded draws
+    for i, face in enumerate(faces):
+        inputs += [face] + [d[i] for d in draws]
+        clean += [face] * (1 + len(draws))
     results = invert_images(models.G, inputs, encoder=models.E, device=models.device, progress=progress,
                             **invert_kwargs)
     sev = np.array([severity(r.reconstruction, r.sharp) for r in results])
-    is_clean = np.arange(len(inputs)) < len(faces)
+    is_clean = np.arange(len(inputs)) % (1 + len(draws)) == 0
     return fit_curve(sev, np.stack([r.sharp for r in results]), np.stack(inputs), np.stack(clean), is_clean)
 
 

@@ -35,8 +35,8 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
     photos: [(src, out_rel, rgb uint8 [H, W, 3])], ``alphas[src]``: its alpha (uint8 [H, W] or
     None), both as read by the caller; ``invert_fn(crops, names)`` -> results (the
     folder's inversion call, on the list of every face of these photos); ``renders_fn(result,
-    name)`` -> uint8 [R, R, 3] G(w, 0) and G(w, q); ``fidelity_fn(result, sharp, reconstruction)``
-    -> ``fidelity.FidelityChoice`` of the face; ``score_fn(src, photo, restored_photo)`` -> metrics
+    name)`` -> uint8 [R, R, 3] G(w, 0) and G(w, q); ``fidelity_fn(result, sharp, reconstruction,
+    crop)`` -> ``fidelity.FidelityChoice`` of the face (``crop``: the aligned input); ``score_fn(src, photo, restored_photo)`` -> metrics
     fields or {}. A face of fidelity f > 0 gets (1 - f) of what the model changed added to the photo
     (``FacePipeline.paste_changes``: the photo keeps its detail above the model's resolution); f = 0
     pastes G(w, 0) itself (the paper's restoration). Computed in the faces' windows only: a large
@@ -68,7 +68,7 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
             name = face_name(stem, f.index)
             res, reused = results[name]
             sharp, recon = renders_fn(res, name)
-            choice = fidelity_fn(res, sharp, recon)
+            choice = fidelity_fn(res, sharp, recon, f.crop)
             sharps.append(sharp)
             fidelities.append(choice.fidelity)
             tile = os.path.join(FACES_DIR, name + ".png").replace(os.sep, "/")

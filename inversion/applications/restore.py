@@ -21,13 +21,14 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
   skipped; finished images are skipped on a rerun, so running the same command again resumes
   (and retries the failed ones); when no input can be processed at all, a ``UserError`` ends it;
 * ``fidelity`` (``fidelity.py``): how much of the input the output keeps. ``'auto'`` (the default)
-  picks f per image from the model's own estimate of how degraded the input is (the severity,
-  RMS of G_θ(w, q) - G_θ(w, 0)) with the network's calibrated curve: a sharp input is left as it
-  is, a degraded one restored as far as the model is trusted. A fixed f in [0, 1] applies to every
+  picks f per image from the model's own reading of how degraded the input is (the severity, RMS
+  of G_θ(w, q) - G_θ(w, 0), and the detail ratio of the input to G_θ(w, 0)) with the network's
+  calibrated curve: a sharp input is left as it is, a degraded one restored as far as the model
+  is trusted. A fixed f in [0, 1] applies to every
   image. For f > 0 the output is the input plus (1 - f) of what the model changed, upsampled to the
   input's size, so detail above the model's resolution stays the input's (at the model's size
   this is ``(1 - f) restored + f input``); f = 0 is the paper's G_θ(w, 0) itself. Each record
-  holds ``fidelity``, ``severity`` and ``q_norm``; whole photos get the same per face;
+  holds ``fidelity``, ``severity``, ``detail`` and ``q_norm``; whole photos get the same per face;
 * ``compare``: ``OUTDIR/compare/<name>.png`` = input | restored (| ground truth), at input size;
 * whole photos (``face_pipeline``, ``restore.py --align``): each face is detected, aligned to the
   model's template, restored (the faces of a chunk of photos go to the inversion as one list) and
@@ -147,12 +148,13 @@ def model_renders(G, res, name: str, device) -> tuple:
             np.asarray(image_io.to_uint8_hwc(deg)[0]) if deg is not None else None)
 
 
-def choose_fidelity(opts: "RestoreOptions", res, sharp: np.ndarray, reconstruction: Optional[np.ndarray]
-                    ) -> fid.FidelityChoice:
-    """The fidelity of one restored image or face (``opts.fidelity``: fixed, or 'auto' by the curve)."""
+def choose_fidelity(opts: "RestoreOptions", res, sharp: np.ndarray, reconstruction: Optional[np.ndarray],
+                    model_in: np.ndarray) -> fid.FidelityChoice:
+    """The fidelity of one restored image or face (``opts.fidelity``: fixed, or 'auto' by the curve);
+    ``model_in``: the input as the inversion saw it (uint8 [R, R, C])."""
     q = torch.as_tensor(res.q).float()
     q_norm = float(q.norm()) if q.numel() else None
-    return fid.choose(opts.fidelity, opts.fidelity_curve or fid.GENERIC_CURVE, reconstruction, sharp, q_norm)
+    return fid.choose(opts.fidelity, opts.fidelity_curve or fid.GENERIC_CURVE, reconstruction, sharp, q_norm, model_in)
 
 
 def restore_folder(G, input_path: str, outdir: str, encoder=None, options: Optional[RestoreOptions] = None,
@@ -297,7 +299,7 @@ class _Restoration:
 
         return restore_photos(self.opts.face_pipeline, photos, alphas, self.outdir, invert_fn=self._invert,
                               renders_fn=lambda res, name: model_renders(self.G, res, name, self.opts.device),
-                              fidelity_fn=lambda res, sharp, recon: choose_fidelity(self.opts, res, sharp, recon),
+                              fidelity_fn=lambda res, sharp, recon, crop: choose_fidelity(self.opts, res, sharp, recon, crop),
                               inversions=self.opts.inversions, keep_inversions=self.opts.keep_inversions,
                               compare=self.opts.compare, score_fn=score if self.scorer is not None else None,
                               log=log)
@@ -307,8 +309,8 @@ class _Restoration:
         gt, log = self.opts.gt, self.log
         h, w = img.shape[:2]
         sharp, recon = model_renders(self.G, res, out_rel, self.opts.device)
-        choice = choose_fidelity(self.opts, res, sharp, recon)
         model_in = prepare_image(img, sharp.shape[0], sharp.shape[2])
+        choice = choose_fidelity(self.opts, res, sharp, recon, model_in)
         restored = fid.compose(img, model_in, sharp, choice.fidelity)
         image_io.write_image(os.path.join(self.outdir, out_rel), restored)
         stats = dict(res.stats or {})
