@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # torch/torchvision pinned for this environment's local wheels; setup.py itself asks for a range.
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv test test-isa test-slow demo bench clean
+.PHONY: venv test test-isa test-slow demo explore bench clean
 
 $(STAMP): setup.py
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ ISA_TESTS := tests/test_isa.py tests/test_networks_fixtures.py tests/test_ops.py
              tests/test_checkpoint.py tests/test_generate.py tests/test_training.py tests/test_loss.py \
              tests/test_loss_impls.py tests/test_inversion_batch.py tests/test_networks_per_image.py
 ISA_CAPS  := avx2:AVX2 default:SSE41
+# Then the tests of the default precision (marker precision_auto) with `auto` forced to bf16
+# (QC_AUTO_PRECISION, docs/training-speed.md#precision) at the CPU's own kernels: the branch that
+# CPUs with native bf16 (AMX, AVX-512 BF16) take, run on every CPU (emulated, slower, on AVX2).
+AUTO_TESTS := tests/test_generate.py tests/test_training.py tests/test_restore.py
 
 test-isa: $(STAMP)
 	@for cap in $(ISA_CAPS); do \
@@ -35,12 +39,18 @@ test-isa: $(STAMP)
 	  ATEN_CPU_CAPABILITY=$$aten ONEDNN_MAX_CPU_ISA=$$onednn QC_EXPECT_ATEN_CAPABILITY=$$aten \
 	    $(VPY) -m pytest -q -m "not slow" -k "not trains_a_few_kimg" $(ISA_TESTS) || exit 1; \
 	done
+	@echo "== QC_AUTO_PRECISION=bf16 (auto's bf16 branch)"
+	QC_AUTO_PRECISION=bf16 $(VPY) -m pytest -q -m "precision_auto and not slow" $(AUTO_TESTS)
 
 test-slow: $(STAMP)
 	$(VPY) -m pytest -q -m slow tests
 
 demo: $(STAMP)
 	$(VPY) demo.py --outdir demo-out
+
+# The interactive page on http://127.0.0.1:8765/ (shipped model; Ctrl-C stops it). ARGS="--network FILE ..."
+explore: $(STAMP)
+	$(VPY) explore.py $(ARGS)
 
 bench: $(STAMP)
 	$(VPY) benchmarks/bench_generate.py

@@ -37,6 +37,7 @@ from faces.pipeline import align_enabled
 from inversion.applications.directions import get_direction
 from inversion.applications.editing import edit_latents
 from inversion.applications.latents import load_latents
+from inversion.applications.fidelity import load_curve
 from inversion.applications.restore import restore_folder
 from inversion.cli_options import inversion_options
 from inversion.config import InversionConfig, resolve_config
@@ -92,8 +93,9 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     degrade_folder(d["clean"], d["degraded"], "paper", seed=0, progress=progress)
     # 3. Restoration, scored against the clean originals.
     metrics = ["psnr", "ssim"] + (["lpips"] if lpips_available() else [])
+    curve = load_curve(models.network)[0]          # --fidelity auto, as restore.py finds it
     rs = restore_folder(G, d["degraded"], d["restored"], encoder=E, gt=d["clean"], compare=True,
-                        keep_inversions=True, metrics=metrics, inversion=config, progress=progress)
+                        keep_inversions=True, fidelity_curve=curve, metrics=metrics, inversion=config, progress=progress)
     # 4. Editing with the degradation kept (the shipped boundary lives in the shipped model's W).
     edited = []
     if shipped:
@@ -143,7 +145,7 @@ def restore_photo(models: Models, outdir: str, config: InversionConfig, progress
     faces = models.face_pipeline("auto")
     s = restore_folder(models.G, os.path.join(outdir, "input"), os.path.join(outdir, "restored"), encoder=models.E,
                        gt=os.path.join(outdir, "clean"), compare=True, metrics=["psnr", "ssim"], inversion=config,
-                       progress=progress, face_pipeline=faces)
+                       progress=progress, face_pipeline=faces, fidelity_curve=load_curve(models.network)[0])
     return {"faces": s["faces"], "metrics": s.get("metrics", {})}
 
 

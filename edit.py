@@ -3,6 +3,8 @@
 
     python edit.py --network QC.pt --inversions INV --sefa 0 --strengths -3,-1.5,0,1.5,3 --outdir OUT
     python edit.py --network QC.pt --input IMAGES --direction smile.npy --outdir OUT   # inverts first
+    python edit.py --network ffhq_256x256.pkl --encoder ffhq_psp.pt --input IMAGES \
+        --direction smiling_boundary.npy --mode set-distance --outdir OUT                # the release's edit
     python edit.py degradation --network QC.pt --source INV/a --reference INV/b --alphas 0,0.5,1 --outdir OUT
     python edit.py fit-boundary --network QC.pt --inversions INV --labels dataset.json --out smile.npy
 
@@ -21,7 +23,7 @@ import click
 from dnnlib.util import UserError, cli_main, parse_range
 from inversion.applications.degradation_synthesis import synthesize_degradations
 from inversion.applications.directions import fit_boundary_on_latents, pick_direction, read_labels, save_boundary
-from inversion.applications.editing import edit_folder
+from inversion.applications.editing import EDIT_MODES, OFFICIAL_DISTANCES, edit_folder
 from inversion.applications.latents import latents_from_images, load_latents
 from inversion.cli_options import inversion_options
 from inversion.config import InversionConfig
@@ -59,14 +61,19 @@ def cli():
 
 @cli.command("edit")
 @click.option("--network", default=None, help="QC generator checkpoint [default: the shipped model].")
-@click.option("--inversions", default=None, type=click.Path(), help="invert.py output folder (or one image's folder), or seeds:RANGE.")
+@click.option("--inversions", default=None, type=click.Path(), help="invert.py output folder (or one image's folder), the official release's pSp output folder (latent/ + org/), or seeds:RANGE.")
 @click.option("--input", "input_path", default=None, type=click.Path(), help="Images to invert first (instead of --inversions).")
 @click.option("--encoder", default=None, help="Encoder checkpoint for --input [default: the shipped encoder with the shipped model].")
 @click.option("--direction", default=None, help="Boundary / direction .npy ([1, w_dim], [w_dim] or [num_ws, w_dim]), or 'gender' (the shipped model's boundary).")
 @click.option("--sefa", type=click.IntRange(min=0), default=None, help="Use the K-th SeFa direction.")
 @click.option("--ganspace", type=click.IntRange(min=0), default=None, help="Use the K-th GANSpace component.")
 @click.option("--layers", default=None, help="w rows to edit, e.g. '0-5' [default: all].")
-@click.option("--strengths", default=DEFAULT_STRENGTHS, show_default=True, help="Comma list of strengths α.")
+@click.option("--mode", type=click.Choice(EDIT_MODES), default="add", show_default=True,
+              help="add: w + αΔw; set-distance: the official release's edit, w + (d - w·n) n puts w at signed distance d "
+                   "from the boundary (n: the direction, e.g. the release's smiling_boundary.npy).")
+@click.option("--strengths", default=None,
+              help=f"Comma list: α (add) [default: {DEFAULT_STRENGTHS}] or distances d (set-distance) [default: the "
+                   f"release's linspace(-3, 3, 10)].")
 @click.option("--outdir", required=True, type=click.Path())
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--align", type=click.Choice(["auto", "dlib", "none"]), default="auto", show_default=True,
@@ -76,19 +83,22 @@ def cli():
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_main
 @inversion_options
-def edit_cmd(network, inversions, input_path, encoder, direction, sefa, ganspace, layers, strengths, outdir, device,
-             align, max_faces, min_face, quiet, inversion):
+def edit_cmd(network, inversions, input_path, encoder, direction, sefa, ganspace, layers, mode, strengths, outdir,
+             device, align, max_faces, min_face, quiet, inversion):
     """Edit images along a direction: G(w + αΔw, q) (degradation kept) and G(w + αΔw, 0).
     The inversion options apply to --input."""
     if (inversions is None) == (input_path is None):
         raise UserError("give exactly one of --inversions DIR or --input DIR")
-    strengths = _floats(strengths, "--strengths")
+    if strengths is not None:
+        strengths = _floats(strengths, "--strengths")
+    else:
+        strengths = list(OFFICIAL_DISTANCES) if mode == "set-distance" else _floats(DEFAULT_STRENGTHS, "--strengths")
     models = load_models(network, encoder, device, with_encoder=input_path is not None)
     layers = parse_range(layers) if layers is not None else None
     d, info = pick_direction(models.G, resolve_direction(direction), sefa, ganspace, layers, models.device)
     summary = edit_folder(models, d, strengths, outdir, inversions=inversions, input_path=input_path, direction_info=info,
                           config=inversion, align=align,
-                          max_faces=max_faces, min_face=min_face, progress=not quiet)
+                          max_faces=max_faces, min_face=min_face, progress=not quiet, mode=mode)
     pasted = summary["pasted"]
     click.echo(f"{summary['written']} edited, {summary['skipped']} already there (of {summary['images']}) -> {outdir}"
                + (f"; {pasted} photos with their faces pasted back -> {os.path.join(outdir, 'photos')}" if pasted else ""))

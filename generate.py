@@ -34,7 +34,8 @@ from training.generation import DTYPES, generate_images
 @click.option("--batch", type=int, default=8, show_default=True, help="Images per forward pass")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--dtype", type=click.Choice(["auto"] + list(DTYPES)), default="auto", show_default=True,
-              help="auto: bfloat16 where the CPU has it natively (AMX / AVX-512 BF16), else float32; float16: CUDA")
+              help="auto: bfloat16 where the CPU has it natively (AMX / AVX-512 BF16), else float32 ($QC_AUTO_PRECISION=bf16|fp32 forces it); "
+                   "float32: the official pixels on every CPU; float16: CUDA")
 @click.option("--grid", is_flag=True, help="Also write grid.png of sharp/degraded pairs")
 @cli_main
 def main(network_path, seeds, projected_w, outdir, truncation_psi, truncation_cutoff, class_idx, noise_mode,

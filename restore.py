@@ -12,18 +12,31 @@ missing path, or when no input could be read (each unreadable file has an ``erro
 restore.jsonl); 2 for a wrong --network / --encoder file (nothing is written).
 
 Whole photos (``--align auto|dlib``): every face is detected, aligned, restored and pasted back;
-``faces/<name>_<k>.png`` = aligned input | restored (docs/faces.md). ``--fidelity F`` mixes the
-input back in: (1 - F) G(w, 0) + F input.
+``faces/<name>_<k>.png`` = aligned input | restored (docs/faces.md). ``--fidelity auto`` (default)
+keeps as much of the input as the model's degradation estimate says (a sharp input is left as it
+is); ``--fidelity F`` keeps F of it everywhere; ``--fidelity 0`` is the paper's G(w, 0).
 """
 from __future__ import annotations
 
 import click
 
 from dnnlib.util import UserError, cli_main
+from inversion.applications.fidelity import check_fidelity, load_curve
 from inversion.applications.restore import RestoreOptions, restore_folder
 from inversion.cli_options import inversion_options
 from inversion.models import load_models
 from metrics.compare import format_table
+
+
+class FidelityType(click.ParamType):
+    """``--fidelity``: 'auto' or a number in [0, 1] (a bad value is click's usage error, exit 2)."""
+    name = "auto|F"
+
+    def convert(self, value, param, ctx):
+        try:
+            return check_fidelity(value)
+        except UserError as exc:
+            self.fail(str(exc).replace("--fidelity ", ""), param, ctx)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,16 +44,18 @@ from metrics.compare import format_table
 @click.option("--encoder", default=None, help="Encoder checkpoint (w, q start) [default: the shipped encoder with the shipped model, else optimisation from w_avg].")
 @click.option("--input", "input_path", required=True, type=click.Path(), help="Image file or folder (recursive).")
 @click.option("--outdir", required=True, type=click.Path(), help="Output folder (must differ from --input).")
-@click.option("--inversions", default=None, type=click.Path(), help="Reuse an invert.py run folder (DIR/<name>/).")
+@click.option("--inversions", default=None, type=click.Path(), help="Reuse an invert.py run folder (DIR/<name>/), or start PTI from the official release's pSp outputs (DIR/latent/ + DIR/org/; use --input DIR/org).")
 @click.option("--keep-inversions", is_flag=True, help="Save new inversions under OUTDIR/inversions (for edit.py).")
 @click.option("--gt", default=None, type=click.Path(), help="Ground-truth folder (same relative paths) for metrics.")
 @click.option("--metrics", default=None, help="With --gt: comma list of psnr, ssim, lpips, niqe [default: all; lpips skipped with a note when its weights are absent].")
 @click.option("--lpips-backbone", type=click.Choice(["imagenet", "random"]), default="imagenet", show_default=True,
               help="'random' is for debugging only: its numbers are not LPIPS.")
 @click.option("--compare", is_flag=True, help="Also write OUTDIR/compare/<name>.png: input | restored (| gt).")
-@click.option("--fidelity", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
-              help="Mix of the input kept in the output: (1 - f) G(w, 0) + f input (0: the paper's restoration; "
-                   "higher keeps more identity and detail, and more degradation).")
+@click.option("--fidelity", type=FidelityType(), default="auto", show_default=True,
+              help="Share of the input kept: 'auto' = per image from the model's estimate of the input's degradation "
+                   "(a sharp input is left as it is; the curve beside the network, <stem>-fidelity.json); a number f in "
+                   "[0, 1] for every image: input + (1 - f)(restored - input), detail above the model's resolution "
+                   "kept; 0 = the paper's restoration G(w, 0).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--align", type=click.Choice(["auto", "dlib", "none"]), default="auto", show_default=True,
               help="Whole photos: detect, align, restore and paste back each face (auto: inputs that are not "
@@ -56,9 +71,11 @@ def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, 
     if metrics is not None and gt is None:
         raise UserError("--metrics needs --gt")
     models = load_models(network, encoder, device)                 # every file checked before anything runs
+    curve = load_curve(models.network, log=lambda m: click.echo(m, err=True))[0] if fidelity == "auto" else None
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     opts = RestoreOptions(inversions=inversions, gt=gt, compare=compare, keep_inversions=keep_inversions, metrics=names,
-                          lpips_backbone=lpips_backbone, inversion=inversion, fidelity=fidelity, device=models.device, progress=not quiet,
+                          lpips_backbone=lpips_backbone, inversion=inversion, fidelity=fidelity, fidelity_curve=curve,
+                          device=models.device, progress=not quiet,
                           face_pipeline=models.face_pipeline(align, max_faces, min_face))
     s = restore_folder(models.G, input_path, outdir, encoder=models.E, options=opts)
     click.echo(f"{s['written']} restored ({s['reused']} from --inversions), {s['skipped']} already there, "

@@ -14,6 +14,9 @@ Coordinates are continuous with pixel centres at integers (OpenCV's ``warpAffine
   than R), blended with a soft square mask that is 1 inside, falls to 0 over ``feather`` of the
   crop's side and is exactly 0 outside the crop's square: every pixel outside it is unchanged,
   and only the window around the face is touched (memory is bounded by the face, not the photo).
+* ``paste_change``: what the model changed (its output minus its input, at R x R) upsampled and
+  added to the photo through the same mask: the photo keeps its own detail above the model's
+  resolution (restoration of faces larger than the model, Sec. 4.3 at the photo's size).
 """
 from __future__ import annotations
 
@@ -105,6 +108,35 @@ def crop_box(m: np.ndarray, resolution: int) -> List[float]:
     return [float(p[:, 0].min()), float(p[:, 1].min()), float(p[:, 0].max()), float(p[:, 1].max())]
 
 
+def _paste_window(shape: Sequence[int], m: np.ndarray, resolution: int, side: int, feather: float, opacity: float):
+    """Where a crop of ``side`` aligned by ``m`` (at side R) lands in a photo of ``shape``: the
+    window (x0, y0, x1, y1) clipped to the photo, the window -> crop map [2, 3], and the soft mask
+    float32 [h, w, 1] (1 inside, smoothstep to exactly 0 over ``feather`` of the side, times
+    ``opacity``). None when the crop misses the photo."""
+    h, w = int(shape[0]), int(shape[1])
+    ms = scaled_transform(m, side / resolution)
+    x0, y0, x1, y1 = crop_box(m, resolution)
+    x0, y0 = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
+    x1, y1 = min(w, int(math.ceil(x1)) + 1), min(h, int(math.ceil(y1)) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    mw = ms.copy()
+    mw[:, 2] += ms[:, :2] @ np.array([x0, y0], np.float64)      # window pixel -> crop pixel
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    u = mw[0, 0] * (xx - x0) + mw[0, 1] * (yy - y0) + mw[0, 2]      # crop coordinates of each pixel
+    v = mw[1, 0] * (xx - x0) + mw[1, 1] * (yy - y0) + mw[1, 2]
+    edge = np.minimum(np.minimum(u + 0.5, side - 0.5 - u), np.minimum(v + 0.5, side - 0.5 - v))  # crop px to the edge
+    t = np.clip(edge / max(feather * side, 1e-6), 0.0, 1.0)
+    mask = (opacity * t * t * (3 - 2 * t)).astype(np.float32)[:, :, None]       # smoothstep: soft, exactly 0 outside
+    return (x0, y0, x1, y1), mw, mask
+
+
+def _warp_into_window(crop: np.ndarray, mw: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    warped = cv2.warpAffine(crop, mw, size, flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    return warped[:, :, None] if warped.ndim == 2 else warped
+
+
 def paste_back(photo: np.ndarray, face: np.ndarray, m: np.ndarray, resolution: int,
                feather: float = DEFAULT_FEATHER, opacity: float = 1.0) -> np.ndarray:
     """Blend ``face`` (uint8 square crop of any side, aligned by ``m`` at side R) into a copy of
@@ -112,33 +144,46 @@ def paste_back(photo: np.ndarray, face: np.ndarray, m: np.ndarray, resolution: i
     result is ``(1 - opacity) photo + opacity pasted`` (restore's ``--fidelity`` on photos), computed
     in the face's window only."""
     photo = np.asarray(photo)
-    h, w = photo.shape[:2]
     side = face.shape[0]
     s = native_size(m, resolution)
     if side < s:                                   # face larger than the crop: upsample first
         face, side = _resize(face, s, down=False), s
-    ms = scaled_transform(m, side / resolution)
-    x0, y0, x1, y1 = crop_box(m, resolution)
-    x0, y0 = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
-    x1, y1 = min(w, int(math.ceil(x1)) + 1), min(h, int(math.ceil(y1)) + 1)
     out = photo.copy()
-    if x1 <= x0 or y1 <= y0:
+    window = _paste_window(photo.shape, m, resolution, side, feather, opacity)
+    if window is None:
         return out
-    mw = ms.copy()
-    mw[:, 2] += ms[:, :2] @ np.array([x0, y0], np.float64)      # window pixel -> crop pixel
-    size = (x1 - x0, y1 - y0)
-    warped = cv2.warpAffine(face, mw, size, flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                            borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-    warped = warped[:, :, None] if warped.ndim == 2 else warped
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-    u = mw[0, 0] * (xx - x0) + mw[0, 1] * (yy - y0) + mw[0, 2]      # crop coordinates of each pixel
-    v = mw[1, 0] * (xx - x0) + mw[1, 1] * (yy - y0) + mw[1, 2]
-    edge = np.minimum(np.minimum(u + 0.5, side - 0.5 - u), np.minimum(v + 0.5, side - 0.5 - v))  # crop px to the edge
-    t = np.clip(edge / max(feather * side, 1e-6), 0.0, 1.0)
-    mask = (opacity * t * t * (3 - 2 * t)).astype(np.float32)[:, :, None]       # smoothstep: soft, exactly 0 outside
+    (x0, y0, x1, y1), mw, mask = window
+    warped = _warp_into_window(face, mw, (x1 - x0, y1 - y0))
     region = out[y0:y1, x0:x1].astype(np.float32)
     blended = np.clip(np.rint(region + mask * (warped - region)), 0, 255).astype(np.uint8)
     out[y0:y1, x0:x1] = np.where(mask > 0, blended, out[y0:y1, x0:x1])
+    return out
+
+
+def paste_change(photo: np.ndarray, before: np.ndarray, after: np.ndarray, m: np.ndarray, resolution: int,
+                 feather: float = DEFAULT_FEATHER, opacity: float = 1.0) -> np.ndarray:
+    """Add what the model changed, ``after - before`` (uint8 R x R crops: the model's input and its
+    output), to a copy of ``photo``, through the same soft mask as ``paste_back``.
+
+    The change is upsampled (Lanczos) to the native crop's side S and warped into the photo, so the
+    photo keeps every detail above the model's resolution (the band the model never saw) and takes
+    the model's band from the output: for a face larger than R this is the output's low frequencies
+    plus the photo's high ones. A model that changes nothing leaves the photo exactly as it was
+    (no resampling of the photo itself); colours change only where the model changed them."""
+    photo = np.asarray(photo)
+    change = after.astype(np.float32) - before.astype(np.float32)      # [R, R, C]
+    s = native_size(m, resolution)
+    if change.shape[0] != s:
+        change = cv2.resize(change, (s, s), interpolation=cv2.INTER_LANCZOS4)
+        change = change[:, :, None] if change.ndim == 2 else change
+    out = photo.copy()
+    window = _paste_window(photo.shape, m, resolution, s, feather, opacity)
+    if window is None:
+        return out
+    (x0, y0, x1, y1), mw, mask = window
+    warped = _warp_into_window(change, mw, (x1 - x0, y1 - y0))
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = np.clip(np.rint(region + mask * warped), 0, 255).astype(np.uint8)
     return out
 
 

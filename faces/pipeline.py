@@ -25,7 +25,8 @@ import numpy as np
 from dnnlib.image_io import write_image
 from dnnlib.util import UserError, atomic_write
 
-from .alignment import (DEFAULT_FEATHER, apply_transform, crop_box, crop_face, paste_back, similarity_transform)
+from .alignment import (DEFAULT_FEATHER, apply_transform, crop_box, crop_face, paste_back, paste_change,
+                        similarity_transform)
 from .detection import INSTALL_HINT, Detection, FaceDetector, faces_available, five_points, missing_dependencies
 from .templates import FFHQ_TEMPLATE, resolve_template, template_points, validate_template
 
@@ -154,6 +155,23 @@ class FacePipeline:
         out = photo
         for face, img in zip(faces, images):
             out = paste_back(out, match_colour(img, grey), face.matrix, self.resolution, self.feather, opacity)
+        return out
+
+    def paste_changes(self, photo: np.ndarray, faces: Sequence[AlignedFace], images: Sequence[np.ndarray],
+                      fidelities: Sequence[float]) -> np.ndarray:
+        """Restoration's paste-back: face k with fidelity f_k > 0 adds (1 - f_k) of what the model
+        changed (``images[k]`` minus the model's input ``faces[k].crop``, ``alignment.paste_change``):
+        the photo keeps its detail above the model's resolution. f_k = 0 pastes ``images[k]`` itself
+        (``paste``). A grey photo stays grey."""
+        grey = is_grey(photo)
+        out = photo
+        for face, img, f in zip(faces, images, fidelities):
+            img = match_colour(img, grey)
+            if f == 0:
+                out = paste_back(out, img, face.matrix, self.resolution, self.feather, 1.0)
+            else:
+                out = paste_change(out, match_colour(face.crop, grey), img, face.matrix, self.resolution,
+                                   self.feather, 1.0 - f)
         return out
 
 

@@ -17,10 +17,11 @@ from tqdm import tqdm
 from dnnlib.image_io import from_uint8_hwc, read_image, resize, to_uint8_hwc, write_image
 from dnnlib.util import UserError, atomic_write
 from metrics.image_metrics import psnr
-from torch_utils.misc import keep_freed_cpu_memory
+from torch_utils.misc import assert_shape, keep_freed_cpu_memory
 
 from .config import DEFAULT_BATCH, DEFAULT_W_STEPS, InversionConfig, default_batch_size  # noqa: F401 (re-exported)
 from .delta import delta_nbytes, load_delta, save_delta
+from .encoders import encode_images
 from .losses import PerceptualLoss, ReconstructionLoss
 from .pti import PivotalTuner, TuneResult, optimize_latents
 
@@ -88,18 +89,23 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
                   config: Optional[InversionConfig] = None, device: Any = None, progress: bool = True,
                   names: Optional[Sequence[str]] = None,
                   on_result: Optional[Callable[[int, InversionResult], None]] = None,
+                  pivots: Optional[Sequence[tuple]] = None,
+                  on_step: Optional[Callable[[str, int, int], None]] = None,
                   **overrides) -> List[InversionResult]:
     """Invert uint8 RGB images ``[H, W, 3]`` (any size; resized to the model's) into ``G``
     (Sec. 4.2 inversion: stage 1 pivot, stage 2 PTI).
 
     ``config`` (``InversionConfig``, default preset ``ours``; keyword ``overrides`` such as
     ``pti_steps=0`` replace its fields) holds every setting. Images go in batches of
-    ``config.batch_for(device)``: stage 1 is the encoder's (w, q), refined by
-    ``config.stage1_steps(encoder is not None)`` optimisation steps; stage 2 is up to
-    ``pti_steps`` of pivotal tuning (0 = skip; the result's delta is then None), each image of
-    the batch with its own tuned tensors and early stop. An image's result does not depend on its batch (up to float rounding). ``on_result(i,
-    result)`` is called as soon as image ``i`` is finished (so callers can write it at once).
-    ``G`` is not modified. Returns one ``InversionResult`` per image, in order.
+    ``config.batch_for(device)``: stage 1 is the encoder's (w, q) (or the given ``pivots``: one
+    ``(ws [num_ws, w_dim], q [q_dim])`` per image, e.g. the release's pSp codes,
+    ``inversion.official_outputs``), refined by ``config.stage1_steps(...)`` optimisation steps;
+    stage 2 is up to ``pti_steps`` of pivotal tuning (0 = skip; the result's delta is then None),
+    each image of the batch with its own tuned tensors and early stop. An image's result does not
+    depend on its batch (up to float rounding). ``on_result(i, result)`` is called as soon as image
+    ``i`` is finished (so callers can write it at once); ``on_step(stage, k, steps)`` after each
+    optimisation step of a batch (stage 'stage1' or 'pti'). ``G`` is not modified. Returns one
+    ``InversionResult`` per image, in order.
 
     Memory: a batch holds ``batch_size`` x 4 float32 copies of the tuned tensors (values,
     gradients, two Adam moments) besides the activations; see docs/inversion.md.
@@ -110,7 +116,10 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
     if dev.type == "cpu":
         keep_freed_cpu_memory()          # big per-step tensors: no page faults at every allocation
     opts = (config or InversionConfig()).replace(**overrides)
-    batch_size, w_steps, pti_steps = opts.batch_for(dev), opts.stage1_steps(encoder is not None), int(opts.pti_steps)
+    if pivots is not None and len(pivots) != len(images):
+        raise UserError(f"{len(pivots)} pivots for {len(images)} images")
+    batch_size = opts.batch_for(dev)
+    w_steps, pti_steps = opts.stage1_steps(encoder is not None or pivots is not None), int(opts.pti_steps)
     G = copy.deepcopy(G).eval().requires_grad_(False).to(dev)      # frozen base, never the caller's
     if encoder is not None:
         encoder.check_generator(G)
@@ -129,10 +138,15 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
         target = from_uint8_hwc(prepared, device=dev)
         t0 = time.perf_counter()
         ws_init = q_init = None
-        if encoder is not None:
+        if pivots is not None:
+            ws_init = torch.stack([torch.as_tensor(p[0]).float() for p in pivots[lo:lo + batch_size]]).to(dev)
+            q_init = torch.stack([torch.as_tensor(p[1]).float() for p in pivots[lo:lo + batch_size]]).to(dev)
+            assert_shape(ws_init, [len(batch), G.num_ws, G.w_dim])       # [B, num_ws, w_dim]
+            assert_shape(q_init, [len(batch), G.q_dim])                   # [B, q_dim]
+        elif encoder is not None:
             with torch.no_grad():
-                ws_init, q_init = encoder(target)
-        ws, q = optimize_latents(G, target, loss_fn, w_steps, opts, ws_init, q_init)
+                ws_init, q_init = encode_images(encoder, batch, target)   # the official pSp encoder reads the originals
+        ws, q = optimize_latents(G, target, loss_fn, w_steps, opts, ws_init, q_init, on_step=on_step)
         with torch.no_grad():
             stage1 = to_uint8_hwc(G.synthesis(ws, q, noise_mode="const"))
         sec1 = (time.perf_counter() - t0) / len(batch)
@@ -149,7 +163,7 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
                 on_result(lo + i, res)
 
         if tuner is not None:
-            tuner.tune_batch(ws, q, target, pti_steps, on_done=done)
+            tuner.tune_batch(ws, q, target, pti_steps, on_done=done, on_step=on_step)
         else:
             t0 = time.perf_counter()
             with torch.no_grad():

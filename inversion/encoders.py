@@ -13,13 +13,19 @@ Checkpoints are plain tensors and data read with ``torch.load(weights_only=True)
 
     {'format': 'qc-stylegan-encoder', 'version': 1, 'kwargs': {...}, 'state_dict': {...},
      'training_state': {...} | None, 'metadata': {...}}
+
+``load_encoder`` also takes the official release's pSp file (``ffhq_psp.pt``; ``official_psp``),
+told apart by its content; ``export_encoder`` converts it to this format with
+``'architecture': 'official-psp'`` and ``'version': 2`` (it then loads without reading the
+release's generator and optimiser; code that knows only version 1 refuses it with a clear error).
 """
 from __future__ import annotations
 
 import copy
 import io
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +34,12 @@ from torch import nn
 from dnnlib.util import BadFileError, UserError, atomic_write
 from torch_utils.misc import assert_shape, load_torch_file
 
+from . import official_psp
+
 FORMAT_TAG = "qc-stylegan-encoder"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2             # newest version this code reads
+OWN_ARCHITECTURE = "qc-resnet"  # InversionEncoder (files without an 'architecture' entry)
+ARCHITECTURE_VERSIONS = {OWN_ARCHITECTURE: 1, official_psp.ARCHITECTURE: 2}   # version written per architecture
 RESNET_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -199,7 +209,7 @@ class InversionEncoder(nn.Module):
 def save_encoder(path: str, E: InversionEncoder, training_state: Optional[dict] = None,
                  metadata: Optional[dict] = None) -> None:
     """Write an encoder checkpoint atomically (see the module docstring for the format)."""
-    payload = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "kwargs": copy.deepcopy(E.init_kwargs),
+    payload = {"format": FORMAT_TAG, "version": ARCHITECTURE_VERSIONS[OWN_ARCHITECTURE], "kwargs": copy.deepcopy(E.init_kwargs),
                "state_dict": {k: v.detach().cpu().clone() for k, v in E.state_dict().items()},
                "training_state": training_state, "metadata": dict(metadata or {})}
     buf = io.BytesIO()
@@ -209,24 +219,42 @@ def save_encoder(path: str, E: InversionEncoder, training_state: Optional[dict] 
 
 
 def read_encoder_file(path: str) -> Dict[str, Any]:
-    """The raw payload of an encoder checkpoint (UserError for missing/foreign/corrupt files)."""
-    payload = load_torch_file(path, "encoder file")
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_TAG:
-        raise BadFileError(f"{path}: not an encoder checkpoint (train one with 'invert.py train-encoder')")
-    if not isinstance(payload.get("version"), int) or payload["version"] > FORMAT_VERSION:
-        raise BadFileError(f"{path}: encoder format version {payload.get('version')} is newer than this code "
+    """The payload of an encoder file in our format (see the module docstring): one of ours, or the
+    official release's pSp file converted in memory (``official_psp.read_official_file``: only its
+    encoder is kept). ``UserError`` for a missing file, ``BadFileError`` for a foreign, corrupt,
+    truncated or newer one."""
+    raw = load_torch_file(path, "encoder file", mmap=True)      # mapped: an official file's extras are never read
+    if official_psp.is_official_file(raw):
+        try:
+            enc = official_psp.extract_encoder(raw, path)
+        finally:
+            raw.clear()
+        return {"format": FORMAT_TAG, "version": ARCHITECTURE_VERSIONS[official_psp.ARCHITECTURE],
+                "architecture": official_psp.ARCHITECTURE,
+                "kwargs": {"w_dim": enc.w_dim, "q_dim": enc.q_dim, "num_ws": enc.num_ws},
+                "state_dict": enc.state_dict, "training_state": None,
+                "metadata": {"converted_from": "official pSp file", "official_opts": enc.opts}}
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_TAG:
+        raise BadFileError(f"{path}: not an encoder checkpoint (train one with 'invert.py train-encoder', or give "
+                           f"the official release's ffhq_psp.pt)")
+    if not isinstance(raw.get("version"), int) or raw["version"] > FORMAT_VERSION:
+        raise BadFileError(f"{path}: encoder format version {raw.get('version')} is newer than this code "
                            f"supports ({FORMAT_VERSION})")
-    return payload
+    arch = raw.get("architecture", OWN_ARCHITECTURE)
+    if arch not in ARCHITECTURE_VERSIONS:
+        raise BadFileError(f"{path}: unknown encoder architecture '{arch}' (known: {', '.join(ARCHITECTURE_VERSIONS)})")
+    return copy.deepcopy(raw)          # in memory, not backed by the mapped file (training resumes from it)
 
 
 def export_encoder(src: str, dst: str, half: bool = False, metadata: Optional[dict] = None) -> int:
-    """Write a release copy of an encoder checkpoint: no optimiser/training state, metadata merged,
-    and with ``half`` the weights stored as float16 (BatchNorm statistics stay float32; loading
-    casts back to float32). Returns the file size in bytes."""
+    """Write a release copy of an encoder file (ours, or the official pSp file converted to our
+    format): no optimiser/training state, metadata merged, and with ``half`` the weights stored as
+    float16 (BatchNorm statistics and latent_avg stay float32; loading casts back to float32).
+    Returns the file size in bytes."""
     payload = read_encoder_file(src)
     state = payload["state_dict"]
     if half:
-        state = {k: v.half() if v.is_floating_point() and not k.endswith(("running_mean", "running_var"))
+        state = {k: v.half() if v.is_floating_point() and not k.endswith(("running_mean", "running_var", "latent_avg"))
                  else v for k, v in state.items()}
     out = {**payload, "state_dict": state, "training_state": None,
            "metadata": {**dict(payload.get("metadata") or {}), **dict(metadata or {}),
@@ -238,16 +266,45 @@ def export_encoder(src: str, dst: str, half: bool = False, metadata: Optional[di
     return os.path.getsize(dst)
 
 
-def load_encoder(path: str, device: Any = "cpu", generator: Optional[nn.Module] = None) -> InversionEncoder:
-    """Load an encoder checkpoint, in eval mode with gradients off, on ``device``; with
-    ``generator``, check it was made for that generator's shapes (``BadFileError`` naming the
-    mismatch, before any output is written)."""
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def load_encoder(path: str, device: Any = "cpu", generator: Optional[nn.Module] = None,
+                 log: Optional[Callable[[str], None]] = None) -> nn.Module:
+    """Load an encoder file (ours or the official pSp file, told apart by content), in eval mode
+    with gradients off, on ``device``. With ``generator``: check it was made for that generator's
+    shapes (``BadFileError`` naming the mismatch, before any output is written); the official
+    encoder takes G's num_ws (its w goes to every layer) and, when its ``latent_avg[:w_dim]`` is not
+    G's ``w_avg`` (a mismatched pair), ``log`` says so in one line (default: stderr)."""
     payload = read_encoder_file(path)
+    arch = payload.get("architecture", OWN_ARCHITECTURE)
+    kwargs = dict(payload["kwargs"])
     try:
-        E = InversionEncoder(**payload["kwargs"])
-        E.load_state_dict(payload["state_dict"])
+        if arch == official_psp.ARCHITECTURE:
+            if generator is not None:
+                kwargs.update(num_ws=generator.num_ws, img_resolution=generator.img_resolution)
+            E = official_psp.build_encoder(payload["state_dict"], **kwargs)
+        else:
+            E = InversionEncoder(**kwargs)
+            E.load_state_dict(payload["state_dict"])
     except (TypeError, RuntimeError, KeyError) as exc:
         raise BadFileError(f"{path}: does not match the encoder architecture ({str(exc).splitlines()[0]})") from None
     if generator is not None:
         E.check_generator(generator, what=f"{path}: this encoder")
+        if arch == official_psp.ARCHITECTURE:
+            diff = official_psp.w_avg_mismatch(E, generator)
+            if diff is not None:
+                (log or _stderr)(f"warning: {path}: latent_avg differs from the network's w_avg (max |diff| "
+                                 f"{diff:.3g}): this encoder was trained with another generator")
     return E.eval().requires_grad_(False).to(device)
+
+
+def encode_images(E: nn.Module, images: Sequence[Any], prepared: torch.Tensor):
+    """Stage 1 of the inversion: the encoder's (ws [N, num_ws, w_dim], q [N, q_dim] or None).
+    ``prepared``: the images as the inversion prepared them, [N, C, R, R] at G's resolution in
+    [-1, 1] (what our encoders read); ``images``: the uint8 originals, which an encoder with
+    ``reads_originals`` (the official pSp encoder: its own resize from the original) reads instead."""
+    if getattr(E, "reads_originals", False):
+        return E.encode_images(images, prepared)
+    return E(prepared)

@@ -35,7 +35,7 @@ import copy
 import dataclasses
 import math
 import time
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -94,11 +94,13 @@ def _lr_ramp(t: float, rampup: float, rampdown: float) -> float:
 
 def optimize_latents(G: nn.Module, target: torch.Tensor, loss_fn: ReconstructionLoss, steps: int,
                      opts: InversionConfig, ws_init: Optional[torch.Tensor] = None,
-                     q_init: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                     q_init: Optional[torch.Tensor] = None,
+                     on_step: Optional[Callable[[str, int, int], None]] = None
+                     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Stage 1 for a batch. target: [N, C, R, R] in [-1, 1]; ws_init [N, num_ws, w_dim] (default
     w_avg), q_init [N, q_dim] (default ``Q_INIT_STD`` * seeded N(0, 1), the same start for every
-    image, so an image's result does not depend on its batch). Returns (ws [N, num_ws, w_dim],
-    q [N, q_dim] or None)."""
+    image, so an image's result does not depend on its batch). ``on_step('stage1', k, steps)``
+    after each step k (progress reports). Returns (ws [N, num_ws, w_dim], q [N, q_dim] or None)."""
     n = target.shape[0]
     assert_shape(target, [n, G.img_channels, G.img_resolution, G.img_resolution])
     dev = target.device
@@ -126,6 +128,8 @@ def optimize_latents(G: nn.Module, target: torch.Tensor, loss_fn: Reconstruction
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if on_step is not None:
+            on_step("stage1", step + 1, steps)
     return w.detach().expand(n, G.num_ws, G.w_dim).clone(), (q.detach() if q is not None else None)
 
 
@@ -345,13 +349,15 @@ class PivotalTuner:
         return (img[:b], img[b:]) if pair else (None, img)
 
     def tune_batch(self, ws: torch.Tensor, q: Optional[torch.Tensor], target: torch.Tensor, steps: int,
-                   on_done=None) -> List[TuneResult]:
+                   on_done=None, on_step: Optional[Callable[[str, int, int], None]] = None) -> List[TuneResult]:
         """Tune B images at once. ws: [B, num_ws, w_dim]; q: [B, q_dim] or None; target:
         [B, C, R, R] in [-1, 1].
 
         Each image stops on its own (perceptual term below ``lpips_threshold``, or ``steps`` run)
         and leaves the batch; ``on_done(i, result)`` is called at that moment (i: its row in the
-        input). Returns the ``TuneResult``s in input order (``seconds`` filled in).
+        input). Returns the ``TuneResult``s in input order (``seconds`` filled in: the wall time of
+        the steps it took part in, shared among the images of each step, and of its final render).
+        ``on_step('pti', k, steps)`` after each step k.
         """
         n = ws.shape[0]
         assert_shape(ws, [n, self.G.num_ws, self.G.w_dim])
@@ -418,6 +424,8 @@ class PivotalTuner:
                             [rows.m[k] for k in names], [rows.v[k] for k in names], step, opts.pti_lr)
             dt = (time.perf_counter() - t0) / len(rows.index)
             rows.seconds = [s + dt for s in rows.seconds]
+            if on_step is not None:
+                on_step("pti", step + 1, steps)
         for j in range(len(rows.index)):
             finish(j, steps)
         return results

@@ -87,7 +87,11 @@ class EncoderTrainer:
         if o.init and fresh:
             # Fine-tune another run's encoder (e.g. the shipped one for a new generator of the same
             # shapes): its architecture and weights, this generator's w_avg.
-            self.E = load_encoder(o.init, generator=G).train().requires_grad_(True)
+            self.E = load_encoder(o.init, generator=G)
+            if not isinstance(self.E, InversionEncoder):
+                raise UserError(f"--init {o.init}: only encoders trained by train-encoder can be trained further "
+                                f"(not the official pSp file)")
+            self.E = self.E.train().requires_grad_(True)
             o.w_plus, o.depth, o.width = self.E.init_kwargs["w_plus"], self.E.init_kwargs["depth"], self.E.init_kwargs["width"]
             self.E.w_avg.copy_(G.mapping.w_avg.detach().cpu())
             self.E = self.E.to(self.device)

@@ -260,8 +260,8 @@ def test_restore_cli_on_photos(tmp_path):
     write_image(str(inp / "grey.png"), grey)
     write_image(str(inp / "wall.png"), np.tile(np.linspace(0, 255, 150).astype(np.uint8)[:, None, None], (1, 100, 3)))
     write_image(str(inp / "tiny.png"), photo[::2, ::2])                       # her face about 23 px
-    args = ["--input", str(inp), "--outdir", str(out), "--w-steps", "0", "--pti-steps", "0", "--perceptual", "fallback",
-            "--device", "cpu", "--quiet", "--min-face", "30"]
+    args = ["--input", str(inp), "--outdir", str(out), "--fidelity", "0", "--w-steps", "0", "--pti-steps", "0",
+            "--perceptual", "fallback", "--device", "cpu", "--quiet", "--min-face", "30"]     # 0: G(w, 0) pasted
     r = CliRunner().invoke(restore.main, args)
     assert r.exit_code == 0, (r.output, r.stderr)
     assert "3 faces pasted back, 2 photos without a face" in r.output
@@ -287,15 +287,20 @@ def test_restore_cli_on_photos(tmp_path):
         assert recs[name + ".png"]["faces"] == [] and np.array_equal(read_image(str(out / f"{name}.png")), read_image(str(src)))
     r2 = CliRunner().invoke(restore.main, args)
     assert r2.exit_code == 0 and "5 already there" in r2.output
-    # --fidelity on a photo: the pasted-back photo mixed with the photo (outside the faces: the photo)
-    r3 = CliRunner().invoke(restore.main, ["--input", str(inp / "astro.png"), "--outdir", str(tmp_path / "half"),
-                                           "--fidelity", "0.5"] + args[4:])
-    assert r3.exit_code == 0, (r3.output, r3.stderr)
-    half = read_image(str(tmp_path / "half" / "astro.png")).astype(float)
-    # 1 grey level: the blend's rounding, and this run inverts her face alone (batch of 1, not 3),
-    # so its render may differ from the first run's by float rounding
-    assert np.abs(half - (res.astype(float) + photo) / 2).max() <= 1
-    assert np.array_equal(half[far], photo[far])
+    # --fidelity f > 0 on a photo: (1 - f) of what the model changed is added to the photo (its
+    # detail above 64 px kept); outside the faces the photo itself
+    mixed = {}
+    for f in ("0.5", "0.75"):
+        r3 = CliRunner().invoke(restore.main, ["--input", str(inp / "astro.png"), "--outdir", str(tmp_path / f),
+                                               "--fidelity", f] + args[6:])
+        assert r3.exit_code == 0, (r3.output, r3.stderr)
+        mixed[f] = read_image(str(tmp_path / f / "astro.png")).astype(float)
+        assert np.array_equal(mixed[f][far], photo[far])
+        rec = json.loads(open(tmp_path / f / "restore.jsonl").readline())
+        assert rec["faces"][0]["fidelity"] == float(f) and rec["faces"][0]["severity"] is None
+    change = mixed["0.5"] - photo
+    assert np.abs(change).max() > 8                                     # the face changed
+    assert np.abs((mixed["0.75"] - photo) - change / 2).max() <= 1     # linear in 1 - f (rounding apart)
 
 
 @needs_dlib

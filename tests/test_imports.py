@@ -294,7 +294,7 @@ def _report(found: Dict[str, List[str]]) -> str:
 
 def test_layering_read_from_docs():
     layers, only = read_layering(os.path.join(ROOT, "docs", "architecture.md"))
-    order = ["inversion", "faces", "metrics", "training", "degradations", "torch_utils", "dnnlib"]
+    order = ["explorer", "inversion", "faces", "metrics", "training", "degradations", "torch_utils", "dnnlib"]
     assert sorted(order, key=layers.index) == order, layers
     assert only["dnnlib"] == set() and only["torch_utils"] == {"dnnlib"}
     assert only["faces"] == {"dnnlib", "degradations"}

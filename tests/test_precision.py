@@ -1,6 +1,6 @@
 """torch_utils.misc precision rule: --precision auto / --dtype auto from the hardware, with the CPU's
-capability mocked (AVX2-only -> fp32, AMX -> bf16); the warning when bf16 is forced on a CPU that
-emulates it; what training_options.json records."""
+capability mocked (AVX2-only -> fp32, AMX -> bf16); $QC_AUTO_PRECISION forcing either branch; the
+warning when bf16 is forced on a CPU that emulates it; what training_options.json records."""
 import json
 
 import pytest
@@ -19,6 +19,7 @@ def cpu(monkeypatch):
     calls = []
 
     def set_cpu(features, slowdown):
+        monkeypatch.delenv(misc.AUTO_PRECISION_ENV, raising=False)   # these tests mock the hardware rule
         monkeypatch.setattr(misc, "cpu_bf16_features", lambda: dict(features))
 
         def timing(*_a, **_k):
@@ -45,6 +46,27 @@ def test_auto_is_bf16_on_amx_once_the_timing_confirms(cpu):
     assert misc.resolve_inference_dtype("auto", "cpu") == "bfloat16"
     cpu(AMX, 3.0)                        # flags say AMX but bf16 runs slower (e.g. a VM hiding AMX)
     assert misc.resolve_precision("auto", "cpu")["precision"] == "fp32"
+
+
+def test_the_override_forces_either_branch_of_auto_only(cpu, monkeypatch, capsys):
+    cpu(AVX2, 26.0)
+    monkeypatch.setenv(misc.AUTO_PRECISION_ENV, "bf16")
+    info = misc.resolve_precision("auto", "cpu")
+    assert info["precision"] == "bf16" and info["auto_override"] == "bf16" and info["cpu_bf16_native"] is False
+    assert info["bf16_slowdown"] == 26.0                      # recorded, but no warning: it was asked for
+    assert capsys.readouterr().err == ""
+    assert misc.resolve_inference_dtype("auto", "cpu") == "bfloat16"
+    assert misc.resolve_precision("fp32", "cpu")["precision"] == "fp32"          # explicit choices stand
+    assert misc.resolve_precision("auto", torch.device("cuda"))["precision"] == "fp16"   # CPU only
+    cpu(AMX, 0.4)
+    monkeypatch.setenv(misc.AUTO_PRECISION_ENV, "float32")
+    assert misc.resolve_precision("auto", "cpu")["precision"] == "fp32"
+    assert misc.resolve_inference_dtype("auto", "cpu") == "float32"
+    monkeypatch.setenv(misc.AUTO_PRECISION_ENV, "")
+    assert misc.resolve_precision("auto", "cpu")["auto_override"] is None        # empty: the hardware decides
+    monkeypatch.setenv(misc.AUTO_PRECISION_ENV, "fp8")
+    with pytest.raises(UserError, match="QC_AUTO_PRECISION must be one of bf16, fp32"):
+        misc.resolve_precision("auto", "cpu")
 
 
 def test_forcing_bf16_on_an_emulating_cpu_warns_once_with_the_slowdown(cpu, capsys):
@@ -83,7 +105,8 @@ def test_training_options_record_the_choice(cpu, tmp_path):
     opts = resolve_options(dict(data=blobs.data, cfg="smoke", q_dim=0, device="cpu"))
     assert opts.precision == "bf16"
     assert opts.precision_info == {"requested": "auto", "device": "cpu", "cpu_capability": "AVX512",
-                                   "cpu_bf16_native": True, "bf16_slowdown": 0.5, "precision": "bf16"}
+                                   "cpu_bf16_native": True, "bf16_slowdown": 0.5, "precision": "bf16",
+                                   "auto_override": None}
     cpu(AVX2, 26.0)
     opts = resolve_options(dict(data=blobs.data, cfg="smoke", q_dim=0, device="cpu", kimg=0.008, tick_kimg=0.008))
     assert opts.precision == "fp32"

@@ -15,7 +15,7 @@ import restore  # noqa: E402
 from dnnlib.image_io import read_image, write_image  # noqa: E402
 from dnnlib.image_io import to_uint8_hwc  # noqa: E402
 
-FAST = ["--pti-steps", "2", "--w-steps", "3", "--perceptual", "fallback", "--device", "cpu", "--quiet",
+FAST = ["--pti-steps", "2", "--w-steps", "3", "--perceptual", "fallback", "--device", "cpu", "--quiet", "--fidelity", "0",
         "--align", "none"]          # random pixels of any size, taken as aligned crops
 
 
@@ -89,7 +89,11 @@ def test_restore_reuses_inversions_and_renders_sharp(tmp_path, setup):
 
 
 def test_restore_fidelity_mixes_the_input_back(tmp_path, setup):
-    """--fidelity f: (1 - f) G(w, 0) + f input; 1 gives the input back; outside [0, 1] is refused."""
+    """--fidelity f: the input plus (1 - f) of what the model changed, upsampled to the input's size
+    (fidelity.compose); 1 gives the input back; 0 is G(w, 0) resized; outside [0, 1] is refused."""
+    from dnnlib.image_io import read_image as read
+    from inversion.api import prepare_image
+    from inversion.applications.fidelity import compose
     G, net, inp, gt, sizes = setup
     src = inp / "a.png"
     common = ["--network", str(net), "--input", str(src)] + FAST
@@ -102,14 +106,38 @@ def test_restore_fidelity_mixes_the_input_back(tmp_path, setup):
             r = CliRunner().invoke(restore.main, common + inv + ["--outdir", str(tmp_path / f"f{f}"), "--fidelity", f])
             assert r.exit_code == 0, (r.output, r.stderr)
         bad = CliRunner().invoke(restore.main, common + ["--outdir", str(tmp_path / "bad"), "--fidelity", "1.5"])
-    x = read_image(str(src)).astype(float)
-    r0 = read_image(str(tmp_path / "f0" / "a.png")).astype(float)
-    assert not np.array_equal(r0, x)
-    assert np.array_equal(read_image(str(tmp_path / "f1" / "a.png")), read_image(str(src)))
-    mixed = read_image(str(tmp_path / "f0.25" / "a.png")).astype(float)
-    assert np.abs(mixed - (0.75 * r0 + 0.25 * x)).max() <= 0.5 + 1e-6
+    x = read(str(src))
+    sharp = read(str(tmp_path / "f0" / "inversions" / "a" / "sharp.png"))
+    r0 = read(str(tmp_path / "f0" / "a.png"))
+    assert not np.array_equal(r0, x) and r0.shape == x.shape
+    assert np.array_equal(read(str(tmp_path / "f1" / "a.png")), x)
+    mixed = read(str(tmp_path / "f0.25" / "a.png")).astype(float)
+    expected = compose(x, prepare_image(x, sharp.shape[0], 3), sharp, 0.25).astype(float)
+    assert np.array_equal(mixed, expected)
+    up = x.astype(float) + 0.75 * (r0.astype(float) - read(str(tmp_path / "f1" / "a.png")))   # not this: detail kept
+    assert np.abs(mixed - up).max() > 1
+    rec = json.loads(open(tmp_path / "f0.25" / "restore.jsonl").readline())
+    assert rec["fidelity"] == 0.25 and rec["severity"] is None and rec["q_norm"] > 0
     assert json.load(open(tmp_path / "f0.25" / "restore_options.json"))["fidelity"] == 0.25
     assert bad.exit_code == 2 and "--fidelity" in bad.output and not os.path.exists(tmp_path / "bad")
+
+
+@pytest.mark.precision_auto
+def test_restore_runs_float32_whatever_auto_picks(tmp_path, setup, monkeypatch):
+    """Inversion and restoration have no precision option: they run float32 on every CPU (PTI's
+    small gradients), so what ``auto`` picks elsewhere (QC_AUTO_PRECISION) changes no pixel."""
+    G, net, inp, gt, sizes = setup
+    outs = []
+    for choice in ("bf16", "fp32"):
+        monkeypatch.setenv("QC_AUTO_PRECISION", choice)
+        out = tmp_path / choice
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = CliRunner().invoke(restore.main, ["--network", str(net), "--input", str(inp / "a.png"),
+                                                  "--outdir", str(out)] + FAST)
+        assert r.exit_code == 0, (r.output, r.stderr)
+        outs.append(read_image(str(out / "a.png")))
+    assert np.array_equal(outs[0], outs[1])
 
 
 @pytest.mark.parametrize("args,needle", [

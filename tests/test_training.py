@@ -237,3 +237,56 @@ def test_smoke_trains_a_few_kimg_and_learns(blobs, tmp_path):
     more = training_loop(str(tmp_path / "r2"), _opts(blobs, kimg=2.5, tick_kimg=0.5, snap=0, resume=out["snapshot"]))
     state = ckpt.load_network(more["snapshot"])["training_state"]
     assert 2.5 <= more["kimg"] < 2.51 and state["cur_nimg"] == round(more["kimg"] * 1000)   # whole batches
+
+
+@pytest.mark.precision_auto
+def test_auto_precision_steps_like_fp32_with_float32_master_weights(blobs, tmp_path):
+    """--precision auto as the CPU resolves it (bf16 where native; ``make test-isa`` forces bf16 on
+    every CPU with QC_AUTO_PRECISION): the choice is recorded, the first step's losses are those of
+    fp32 up to bf16 rounding, and the weights, optimiser state and snapshot stay float32 (bf16 is an
+    autocast of the compute, never of the stored weights)."""
+    from torch_utils.misc import resolve_precision
+    auto = _opts(blobs, kimg=0.008, snap=0, precision="auto")
+    assert auto.precision == resolve_precision("auto", "cpu")["precision"]
+    assert auto.precision_info["auto_override"] == resolve_precision("auto", "cpu")["auto_override"]
+    out_auto = training_loop(str(tmp_path / "auto"), auto)
+    out_fp32 = training_loop(str(tmp_path / "fp32"), _opts(blobs, kimg=0.008, snap=0))
+    nets = ckpt.load_network(out_auto["snapshot"])
+    for key in ("G", "G_ema", "D", "D_degraded"):
+        assert {v.dtype for v in nets[key].state_dict().values() if v.is_floating_point()} == {torch.float32}, key
+    for group in nets["training_state"]["optimizers"].values():
+        for state in group["state"].values():
+            assert all(v.dtype == torch.float32 for v in state.values() if torch.is_tensor(v) and v.ndim)
+    a = read_jsonl(os.path.join(tmp_path, "auto", "stats.jsonl"))[0]
+    b = read_jsonl(os.path.join(tmp_path, "fp32", "stats.jsonl"))[0]
+    losses = [k for k in b if k.startswith("Loss/")]
+    assert losses
+    for k in losses:       # one step from the same weights and data: bf16 rounding apart (0.05 abs + 5 %)
+        assert abs(a[k]["mean"] - b[k]["mean"]) <= 0.05 + 0.05 * abs(b[k]["mean"]), (k, a[k], b[k])
+
+
+def test_slim_checkpoint_resumes_a_degrad_run_from_git_sized_files(blobs, tmp_path):
+    """The campaign hand-over (convert_network.py --slim-base): G/G_ema as exact differences from a
+    base G_ema beside the file, D_degraded in bfloat16, no optimiser moments; the slim file loads
+    with weights_only, gives the snapshot's generators bit for bit, and a run resumed from it
+    continues at the snapshot's kimg. A base that changed afterwards is refused."""
+    from training.checkpoint import convert_network, slim_checkpoint
+    out = training_loop(str(tmp_path / "a"), _opts(blobs, kimg=0.016, train_blocks="degrad", snap=0))
+    ship = tmp_path / "ship"
+    ship.mkdir()
+    convert_network(out["snapshot"], str(ship / "release.pt"), only=["G_ema"])
+    sizes = slim_checkpoint(out["snapshot"], str(ship / "campaign.pt"), str(ship / "release.pt"))
+    full_bytes = sum(v.numel() * 4 for v in ckpt.load_network(out["snapshot"])["G"].state_dict().values())
+    assert sizes["G_ema"] == 0 and 0 < sizes["G"] < full_bytes          # only the DegradBlocks' tensors
+    torch.load(str(ship / "campaign.pt"), weights_only=True)
+    full, slim = ckpt.load_network(out["snapshot"]), ckpt.load_network(str(ship / "campaign.pt"))
+    for net in ("G", "G_ema"):
+        for name, value in full[net].state_dict().items():
+            assert torch.equal(value, slim[net].state_dict()[name]), (net, name)
+    assert slim["training_state"]["optimizers"] == {} and slim["training_state"]["cur_nimg"] == 16
+    more = training_loop(str(tmp_path / "b"), _opts(blobs, kimg=0.032, train_blocks="degrad", snap=0,
+                                                    resume=str(ship / "campaign.pt")))
+    assert ckpt.load_network(more["snapshot"])["training_state"]["cur_nimg"] == 32
+    convert_network(more["snapshot"], str(ship / "release.pt"), only=["G_ema"])   # the base moves on
+    with pytest.raises(UserError, match="changed since this file was written"):
+        ckpt.load_network(str(ship / "campaign.pt"))

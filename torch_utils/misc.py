@@ -6,6 +6,7 @@ import os
 import pickle
 import sys
 import time
+import zipfile
 from typing import Optional, Sequence
 
 import torch
@@ -97,13 +98,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def load_torch_file(path: str, what: str = "file"):
+def load_torch_file(path: str, what: str = "file", mmap: bool = False):
     """``torch.load(path, weights_only=True)`` on CPU with one-line errors: missing file
     (``UserError``), refused content (anything but tensors and plain data: nothing is executed) and
-    corrupt or truncated bytes (``BadFileError``, exit status 2 in the CLIs)."""
+    corrupt or truncated bytes (``BadFileError``, exit status 2 in the CLIs). ``mmap``: map the
+    file instead of reading it (only the tensors used are ever read; files in the pre-1.6 format
+    are read whole)."""
     if not os.path.isfile(path):
         raise UserError(f"{what} not found: {path}")
     try:
+        if mmap and zipfile.is_zipfile(path):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise BadFileError(f"{path}: refused or unreadable torch file (weights_only=True): "
@@ -124,6 +129,10 @@ def load_torch_file(path: str, what: str = "file"):
 TRAINING_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BF16_MATMUL_SIZE = 256          # square matmul timed to confirm native bf16 (about a millisecond in fp32)
 BF16_NATIVE_MAX_RATIO = 1.0     # bf16 counts as native when a bf16 matmul is no slower than fp32
+# What 'auto' picks on CPU can be forced, for tests of either branch on any machine (make test-isa)
+# and for users who want the same choice everywhere: QC_AUTO_PRECISION=bf16 or fp32.
+AUTO_PRECISION_ENV = "QC_AUTO_PRECISION"
+AUTO_PRECISION_CHOICES = {"bf16": "bf16", "bfloat16": "bf16", "fp32": "fp32", "float32": "fp32"}
 
 
 def cpu_bf16_features() -> dict:
@@ -176,20 +185,33 @@ def cpu_has_native_bf16(features: Optional[dict] = None) -> bool:
 _WARNED: set = set()
 
 
+def auto_precision_override() -> Optional[str]:
+    """'bf16' or 'fp32' when ``$QC_AUTO_PRECISION`` forces what ``auto`` picks on CPU, else None
+    (unset or empty: the hardware decides). Another value is a ``UserError``."""
+    value = os.environ.get(AUTO_PRECISION_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in AUTO_PRECISION_CHOICES:
+        raise UserError(f"${AUTO_PRECISION_ENV} must be one of bf16, fp32 (or empty), got '{value}'")
+    return AUTO_PRECISION_CHOICES[value]
+
+
 def resolve_precision(requested: str, device) -> dict:
     """The training precision for ``requested`` ('auto', 'fp32', 'bf16', 'fp16') on ``device``.
 
     Returns {'precision': 'fp32'|'bf16'|'fp16', 'requested', 'device', 'cpu_capability',
-    'cpu_bf16_native' (None on CUDA), 'bf16_slowdown' (measured, or None)}; training logs and
+    'cpu_bf16_native' (None on CUDA), 'bf16_slowdown' (measured, or None), 'auto_override'
+    (``$QC_AUTO_PRECISION`` when it decided 'auto' on CPU, else None)}; training logs and
     ``training_options.json`` record it. Forcing bf16 on a CPU that emulates it prints one warning
-    line with the measured slowdown; fp16 without CUDA is a ``UserError``.
+    line with the measured slowdown (not when ``$QC_AUTO_PRECISION`` forces it: a deliberate
+    test setting); fp16 without CUDA is a ``UserError``.
     """
     if requested not in TRAINING_PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(TRAINING_PRECISIONS)}, got {requested}")
     device = torch.device(device)
     features = cpu_bf16_features()
     info = {"requested": requested, "device": device.type, "cpu_capability": features["capability"],
-            "cpu_bf16_native": None, "bf16_slowdown": None}
+            "cpu_bf16_native": None, "bf16_slowdown": None, "auto_override": None}
     if device.type == "cuda":
         info["precision"] = "fp16" if requested == "auto" else requested
         return info
@@ -197,8 +219,13 @@ def resolve_precision(requested: str, device) -> dict:
         raise UserError("--precision fp16 needs CUDA; on CPU use auto, bf16 or fp32")
     native = cpu_has_native_bf16(features)
     info["cpu_bf16_native"] = native
-    if native or requested == "bf16":
+    override = auto_precision_override() if requested == "auto" else None
+    if native or requested == "bf16" or override == "bf16":
         info["bf16_slowdown"] = round(measure_bf16_slowdown(), 2)
+    if override is not None:
+        info["auto_override"] = override
+        info["precision"] = override
+        return info
     info["precision"] = ("bf16" if native else "fp32") if requested == "auto" else requested
     if requested == "bf16" and not native and "bf16" not in _WARNED:
         _WARNED.add("bf16")

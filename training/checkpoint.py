@@ -14,6 +14,11 @@ Our format (``FORMAT_TAG``, ``FORMAT_VERSION``)::
      'networks': {name: {'class': 'Generator'|'Discriminator', 'kwargs': {...}, 'state_dict': {...}}},
      'training_state': {...} | None,     # optimisers, counters, RNG, augment p (resume)
      'metadata': {...}}                  # free-form plain data (e.g. training options)
+
+A *slim* network entry (``slim_checkpoint``: a resumable run small enough to keep in git) stores
+only the tensors that differ from a base network in another file, exactly, plus
+``'base': {'file': name beside this file, 'network': 'G_ema', 'sha256': digest of its tensors}``;
+an entry may also hold its tensors as bfloat16 (``'stored_dtype'``), widened to float32 on load.
 """
 from __future__ import annotations
 
@@ -117,14 +122,69 @@ def save_checkpoint(path: str, nets: Mapping[str, Optional[nn.Module]], training
         f.write(buf.getvalue())
 
 
+def state_digest(module: nn.Module) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of a network's tensors (a slim entry's base check)."""
+    import hashlib
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def slim_entry(module: nn.Module, base: Optional[nn.Module] = None, base_file: Optional[str] = None,
+               base_network: str = "G_ema", half: bool = False) -> dict:
+    """``network_entry`` of ``module`` keeping only the tensors that differ from ``base`` (same
+    class and arguments; exact float32 values), or (``half``) every tensor as bfloat16."""
+    entry = network_entry(module)
+    if base is not None:
+        if type(base) is not type(module) or base.init_kwargs != module.init_kwargs:
+            raise UserError(f"the base {base_network} of {base_file} has another architecture")
+        ref = base.state_dict()
+        entry["state_dict"] = {k: v for k, v in entry["state_dict"].items() if not torch.equal(v, ref[k].cpu())}
+        entry["base"] = {"file": base_file, "network": base_network, "sha256": state_digest(base)}
+    if half:
+        entry["state_dict"] = {k: v.to(torch.bfloat16) if v.is_floating_point() else v
+                               for k, v in entry["state_dict"].items()}
+        entry["stored_dtype"] = "bfloat16"
+    return entry
+
+
+def _entry_network(entry: dict, path: str, name: str) -> nn.Module:
+    """Build one network of our format; a slim entry starts from its base file's network."""
+    what = f"{path}:{name}"
+    base = entry.get("base")
+    if base is None:
+        net = build_network(entry["class"], entry["kwargs"])
+        copy_state(net, entry["state_dict"], what=what)
+        return net
+    base_path = os.path.join(os.path.dirname(os.path.abspath(path)), base["file"])
+    if not os.path.isfile(base_path):
+        raise BadFileError(f"{what}: its base {base['file']} must lie beside it ({base_path} not found)")
+    net = load_network(base_path).get(base["network"])
+    if net is None or type(net).__name__ != entry["class"] or net.init_kwargs != entry["kwargs"]:
+        raise BadFileError(f"{what}: {base['file']} holds no matching {base['network']}")
+    if state_digest(net) != base["sha256"]:
+        raise BadFileError(f"{what}: {base['file']} changed since this file was written (its tensors differ)")
+    tensors = dict(net.named_parameters())
+    tensors.update(dict(net.named_buffers()))
+    unknown = [k for k in entry["state_dict"] if k not in tensors]
+    if unknown:
+        raise BadFileError(f"{what}: tensors this architecture lacks: {', '.join(unknown[:5])}")
+    with torch.no_grad():
+        for k, v in entry["state_dict"].items():
+            tensors[k].copy_(torch.as_tensor(v))
+    return net.train()
+
+
 def _load_ours(payload: dict, path: str) -> Dict[str, Any]:
     version = payload.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise BadFileError(f"{path}: checkpoint version {version} is newer than this code supports ({FORMAT_VERSION})")
     out: Dict[str, Any] = {"source": "qc-stylegan-checkpoint", "config": {}}
     for name, entry in payload.get("networks", {}).items():
-        net = build_network(entry["class"], entry["kwargs"])
-        copy_state(net, entry["state_dict"], what=f"{path}:{name}")
+        net = _entry_network(entry, path, name)
         out[name] = net
         out["config"][name] = copy.deepcopy(entry["kwargs"])
     out["training_state"] = payload.get("training_state")
@@ -406,3 +466,37 @@ def convert_network(src: str, dst: str, widen_q_dim: Optional[int] = None, only:
                     **(metadata or {}))
     save_checkpoint(dst, out, training_state=None, metadata=metadata)
     return {name: type(net).__name__ for name, net in out.items()}
+
+
+def slim_checkpoint(src: str, dst: str, base: str, only: Sequence[str] = ("G", "G_ema", "D_degraded"),
+                    half: Sequence[str] = ("D", "D_degraded")) -> Dict[str, int]:
+    """A resumable copy of the training snapshot ``src`` small enough for git (the model campaign's
+    hand-over between machines, pretrained/README.md): generators as the tensors that differ from
+    ``base``'s ``G_ema`` (a file that must stay beside ``dst``; exact), the networks in ``half`` as
+    bfloat16, the training state without the optimisers' moments (Adam restarts from zero moments;
+    counters, augmentation p and running means are kept). Returns bytes per network."""
+    nets = load_network(src)
+    if nets.get("training_state") is None:
+        raise UserError(f"{src}: not a training snapshot (no training state)")
+    if os.path.dirname(os.path.abspath(base)) != os.path.dirname(os.path.abspath(dst)):
+        raise UserError(f"the base {base} must lie in the same folder as {dst}")
+    base_G = load_network(base).get("G_ema")
+    if base_G is None:
+        raise UserError(f"{base} holds no G_ema")
+    entries, sizes = {}, {}
+    for name in only:
+        if name not in nets:
+            raise BadFileError(f"{src} has no {name}")
+        is_g = name in ("G", "G_ema")
+        entries[name] = slim_entry(nets[name], base_G if is_g else None, os.path.basename(base), "G_ema",
+                                   half=name in half)
+        sizes[name] = sum(v.numel() * v.element_size() for v in entries[name]["state_dict"].values())
+    state = dict(nets["training_state"], optimizers={})
+    payload = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "networks": entries, "training_state": state,
+               "metadata": dict(nets.get("metadata") or {}, slim_of=os.path.basename(src),
+                                note="optimiser moments dropped; Adam restarts from zero moments")}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    with atomic_write(dst, "wb") as f:
+        f.write(buf.getvalue())
+    return sizes

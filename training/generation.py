@@ -151,8 +151,8 @@ def generate_images(G, outdir: str, seeds: Sequence[int] = (), projected_w: Opti
     """Render ``seeds`` (or the latents in ``projected_w``) to ``outdir``.
 
     Writes ``<name>.png`` (sharp, q = 0) and, for a QC generator, ``<name>_degraded.png``, one
-    ``metadata.jsonl`` line per image, and optionally ``grid.png`` (columns: sharp, degraded).
-    Returns the metadata records.
+    ``metadata.jsonl`` line per image (with the ``dtype`` that rendered it: ``auto`` resolved), and
+    optionally ``grid.png`` (columns: sharp, degraded). Returns the metadata records.
     """
     os.makedirs(outdir, exist_ok=True)
     G = G.to(device).eval()
@@ -220,7 +220,7 @@ def generate_images(G, outdir: str, seeds: Sequence[int] = (), projected_w: Opti
                        "truncation_cutoff": truncation_cutoff, "class": class_idx, "noise_mode": noise_mode,
                        "q_scale": q_scale if job.q is not None else None,
                        "q": job.q[0].round(6).tolist() if job.q is not None else None,
-                       "files": files, "seconds": round(seconds, 4)}
+                       "dtype": dtype, "files": files, "seconds": round(seconds, 4)}
                 records.append(rec)
                 append_jsonl(meta_path, rec)
             bar.update(len(chunk))

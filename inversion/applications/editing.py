@@ -5,6 +5,11 @@ For an image with codes (w, q) and a direction Δw ``[num_ws, w_dim]`` (``direct
 the edited sharp image G_θ(w + αΔw, 0). θ is the image's PTI-tuned generator when its inversion
 carries a delta.
 
+The release's edit (``editing/edit.py``, InterfaceGAN's ``linear_interpolate``) *sets* the signed
+distance to the boundary instead: w_k = w + (d_k - w·n) n, d_k in linspace(-3, 3, 10), rendered at
+q and at 0; ``mode='set-distance'`` does that (for every image, where the release edits only its
+first).
+
 Outputs per image, under ``OUTDIR/<name>/``: ``degraded_<α>.png``, ``sharp_<α>.png`` (α written
 as ``+1.50``) and ``grid.png`` (top row degraded, bottom row sharp, one column per strength); one
 line per image and strength in ``OUTDIR/edit.jsonl`` with the degradation residual statistics of
@@ -16,6 +21,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -32,13 +38,28 @@ from .latents import Latent, find_inversions, generator_for, latents_from_images
 from .photos import with_alpha
 
 RECORDS_FILE = "edit.jsonl"
+EDIT_MODES = ("add", "set-distance")
+OFFICIAL_DISTANCES = tuple(float(d) for d in np.linspace(-3.0, 3.0, 10))   # the release's edit.py: d_k
 
 
-def edit_ws(w: torch.Tensor, direction: torch.Tensor, strengths: Sequence[float]) -> torch.Tensor:
-    """w [num_ws, w_dim], direction [num_ws, w_dim] -> [S, num_ws, w_dim]: w + α Δw per strength."""
+def edit_ws(w: torch.Tensor, direction: torch.Tensor, strengths: Sequence[float], mode: str = "add") -> torch.Tensor:
+    """w [num_ws, w_dim], direction [num_ws, w_dim] -> [S, num_ws, w_dim], one per strength:
+
+    * ``add``: w + α Δw (moves every image by the same amount);
+    * ``set-distance``: the release's InterfaceGAN edit, each row put at signed distance α from the
+      boundary through the origin with unit normal n (the direction's row):
+      w + (α - w·n) n, so every image ends at the same distance whatever its start (rows where the
+      direction is zero are kept).
+    """
     assert_shape(direction, list(w.shape))
-    alphas = torch.as_tensor(list(strengths), dtype=w.dtype).view(-1, 1, 1)
-    return w.unsqueeze(0) + alphas * direction.to(w.dtype).unsqueeze(0)
+    if mode not in EDIT_MODES:
+        raise UserError(f"unknown edit mode '{mode}' (choose from {', '.join(EDIT_MODES)})")
+    alphas = torch.as_tensor(list(strengths), dtype=w.dtype).view(-1, 1, 1)      # [S, 1, 1]
+    n = direction.to(w.dtype).unsqueeze(0)                                        # [1, num_ws, w_dim]
+    if mode == "add":
+        return w.unsqueeze(0) + alphas * n
+    dist = (w * direction.to(w.dtype)).sum(dim=-1, keepdim=True).unsqueeze(0)    # w·n: [1, num_ws, 1]
+    return w.unsqueeze(0) + (alphas - dist) * n
 
 
 def residual_record(sharp: torch.Tensor, degraded: torch.Tensor) -> Dict[str, List[float]]:
@@ -47,9 +68,10 @@ def residual_record(sharp: torch.Tensor, degraded: torch.Tensor) -> Dict[str, Li
     return {"mean": mean.tolist(), "std": std.tolist()}
 
 
-def edit_latent(G, latent: Latent, direction: torch.Tensor, strengths: Sequence[float], device="cpu"):
+def edit_latent(G, latent: Latent, direction: torch.Tensor, strengths: Sequence[float], device="cpu",
+                mode: str = "add"):
     """Render one image's edits. Returns (sharp [S, C, H, W], degraded [S, C, H, W]) in [-1, 1]."""
-    ws = edit_ws(latent.w.float(), direction.float(), strengths)       # [S, num_ws, w_dim]
+    ws = edit_ws(latent.w.float(), direction.float(), strengths, mode)  # [S, num_ws, w_dim]
     q = latent.q.float().unsqueeze(0).repeat(len(strengths), 1)        # q kept: [S, q_dim]
     return render(generator_for(G, latent), ws, q, device=device)
 
@@ -60,9 +82,11 @@ def strength_tag(alpha: float) -> str:
 
 def edit_latents(G, latents: Sequence[Latent], direction: torch.Tensor, strengths: Sequence[float],
                  outdir: str, device="cpu", direction_info: Optional[dict] = None, progress: bool = True,
-                 log=None) -> dict:
+                 log=None, mode: str = "add") -> dict:
     """Edit every latent with every strength and write the files described in the module doc.
-    Images whose grid exists (and records are in ``edit.jsonl``) are skipped: rerun resumes."""
+    Images whose grid exists (and records are in ``edit.jsonl``) are skipped: rerun resumes.
+    ``mode``: ``add`` (strengths are α of w + αΔw) or ``set-distance`` (strengths are the signed
+    distances the release's edit sets; ``edit_ws``)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if G.q_dim == 0:
         raise UserError("editing with the quality code kept needs a QC generator (q_dim > 0)")
@@ -79,13 +103,13 @@ def edit_latents(G, latents: Sequence[Latent], direction: torch.Tensor, strength
         if lat.name in done and os.path.isfile(os.path.join(folder, "grid.png")):
             summary["skipped"] += 1
         else:
-            sharp, deg = edit_latent(G, lat, direction, strengths, device=device)
+            sharp, deg = edit_latent(G, lat, direction, strengths, device=device, mode=mode)
             s8, d8 = to_uint8_hwc(sharp), to_uint8_hwc(deg)
             for i, a in enumerate(strengths):
                 write_image(os.path.join(folder, f"degraded_{strength_tag(a)}.png"), d8[i])
                 write_image(os.path.join(folder, f"sharp_{strength_tag(a)}.png"), s8[i])
                 stats = residual_record(sharp[i], deg[i])
-                append_jsonl(records_path, {"name": lat.name, "strength": a, "source": lat.source,
+                append_jsonl(records_path, {"name": lat.name, "strength": a, "mode": mode, "source": lat.source,
                                             "residual_mean": stats["mean"], "residual_std": stats["std"],
                                             **({"direction": direction_info} if direction_info else {})})
             write_image(os.path.join(folder, "grid.png"), make_grid(list(d8) + list(s8), len(strengths)))
@@ -103,12 +127,13 @@ def edit_latents(G, latents: Sequence[Latent], direction: torch.Tensor, strength
 def edit_folder(models, direction: torch.Tensor, strengths: Sequence[float], outdir: str,
                 inversions: Optional[str] = None, input_path: Optional[str] = None,
                 direction_info: Optional[dict] = None, config: Optional[InversionConfig] = None, align: str = "auto",
-                max_faces: Optional[int] = None, min_face: Optional[int] = None, progress: bool = True) -> dict:
+                max_faces: Optional[int] = None, min_face: Optional[int] = None, progress: bool = True,
+                mode: str = "add") -> dict:
     """The library of ``edit.py edit``: the latents of ``inversions`` (a folder, one image's
     folder or ``seeds:RANGE``) or of the images under ``input_path`` (inverted first into
     ``OUTDIR/inversions`` with ``config``, resumable; whole photos per ``align`` / ``max_faces`` /
-    ``min_face``),
-    edited by ``edit_latents``; each photo's edited faces are pasted back into ``OUTDIR/photos``.
+    ``min_face``), edited by ``edit_latents`` (``mode``: ``add`` or ``set-distance``); each photo's
+    edited faces are pasted back into ``OUTDIR/photos``.
     ``models``: ``inversion.models.Models``. Returns ``edit_latents``' counts and ``pasted``."""
     if (inversions is None) == (input_path is None):
         raise UserError("give exactly one of --inversions DIR or --input DIR")
@@ -119,7 +144,7 @@ def edit_folder(models, direction: torch.Tensor, strengths: Sequence[float], out
     else:
         latents = load_latents(models.G, inversions, device=models.device)
     summary = edit_latents(models.G, latents, direction, strengths, outdir, device=models.device,
-                           direction_info=direction_info, progress=progress)
+                           direction_info=direction_info, progress=progress, mode=mode)
     summary["pasted"] = paste_edits(inv_dir, outdir, list_sources(input_path, outdir)[0], strengths) \
         if input_path is not None else 0
     return summary

@@ -4,6 +4,8 @@ A ``Latent`` is one image's (w, q) and, for PTI inversions, its generator delta.
 
 * an ``invert.py run`` output folder: every sub-folder holding ``w.npy`` (its path relative to
   the folder is the name, e.g. ``a/0001``), or one such sub-folder;
+* the official release's pSp output folder (``latent/NNNN.pt`` + ``org/``, read by
+  ``inversion.official_outputs``): each image's pSp pivot, no generator delta, named ``0000``...;
 * ``seeds:0-3``: generated samples, z and q from the seeds (``training.generation`` conventions),
   w = mapping(z) without truncation;
 * images (``latents_from_images``): inverted first with ``invert.py run``'s resumable folder loop.
@@ -23,6 +25,7 @@ from ..api import load_inversion
 from ..config import InversionConfig
 from ..delta import apply_delta
 from ..folder import invert_folder
+from ..official_outputs import is_official_outputs, pivot_ws, read_official_outputs
 
 SEEDS_PREFIX = "seeds:"
 
@@ -81,13 +84,17 @@ def seed_latents(G, seeds, device="cpu") -> List[Latent]:
 
 
 def load_latents(G, spec: str, device="cpu") -> List[Latent]:
-    """Latents from an inversions folder, one inversion folder, or ``seeds:RANGE``."""
+    """Latents from an inversions folder, one inversion folder, the release's pSp output folder, or
+    ``seeds:RANGE``."""
     spec = str(spec)
     if spec.startswith(SEEDS_PREFIX):
         seeds = parse_range(spec[len(SEEDS_PREFIX):])
         if not seeds:
             raise UserError(f"no seeds in '{spec}'")
         return seed_latents(G, seeds, device)
+    if is_official_outputs(spec):
+        return [Latent(name=p.name, w=pivot_ws(p, G.num_ws), q=p.q, source=os.path.abspath(p.image))
+                for p in read_official_outputs(spec, G.w_dim, G.q_dim)]
     names = find_inversions(spec)
     if not names:
         raise UserError(f"no inversions (folders with w.npy) under {spec}; run invert.py run first")

@@ -20,6 +20,9 @@ Each section is one claim of the paper, measured at our scale:
   seeded): PSNR/SSIM against the clean face of the degraded input, of OpenCV's non-local-means
   denoiser, and of the restoration (encoder, stage-1 steps, PTI, rendered at q = 0), and of that
   restoration mixed with its input at each ``--fidelity`` of ``FIDELITIES`` (``restore.py``).
+* ``restore_crops`` / ``restore_photos``: ``restore.py`` itself at its defaults (``--fidelity
+  auto``) and at ``--fidelity 0``, on degraded held-out crops (and clean ones), and on held-out
+  faces composited into real photos at mild and strong degradations (``restore_report``).
 
 The held-out faces come from a training-layout ZIP or folder (``utkface64-mini.zip``: 512 UTKFace
 faces that are not in ``utkface64.zip``). Nothing here trains on them.
@@ -52,6 +55,7 @@ from training.generation import seed_to_q, seed_to_z
 
 from ..api import invert_images, prepare_image
 from ..models import load_models
+from . import restore_report
 from .probe import run_probe
 
 # Targets of the shipped-model issue, reported beside the measurements (not enforced here).
@@ -201,12 +205,13 @@ def model_report(G, encoder, heldout: str, G_teacher=None, probe_images: int = 3
                  q_samples: int = 256, teacher_seeds: int = 64, w_steps: int = 50, pti_steps: int = 100,
                  seed: int = 0, device="cpu", sections: Sequence[str] = ("teacher", "q_recovery", "probe",
                                                                           "restoration"),
-                 reals: Optional[str] = None, baseline=None, swd_images: int = SWD_IMAGES) -> dict:
-    """Run the named sections; returns the JSON-ready report."""
+                 reals: Optional[str] = None, baseline=None, swd_images: int = SWD_IMAGES, models=None) -> dict:
+    """Run the named sections; returns the JSON-ready report. ``models`` (``inversion.models``)
+    is needed by the sections that run ``restore.py``'s library call (restore_crops, restore_photos)."""
     G = G.eval().requires_grad_(False).to(device)
     if G.q_dim == 0:
         raise UserError("the report needs a QC generator (q_dim > 0)")
-    needs_encoder = {"q_recovery", "probe", "restoration"} & set(sections)
+    needs_encoder = {"q_recovery", "probe", "restoration", "restore_crops", "restore_photos"} & set(sections)
     if needs_encoder and encoder is None:
         raise UserError(f"sections {', '.join(sorted(needs_encoder))} need --encoder")
     if encoder is not None:
@@ -236,6 +241,12 @@ def model_report(G, encoder, heldout: str, G_teacher=None, probe_images: int = 3
         elif section == "restoration":
             faces = load_heldout_faces(heldout, restore_images, G.img_resolution)
             report[section] = restoration(G, encoder, faces, seed, w_steps, pti_steps, device)
+        elif section in ("restore_crops", "restore_photos"):
+            if models is None:
+                raise UserError(f"section {section} needs the loaded models")
+            faces = load_heldout_faces(heldout, restore_images, G.img_resolution)
+            report[section] = restore_report.run_section(section, models, heldout, faces,
+                                                         degrade_faces(faces, seed), nlm_denoise, seed)
         else:
             raise UserError(f"unknown section '{section}'")
         report[section]["seconds_section"] = time.perf_counter() - t0
@@ -272,7 +283,7 @@ def main(network, encoder, teacher, heldout, sections, probe_images, restore_ima
     report = model_report(G, E, heldout, G_teacher=T, probe_images=probe_images, restore_images=restore_images,
                           q_samples=q_samples, w_steps=w_steps, pti_steps=pti_steps, seed=seed, device=device,
                           sections=[s.strip() for s in sections.split(",") if s.strip()],
-                          reals=reals, baseline=B, swd_images=swd_images)
+                          reals=reals, baseline=B, swd_images=swd_images, models=models)
     report["files"] = {"network": net_path, "encoder": enc_path, "teacher": teacher, "baseline": baseline}
     with atomic_write(out) as f:
         f.write(json.dumps(report, indent=2).encode())

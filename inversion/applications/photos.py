@@ -27,17 +27,20 @@ def with_alpha(img: np.ndarray, alpha: Optional[np.ndarray]) -> np.ndarray:
 
 def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.ndarray]],
                    alphas: Dict[str, Optional[np.ndarray]], outdir: str,
-                   invert_fn: Callable, sharp_fn: Callable, inversions: Optional[str] = None,
-                   keep_inversions: bool = False, compare: bool = False, score_fn: Optional[Callable] = None,
-                   fidelity: float = 0.0, log=None) -> List[Dict[str, Any]]:
+                   invert_fn: Callable, renders_fn: Callable, fidelity_fn: Callable,
+                   inversions: Optional[str] = None, keep_inversions: bool = False, compare: bool = False,
+                   score_fn: Optional[Callable] = None, log=None) -> List[Dict[str, Any]]:
     """Restore the faces of whole photos and paste them back; returns one record per photo.
 
     photos: [(src, out_rel, rgb uint8 [H, W, 3])], ``alphas[src]``: its alpha (uint8 [H, W] or
     None), both as read by the caller; ``invert_fn(crops, names)`` -> results (the
-    folder's inversion call, on the list of every face of these photos); ``sharp_fn(result, name)``
-    -> uint8 [R, R, 3] G(w, 0); ``score_fn(src, photo, restored_photo)`` -> metrics fields or {};
-    ``fidelity`` f: each face is pasted back at opacity 1 - f, i.e. ``(1 - f) restored + f photo``
-    (computed in the faces' windows only: a large photo gets no float copy of itself).
+    folder's inversion call, on the list of every face of these photos); ``renders_fn(result,
+    name)`` -> uint8 [R, R, 3] G(w, 0) and G(w, q); ``fidelity_fn(result, sharp, reconstruction,
+    crop)`` -> ``fidelity.FidelityChoice`` of the face (``crop``: the aligned input); ``score_fn(src, photo, restored_photo)`` -> metrics
+    fields or {}. A face of fidelity f > 0 gets (1 - f) of what the model changed added to the photo
+    (``FacePipeline.paste_changes``: the photo keeps its detail above the model's resolution); f = 0
+    pastes G(w, 0) itself (the paper's restoration). Computed in the faces' windows only: a large
+    photo gets no float copy of itself.
     """
     log = log or default_log
     stems = [os.path.splitext(o)[0] for _, o, _ in photos]
@@ -60,22 +63,24 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
     records = []
     for (src, out_rel, img), (stem, faces, notes) in zip(photos, found):
         alpha = alphas[src]
-        sharps, face_recs = [], []
+        sharps, fidelities, face_recs = [], [], []
         for f in faces:
             name = face_name(stem, f.index)
             res, reused = results[name]
-            sharp = sharp_fn(res, name)
+            sharp, recon = renders_fn(res, name)
+            choice = fidelity_fn(res, sharp, recon, f.crop)
             sharps.append(sharp)
+            fidelities.append(choice.fidelity)
             tile = os.path.join(FACES_DIR, name + ".png").replace(os.sep, "/")
             image_io.write_image(os.path.join(outdir, tile), np.concatenate([f.crop, sharp[:, :, :3]], axis=1))
             if keep_inversions and not reused:
                 save_inversion(os.path.join(outdir, INVERSIONS_DIR, name), res)
                 save_face_info(os.path.join(outdir, INVERSIONS_DIR, name), f, src, img.shape)
             s = dict(res.stats or {})
-            face_recs.append({**f.record(), "tile": tile, "reused_inversion": reused,
+            face_recs.append({**f.record(), "tile": tile, "reused_inversion": reused, **choice.record(),
                               "scores": {k: s.get(k) for k in ("psnr", "perceptual", "lpips", "perceptual_loss",
                                                                  "w_steps", "pti_steps")}})
-        whole = pipeline.paste(img, faces, sharps, opacity=1.0 - fidelity) if faces else img
+        whole = pipeline.paste_changes(img, faces, sharps, fidelities) if faces else img
         image_io.write_image(os.path.join(outdir, out_rel), with_alpha(whole, alpha))
         if compare:
             image_io.write_image(os.path.join(outdir, COMPARE_DIR, out_rel), np.concatenate([img, whole], axis=1))

@@ -10,6 +10,9 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
   image to R x R);
 * an existing ``invert.py run`` folder (``inversions``) is reused: ``DIR/<stem>/`` when finished,
   else the image is inverted here (``keep_inversions`` saves new ones under ``OUTDIR/inversions``);
+  the official release's pSp output folder (``latent/`` + ``org/``, ``inversion.official_outputs``)
+  gives the pivot (w, q) of each input named like its ``org/`` image, and PTI runs from it (the
+  release's stage 2; ``pti_steps=0``: the pSp codes alone);
 * the folder loop (inputs, resume, chunks, unreadable files) is ``inversion.store.FolderRun``; the
   options are one ``RestoreOptions``, the inversion's settings one ``InversionConfig`` in it;
 * ``OUTDIR/restore.jsonl``: one line per image (file, source, seconds, steps, reconstruction
@@ -17,11 +20,15 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
   unreadable files (every odd form ``dnnlib.image_io`` refuses) get a line with ``error`` and are
   skipped; finished images are skipped on a rerun, so running the same command again resumes
   (and retries the failed ones); when no input can be processed at all, a ``UserError`` ends it;
-* ``fidelity`` f in [0, 1]: the output is ``(1 - f) restored + f input`` at the input's size (for
-  whole photos: each face pasted back at opacity 1 - f, so pixels outside the faces stay
-  unchanged); 0, the default, is the paper's G_θ(w, 0); a higher f keeps more of the input's
-  identity and detail and more of its degradation (the fidelity knob of face restorers such as
-  CodeFormer; measured in ``docs/applications.md``);
+* ``fidelity`` (``fidelity.py``): how much of the input the output keeps. ``'auto'`` (the default)
+  picks f per image from the model's own reading of how degraded the input is (the severity, RMS
+  of G_θ(w, q) - G_θ(w, 0), and the detail ratio of the input to G_θ(w, 0)) with the network's
+  calibrated curve: a sharp input is left as it is, a degraded one restored as far as the model
+  is trusted. A fixed f in [0, 1] applies to every
+  image. For f > 0 the output is the input plus (1 - f) of what the model changed, upsampled to the
+  input's size, so detail above the model's resolution stays the input's (at the model's size
+  this is ``(1 - f) restored + f input``); f = 0 is the paper's G_θ(w, 0) itself. Each record
+  holds ``fidelity``, ``severity``, ``detail`` and ``q_norm``; whole photos get the same per face;
 * ``compare``: ``OUTDIR/compare/<name>.png`` = input | restored (| ground truth), at input size;
 * whole photos (``face_pipeline``, ``restore.py --align``): each face is detected, aligned to the
   model's template, restored (the faces of a chunk of photos go to the inversion as one list) and
@@ -50,9 +57,11 @@ from faces.pipeline import FacePipeline, split_photos
 from metrics import image_metrics, niqe
 from metrics.compare import prepare_metrics, summarize
 
-from ..api import invert_images, load_inversion, save_inversion
+from ..api import invert_images, load_inversion, prepare_image, save_inversion
 from ..config import InversionConfig, split_overrides
+from ..official_outputs import is_official_outputs, pivot_ws, read_official_outputs
 from ..store import COMPARE_DIR, INVERSIONS_DIR, FolderRun, default_log, is_finished
+from . import fidelity as fid
 from .latents import Latent, generator_for, render
 from .photos import restore_photos
 
@@ -74,7 +83,10 @@ class RestoreOptions:
     device: Any = "cpu"
     progress: bool = True
     face_pipeline: Optional[FacePipeline] = None   # whole photos (faces.pipeline); None = aligned crops
-    fidelity: float = 0.0                     # output = (1 - f) restored + f input (0: G(w, 0) itself; 1: the input)
+    fidelity: fid.Fidelity = "auto"           # 'auto': per image from the model's severity (fidelity.py); f in [0, 1]:
+                                              # input + (1 - f) (restored - input) (0: G(w, 0) itself; 1: the input)
+    fidelity_curve: Optional[fid.FidelityCurve] = None   # for 'auto'; None: fidelity.GENERIC_CURVE
+    on_step: Optional[Callable[[str, int, int], None]] = None   # progress: (stage, step, steps) of each inversion step
 
 
 def find_gt(gt_dir: str, source: str) -> Optional[str]:
@@ -123,12 +135,24 @@ def summarize_records(records: Sequence[dict], names: Sequence[str]) -> Dict[str
             for kind in ("input", "restored")}
 
 
-def sharp_image(G, res, name: str, device) -> np.ndarray:
-    """uint8 [R, R, C]: G_θ(w, 0) of an inversion (its stored render, or rendered here)."""
-    if res.sharp is not None:
-        return np.asarray(res.sharp)
+def model_renders(G, res, name: str, device) -> tuple:
+    """uint8 [R, R, C] each: G_θ(w, 0) and G_θ(w, q) of an inversion (its stored renders, or
+    rendered here)."""
+    if res.sharp is not None and res.reconstruction is not None:
+        return np.asarray(res.sharp), np.asarray(res.reconstruction)
     lat = Latent(name=name, w=torch.as_tensor(res.w).float(), q=torch.as_tensor(res.q).float(), delta=res.delta)
-    return np.asarray(image_io.to_uint8_hwc(render(generator_for(G, lat), lat.w[None], None, device=device)[0])[0])
+    sharp, deg = render(generator_for(G, lat), lat.w[None], lat.q[None], device=device)
+    return (np.asarray(image_io.to_uint8_hwc(sharp)[0]),
+            np.asarray(image_io.to_uint8_hwc(deg)[0]) if deg is not None else None)
+
+
+def choose_fidelity(opts: "RestoreOptions", res, sharp: np.ndarray, reconstruction: Optional[np.ndarray],
+                    model_in: np.ndarray) -> fid.FidelityChoice:
+    """The fidelity of one restored image or face (``opts.fidelity``: fixed, or 'auto' by the curve);
+    ``model_in``: the input as the inversion saw it (uint8 [R, R, C])."""
+    q = torch.as_tensor(res.q).float()
+    q_norm = float(q.norm()) if q.numel() else None
+    return fid.choose(opts.fidelity, opts.fidelity_curve or fid.GENERIC_CURVE, reconstruction, sharp, q_norm, model_in)
 
 
 def restore_folder(G, input_path: str, outdir: str, encoder=None, options: Optional[RestoreOptions] = None,
@@ -153,11 +177,14 @@ class _Restoration:
             raise UserError("restoration needs a QC generator (q_dim > 0); this network is plain StyleGAN2")
         if opts.gt is not None and not os.path.isdir(opts.gt):
             raise UserError(f"--gt must be a folder: {opts.gt}")
-        if not 0.0 <= opts.fidelity <= 1.0:
-            raise UserError(f"--fidelity must be in [0, 1], got {opts.fidelity}")
+        opts.fidelity = fid.check_fidelity(opts.fidelity)
         if opts.inversions is not None and not os.path.isdir(opts.inversions):
             raise UserError(f"--inversions folder not found: {opts.inversions}")
         self.G, self.encoder, self.outdir, self.opts, self.log = G, encoder, outdir, opts, log
+        self.pivots: Dict[str, tuple] = {}           # the release's pSp output folder as --inversions: name -> (ws, q)
+        if opts.inversions is not None and is_official_outputs(opts.inversions):
+            self.pivots = {p.name: (pivot_ws(p, G.num_ws), p.q)
+                           for p in read_official_outputs(opts.inversions, G.w_dim, G.q_dim)}
         self.run_ = FolderRun(input_path, outdir, RECORDS_FILE, "restore", opts.progress, log)
         self.scorer = ImageScorer(opts.metrics or (), opts.lpips_backbone, opts.device, log) if opts.gt is not None else None
         stems = image_io.output_stems(self.run_.sources)
@@ -209,13 +236,16 @@ class _Restoration:
                        "inversions": opts.inversions, "gt": opts.gt, "compare": opts.compare,
                        "metrics": self.scorer.names if self.scorer else None,
                        "align": opts.face_pipeline.options() if opts.face_pipeline is not None else None,
-                       "fidelity": opts.fidelity, "inversion": self.config.record()}, f, indent=2)
+                       "fidelity": opts.fidelity,
+                       "fidelity_curve": (opts.fidelity_curve or fid.GENERIC_CURVE).to_dict() if opts.fidelity == "auto" else None,
+                       "inversion": self.config.record()}, f, indent=2)
             f.write("\n")
 
-    def _invert(self, images: List[np.ndarray], names: List[str], on_result=None) -> list:
-        """One batched inversion of a list of uint8 images; ``on_result(i, result)`` as each finishes."""
+    def _invert(self, images: List[np.ndarray], names: List[str], on_result=None, pivots=None) -> list:
+        """One batched inversion of a list of uint8 images; ``on_result(i, result)`` as each finishes;
+        ``pivots``: given stage-1 starts (the release's pSp codes) instead of the encoder's."""
         return invert_images(self.G, images, self.encoder, self.config, device=self.opts.device, names=names,
-                             progress=False, on_result=on_result)
+                             progress=False, on_result=on_result, pivots=pivots, on_step=self.opts.on_step)
 
     def _restore_crops(self, crops: Sequence[tuple]) -> None:
         """Aligned crops: reuse a finished ``--inversions`` folder, else invert (all of them in one call)."""
@@ -226,16 +256,21 @@ class _Restoration:
                 self._write(load_inversion(folder), src, out_rel, img, 0.0, True)
             else:
                 fresh.append((src, out_rel, img))
-        if not fresh:
-            return
+        stem = lambda job: os.path.splitext(job[1])[0]                     # noqa: E731
+        pivoted = [job for job in fresh if stem(job) in self.pivots]      # the release's pSp codes: PTI from them
+        others = [job for job in fresh if stem(job) not in self.pivots]
+        for group, pivots in ((pivoted, [self.pivots[stem(j)] for j in pivoted]), (others, None)):
+            if group:
+                self._invert([im for _, _, im in group], [stem(j) for j in group], on_result=self._on_result(group),
+                             pivots=pivots)
 
-        def finished(i: int, res) -> None:          # as soon as image i is finished
-            src, out_rel, img = fresh[i]
+    def _on_result(self, group: Sequence[tuple]):
+        def finished(i: int, res) -> None:          # as soon as image i of the group is finished
+            src, out_rel, img = group[i]
             if self.opts.keep_inversions:
                 save_inversion(os.path.join(self.outdir, INVERSIONS_DIR, os.path.splitext(out_rel)[0]), res)
             self._write(res, src, out_rel, img, res.stats["seconds_stage1"] + res.stats["seconds_stage2"], False)
-
-        self._invert([im for _, _, im in fresh], [os.path.splitext(o)[0] for _, o, _ in fresh], on_result=finished)
+        return finished
 
     def _write(self, res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> None:
         append_jsonl(self.run_.records, self._finish_image(res, src, out_rel, img, seconds, reused))
@@ -259,27 +294,27 @@ class _Restoration:
                     "restored": self.scorer(restored, gt_img)}
 
         return restore_photos(self.opts.face_pipeline, photos, alphas, self.outdir, invert_fn=self._invert,
-                              sharp_fn=lambda res, name: sharp_image(self.G, res, name, self.opts.device),
+                              renders_fn=lambda res, name: model_renders(self.G, res, name, self.opts.device),
+                              fidelity_fn=lambda res, sharp, recon, crop: choose_fidelity(self.opts, res, sharp, recon, crop),
                               inversions=self.opts.inversions, keep_inversions=self.opts.keep_inversions,
                               compare=self.opts.compare, score_fn=score if self.scorer is not None else None,
-                              fidelity=self.opts.fidelity, log=log)
+                              log=log)
 
     def _finish_image(self, res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> dict:
         """Render (or take) G_θ(w, 0), resize back, write it, score it. Returns its record."""
         gt, log = self.opts.gt, self.log
         h, w = img.shape[:2]
-        sharp = sharp_image(self.G, res, out_rel, self.opts.device)
-        restored = image_io.resize(np.asarray(sharp), h, w)
-        if restored.shape[2] != img.shape[2]:
-            restored = np.repeat(restored, img.shape[2], axis=2) if restored.shape[2] == 1 else restored[:, :, :img.shape[2]]
-        restored = image_io.blend(restored, img, self.opts.fidelity)
+        sharp, recon = model_renders(self.G, res, out_rel, self.opts.device)
+        model_in = prepare_image(img, sharp.shape[0], sharp.shape[2])
+        choice = choose_fidelity(self.opts, res, sharp, recon, model_in)
+        restored = fid.compose(img, model_in, sharp, choice.fidelity)
         image_io.write_image(os.path.join(self.outdir, out_rel), restored)
         stats = dict(res.stats or {})
         rec: Dict[str, Any] = {"file": out_rel, "source": src, "size": [h, w], "seconds": round(seconds, 3),
                                "reused_inversion": reused, "w_steps": stats.get("w_steps"),
                                "pti_steps": stats.get("pti_steps"), "psnr": stats.get("psnr"),
                                "lpips": stats.get("lpips"), "perceptual": stats.get("perceptual"),
-                               "perceptual_loss": stats.get("perceptual_loss")}
+                               "perceptual_loss": stats.get("perceptual_loss"), **choice.record()}
         tiles = [img, restored]
         if gt is not None:
             gt_path = find_gt(gt, src)

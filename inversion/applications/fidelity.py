@@ -1,0 +1,328 @@
+"""Restoration that does no harm: a fidelity per image from the model's own reading of its input.
+
+QC-StyleGAN explains an input as G_θ(w, q) and restores it as G_θ(w, 0) (Sec. 4.3). Two readings
+of that inversion say how degraded the input is:
+
+* the **severity**, s = RMS over pixels and channels of (G_θ(w, q) - G_θ(w, 0)) / 255: the
+  degradation the model believes it removes, q read in pixels (0 at q = 0, linear in q: the
+  DegradBlock gives DB(f, k q) = k DB(f, q), Sec. 3.2);
+* the **detail ratio**, d = log(mean |Laplacian| of the input / the same of G_θ(w, 0)), both at
+  the model's resolution: how far the input's fine detail is from what the model draws for a
+  clean face of that content (blur gives less, noise and JPEG blocks more).
+
+The output keeps a share f of the input (``compose``; ``restore.py --fidelity``), per image:
+
+    f = floor                                       when d is outside [detail_low, detail_high]
+    f = 1                                           else, when s <= sharp_below
+    f = floor + (1 - floor) exp(-(s - sharp_below) / scale)      else
+
+``sharp_below`` and the detail band come from clean faces (their largest severity and their
+range of ratios, each widened by a margin), so a sharp input is left as it is; ``floor`` and
+``scale`` maximise the mean PSNR gain over degraded faces (``calibrate``, on *training* faces,
+never on held-out ones). A model whose q reads the degradation restores through s; a
+model whose q does not (the shipped one, so far) still restores what the detail ratio flags.
+A model's curve lives beside its network file as ``<network stem>-fidelity.json``
+(``FidelityCurve.save``; ``load_curve`` finds it); a network without one uses
+``GENERIC_CURVE`` and says so.
+
+    python -m inversion.applications.fidelity --data ../shared/datasets/utkface64.zip \\
+        --count 64 --out pretrained/qc-faces64-fidelity.json
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import sys
+import zipfile
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from dnnlib.util import UserError, atomic_write
+
+CURVE_SUFFIX = "-fidelity.json"
+CURVE_FORMAT = "qc-stylegan-fidelity-curve"
+SEVERITY_MARGIN = 1.1           # sharp_below: the clean faces' largest severity times this
+FLOORS = tuple(np.round(np.arange(0.0, 0.951, 0.05), 2))
+SCALES = tuple(np.round(np.geomspace(0.002, 0.2, 25), 5))
+DETAIL_MARGIN = 0.1              # the clean faces' detail-ratio range is widened by this on each side
+
+
+@dataclasses.dataclass(frozen=True)
+class FidelityCurve:
+    """f(s, d): the share of the input kept, from the severity s and detail ratio d (module docstring)."""
+    sharp_below: float          # severity at or below which the input may be kept (f = 1)
+    floor: float                # the least f, for the most degraded inputs
+    scale: float                # severity over sharp_below at which f has fallen 63 % of the way to floor
+    detail_low: float = -np.inf     # detail ratios of clean faces: [detail_low, detail_high]
+    detail_high: float = np.inf
+
+    def __call__(self, severity: float, detail: Optional[float] = None) -> float:
+        if detail is not None and not self.detail_low <= detail <= self.detail_high:
+            return float(self.floor)                  # the input's detail is not a clean face's
+        if severity <= self.sharp_below:
+            return 1.0
+        return float(self.floor + (1.0 - self.floor) * np.exp(-(severity - self.sharp_below) / self.scale))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str, calibration: Optional[dict] = None) -> None:
+        with atomic_write(path, "w") as f:
+            json.dump({"format": CURVE_FORMAT, "curve": self.to_dict(), "calibration": calibration or {}}, f, indent=2)
+            f.write("\n")
+
+
+# For networks without a calibration file: a sharp input (the shipped model's clean faces stay
+# below 0.02) is kept, and at most 60 % of the model's restoration replaces the input.
+GENERIC_CURVE = FidelityCurve(sharp_below=0.02, floor=0.4, scale=0.03)
+
+
+def curve_path(network_path: str) -> str:
+    """Where a network's curve lives: ``<network path without extension>-fidelity.json``."""
+    return os.path.splitext(network_path)[0] + CURVE_SUFFIX
+
+
+def load_curve(network_path: Optional[str], log: Optional[Callable[[str], None]] = None
+               ) -> Tuple[FidelityCurve, str]:
+    """The curve beside ``network_path`` (``<stem>-fidelity.json``), else ``GENERIC_CURVE`` (with a
+    note through ``log``). Returns (curve, where it came from). A present but broken file is an error."""
+    path = curve_path(network_path) if network_path else None
+    if path is None or not os.path.isfile(path):
+        if log is not None:
+            log("note: no fidelity calibration beside the network; --fidelity auto uses the generic curve "
+                f"{GENERIC_CURVE.to_dict()} (calibrate with python -m inversion.applications.fidelity)")
+        return GENERIC_CURVE, "generic"
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        if data.get("format") != CURVE_FORMAT:
+            raise ValueError(f"format is {data.get('format')!r}")
+        curve = FidelityCurve(**{k: float(v) for k, v in data["curve"].items()})   # json keeps +-Infinity
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not a fidelity curve ({exc})") from None
+    return curve, path
+
+
+def severity(reconstruction: np.ndarray, sharp: np.ndarray) -> float:
+    """RMS of G(w, q) - G(w, 0), both uint8 [R, R, C], in units of the full range (0..1)."""
+    d = (np.asarray(reconstruction, np.float64) - np.asarray(sharp, np.float64)) / 255.0
+    return float(np.sqrt(np.mean(d * d)))
+
+
+def _detail(img: np.ndarray) -> float:
+    import cv2
+    a = np.asarray(img, np.float32)
+    grey = a.mean(axis=2) if a.ndim == 3 else a
+    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F)).mean())
+
+
+def detail_ratio(model_in: np.ndarray, sharp: np.ndarray) -> float:
+    """log(mean |Laplacian| of the input / of G(w, 0)), both uint8 [R, R, C] (the input as the
+    inversion saw it): > 0 where the input has more fine detail than the model's clean face."""
+    return float(np.log(max(_detail(model_in), 1e-6) / max(_detail(sharp), 1e-6)))
+
+
+Fidelity = Union[str, float]       # 'auto' or a fixed f in [0, 1]
+
+
+def check_fidelity(value: Fidelity) -> Fidelity:
+    """'auto' or a float in [0, 1]; anything else is a ``UserError`` naming ``--fidelity``."""
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            return "auto"
+        try:
+            value = float(value)
+        except ValueError:
+            raise UserError(f"--fidelity must be 'auto' or a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= float(value) <= 1.0:
+        raise UserError(f"--fidelity must be 'auto' or in [0, 1], got {value}")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class FidelityChoice:
+    """What one image got: the share of the input kept and what it rests on (for its record)."""
+    fidelity: float
+    severity: Optional[float]       # None with a fixed --fidelity
+    detail: Optional[float]         # the detail ratio; None with a fixed --fidelity
+    q_norm: Optional[float]
+
+    def record(self) -> dict:
+        r = lambda v, n: None if v is None else round(v, n)      # noqa: E731
+        return {"fidelity": round(self.fidelity, 4), "severity": r(self.severity, 5), "detail": r(self.detail, 4),
+                "q_norm": r(self.q_norm, 4)}
+
+
+def choose(setting: Fidelity, curve: FidelityCurve, reconstruction: Optional[np.ndarray],
+           sharp: np.ndarray, q_norm: Optional[float], model_in: Optional[np.ndarray] = None) -> FidelityChoice:
+    """The fidelity of one image: ``setting`` itself when fixed, else the curve at its severity
+    and (given the input as the inversion saw it, ``model_in``) its detail ratio."""
+    if setting != "auto":
+        return FidelityChoice(float(setting), None, None, q_norm)
+    if reconstruction is None:
+        raise ValueError("--fidelity auto needs the reconstruction G(w, q)")
+    s = severity(reconstruction, sharp)
+    d = detail_ratio(model_in, sharp) if model_in is not None else None
+    return FidelityChoice(curve(s, d), s, d, q_norm)
+
+
+def match_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """[H, W, C] -> [H, W, channels]: grey repeated to RGB, RGB to grey by the channel mean."""
+    if img.shape[2] == channels:
+        return img
+    if img.shape[2] == 1:
+        return np.repeat(img, channels, axis=2)
+    return img.mean(axis=2, keepdims=True) if channels == 1 else img[:, :, :channels]
+
+
+def compose(image: np.ndarray, model_in: np.ndarray, model_out: np.ndarray, fidelity: float) -> np.ndarray:
+    """The restored image at the input's size (aligned crops; ``photos`` pastes faces the same way).
+
+    image: uint8 [H, W, C], the input; model_in / model_out: uint8 [R, R, C'], what the inversion
+    saw (``api.prepare_image``) and G_θ(w, 0). ``fidelity`` 0: the paper's restoration, model_out
+    resized to H x W (Lanczos), nothing of the input kept. f > 0: the input plus (1 - f) times what
+    the model changed, upsampled: ``image + (1 - f) up(model_out - model_in)``, so the output keeps
+    the input's detail above the model's resolution (the band the model never saw) and takes
+    (1 - f) of the model's restoration below it; at H = W = R this is ``(1 - f) model_out + f image``.
+    """
+    h, w, c = image.shape
+    if fidelity == 0:
+        from dnnlib.image_io import resize
+        out = resize(np.asarray(model_out), h, w)
+        if out.shape[2] != c:
+            out = np.repeat(out, c, axis=2) if out.shape[2] == 1 else out[:, :, :c]
+        return out
+    if model_out.shape[:2] == (h, w) and model_out.shape[2] == c:
+        from dnnlib.image_io import blend
+        return blend(model_out, image, fidelity)
+    change = match_channels(model_out.astype(np.float32) - model_in.astype(np.float32), c)
+    change = _resize_float(change, h, w)
+    return np.clip(np.rint(image.astype(np.float32) + (1.0 - fidelity) * change), 0, 255).astype(np.uint8)
+
+
+def _resize_float(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    import cv2
+    out = cv2.resize(np.ascontiguousarray(img, np.float32), (w, h), interpolation=cv2.INTER_LANCZOS4)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration (on training faces).
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image PSNR in dB of float [N, ...] images in 0..255."""
+    mse = ((a - b) ** 2).reshape(len(a), -1).mean(1)
+    return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+
+
+def fit_curve(severities: np.ndarray, restored: np.ndarray, inputs: np.ndarray, clean: np.ndarray,
+              is_clean: np.ndarray, details: Optional[np.ndarray] = None) -> Tuple[FidelityCurve, dict]:
+    """Fit the curve on calibration faces: severities [N], uint8 images [N, R, R, C] (restored
+    G(w, 0), inputs at the model's size, their clean originals), ``is_clean`` [N] bool (input ==
+    clean), ``details`` [N] detail ratios (None: computed from inputs and restored). sharp_below:
+    the clean inputs' largest severity times ``SEVERITY_MARGIN``; the detail band: their range
+    widened by ``DETAIL_MARGIN`` (so every clean calibration face is kept as it is); floor and
+    scale: the grid point of best mean PSNR gain over the degraded faces. Returns the curve and
+    the fit's numbers."""
+    s = np.asarray(severities, np.float64)
+    r, x, c = (np.asarray(a, np.float64) for a in (restored, inputs, clean))
+    is_clean = np.asarray(is_clean, bool)
+    if not is_clean.any() or is_clean.all():
+        raise UserError("calibration needs clean and degraded faces")
+    if details is None:
+        details = [detail_ratio(a, b) for a, b in zip(inputs, restored)]
+    dr = np.asarray(details, np.float64)
+    sharp_below = float(s[is_clean].max() * SEVERITY_MARGIN)
+    low, high = float(dr[is_clean].min() - DETAIL_MARGIN), float(dr[is_clean].max() + DETAIL_MARGIN)
+    base = _psnr(x, c)
+    best = None
+    for floor in FLOORS:
+        for scale in SCALES:
+            curve = FidelityCurve(sharp_below, float(floor), float(scale), low, high)
+            f = np.array([curve(v, d) for v, d in zip(s, dr)])[:, None, None, None]
+            out = np.clip(np.rint((1 - f) * r + f * x), 0, 255)
+            gain = _psnr(out, c) - base
+            score = float(gain[~is_clean].mean())     # clean faces sit inside both thresholds: f = 1
+            if best is None or score > best[0]:
+                best = (score, curve, gain, f[:, 0, 0, 0])
+    score, curve, gain, f = best
+    fixed = {str(v): float((_psnr(np.clip(np.rint((1 - v) * r + v * x), 0, 255), c) - base)[~is_clean].mean())
+             for v in (0.0, 0.25, 0.5)}
+    report = {"faces": int(len(s)), "clean": int(is_clean.sum()),
+              "severity_clean": {"median": float(np.median(s[is_clean])), "max": float(s[is_clean].max())},
+              "severity_degraded": {"median": float(np.median(s[~is_clean])), "min": float(s[~is_clean].min())},
+              "detail_clean": [float(dr[is_clean].min()), float(dr[is_clean].max())],
+              "degraded_flagged": int(sum(not low <= v <= high or sv > sharp_below
+                                          for v, sv in zip(dr[~is_clean], s[~is_clean]))),
+              "psnr_gain_db": {"clean": float(gain[is_clean].mean()), "degraded": score},
+              "mean_fidelity": {"clean": float(f[is_clean].mean()), "degraded": float(f[~is_clean].mean())},
+              "fixed_fidelity_gain_db_degraded": fixed}
+    return curve, report
+
+
+def read_training_faces(path: str, count: int, start: int) -> List[np.ndarray]:
+    """``count`` faces (uint8 RGB) from a training-layout ZIP, in name order from ``start``."""
+    from PIL import Image
+    if not os.path.isfile(path):
+        raise UserError(f"--data not found: {path}")
+    with zipfile.ZipFile(path) as z:
+        names = sorted(n for n in z.namelist() if n.lower().endswith((".png", ".jpg", ".webp")))[start:start + count]
+        if len(names) < count:
+            raise UserError(f"{path}: only {len(names)} images from index {start}")
+        return [np.asarray(Image.open(io.BytesIO(z.read(n))).convert("RGB")) for n in names]
+
+
+def calibrate(models, faces: Sequence[np.ndarray], seeds: Sequence[int] = (123, 7), progress: bool = True,
+              **invert_kwargs) -> Tuple[FidelityCurve, dict]:
+    """Restore ``faces`` as they are and degraded by the ``paper`` pipeline (one draw per seed),
+    with ``restore.py``'s inversion defaults (``invert_kwargs`` override them), and fit the curve."""
+    from ..api import invert_images
+    from .model_report import degrade_faces
+    faces = list(faces)
+    draws = [degrade_faces(faces, seed) for seed in seeds]
+    inputs, clean = [], []                    # interleaved: face i clean, then its degraded draws
+    for i, face in enumerate(faces):
+        inputs += [face] + [d[i] for d in draws]
+        clean += [face] * (1 + len(draws))
+    results = invert_images(models.G, inputs, encoder=models.E, device=models.device, progress=progress,
+                            **invert_kwargs)
+    sev = np.array([severity(r.reconstruction, r.sharp) for r in results])
+    is_clean = np.arange(len(inputs)) % (1 + len(draws)) == 0
+    return fit_curve(sev, np.stack([r.sharp for r in results]), np.stack(inputs), np.stack(clean), is_clean)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import argparse
+    from ..models import load_models
+    ap = argparse.ArgumentParser(description="Calibrate --fidelity auto for a network on training faces.")
+    ap.add_argument("--network", default=None, help="QC generator [default: the shipped model]")
+    ap.add_argument("--encoder", default=None, help="Encoder [default: the shipped one with the shipped model]")
+    ap.add_argument("--data", required=True, help="Training-layout ZIP of faces the model trained on (never held-out faces)")
+    ap.add_argument("--count", type=int, default=64, help="Clean faces (each also restored degraded, twice)")
+    ap.add_argument("--start", type=int, default=5000, help="Index of the first face (name order)")
+    ap.add_argument("--out", default=None, help="Curve file [default: <network stem>-fidelity.json]")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    try:
+        if "mini" in os.path.basename(args.data):
+            raise UserError("calibrate on training faces: the held-out set (utkface64-mini) is for measuring")
+        models = load_models(args.network, args.encoder, args.device)
+        faces = read_training_faces(args.data, args.count, args.start)
+        curve, report = calibrate(models, faces)
+        report.update({"data": os.path.basename(args.data), "start": args.start, "network": os.path.basename(models.network),
+                       "encoder": os.path.basename(models.encoder) if models.encoder else None})
+        out = args.out or curve_path(models.network)
+        curve.save(out, report)
+        print(json.dumps({"curve": curve.to_dict(), **report}, indent=2))
+        print(f"wrote {out}")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

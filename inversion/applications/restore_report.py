@@ -1,0 +1,137 @@
+"""Restoration as a user runs it, on held-out faces: ``restore.py`` at its defaults and at
+``--fidelity 0`` (the paper's G(w, 0), Sec. 4.3), scored against the clean images.
+
+Two settings, each a ``model_report`` section:
+
+* ``restore_crops``: held-out 64 x 64 faces degraded by the ``paper`` pipeline (relative mode,
+  seeded, as ``model_report.restoration``), restored through ``restore_folder`` with restore.py's
+  defaults (``--fidelity auto`` and the network's curve); the same inversions rendered again at
+  fidelity 0; the degraded input and OpenCV's non-local means beside them; plus clean faces through
+  the defaults (a sharp input must stay as it is).
+* ``restore_photos``: composites of held-out faces in real photos (``faces.composites``: faces 0.5
+  to 3 x 64 px, tilted) at the ``mild`` and ``strong`` degradations, restored with ``--align dlib``
+  at the defaults and at fidelity 0; PSNR over each placed face's square and SSIM over its box,
+  against the undegraded composite.
+
+Nothing here trains on the faces; they come from the held-out ZIP (``utkface64-mini.zip``).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from dnnlib import image_io
+from metrics.image_metrics import psnr, ssim
+
+from .fidelity import load_curve
+from .restore import RestoreOptions, restore_folder
+
+PHOTO_LEVELS = ("mild", "strong")
+TEST_OVERRIDES: Dict[str, object] = {}     # tests shorten the inversion here (e.g. pti_steps); empty in real runs
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _restore(models, inp: str, out: str, **kw) -> None:
+    """restore.py's library call at its defaults (``kw`` overrides; ``TEST_OVERRIDES`` too), quietly."""
+    curve = load_curve(models.network)[0]
+    opts = RestoreOptions(device=models.device, progress=False, fidelity_curve=curve)
+    restore_folder(models.G, inp, out, encoder=models.E, options=opts, log=lambda _m: None, **{**TEST_OVERRIDES, **kw})
+
+
+def _scores(imgs: Sequence[np.ndarray], refs: Sequence[np.ndarray]) -> Dict[str, float]:
+    return {"psnr_db": _mean([psnr(a, b) for a, b in zip(imgs, refs)]),
+            "ssim": _mean([ssim(a, b) for a, b in zip(imgs, refs)])}
+
+
+def restore_crops(models, faces: Sequence[np.ndarray], degraded: Sequence[np.ndarray], nlm,
+                  workdir: str) -> dict:
+    """Scores of the degraded input, NLM, restore.py's defaults and --fidelity 0 on ``degraded``
+    (uint8 [R, R, 3] each, clean originals ``faces``), and the defaults on the clean faces."""
+    names = [f"{i:04d}.png" for i in range(len(faces))]
+    for sub, imgs in (("degraded", degraded), ("clean", faces)):
+        for n, im in zip(names, imgs):
+            image_io.write_image(os.path.join(workdir, sub, n), im)
+    _restore(models, os.path.join(workdir, "degraded"), os.path.join(workdir, "auto"), keep_inversions=True)
+    _restore(models, os.path.join(workdir, "degraded"), os.path.join(workdir, "f0"), fidelity=0.0,
+             inversions=os.path.join(workdir, "auto", "inversions"))
+    _restore(models, os.path.join(workdir, "clean"), os.path.join(workdir, "clean-auto"))
+    read = lambda sub: [image_io.read_image(os.path.join(workdir, sub, n)) for n in names]   # noqa: E731
+    rows = {"degraded": _scores(degraded, faces), "nlm": _scores([nlm(d) for d in degraded], faces),
+            "restore_defaults": _scores(read("auto"), faces), "restore_fidelity_0": _scores(read("f0"), faces)}
+    clean_out = read("clean-auto")
+    d, n = rows["degraded"], rows["nlm"]
+
+    def beats(row):
+        return bool(row["psnr_db"] > d["psnr_db"] and row["ssim"] > d["ssim"])
+
+    fid = [r["fidelity"] for r in restore_records(os.path.join(workdir, "auto"))]
+    fid_clean = [r["fidelity"] for r in restore_records(os.path.join(workdir, "clean-auto"))]
+    return {"images": len(faces), "scores": rows,
+            "defaults_beat_input": beats(rows["restore_defaults"]),
+            "defaults_beat_nlm_ssim": bool(rows["restore_defaults"]["ssim"] > n["ssim"]),
+            "fidelity_0_beats_input": beats(rows["restore_fidelity_0"]),
+            "mean_fidelity_degraded": _mean(fid), "mean_fidelity_clean": _mean(fid_clean),
+            "clean_unchanged": int(sum(np.array_equal(a, b) for a, b in zip(clean_out, faces))),
+            "clean_psnr_db": _mean([min(psnr(a, b), 99.0) for a, b in zip(clean_out, faces)])}
+
+
+def restore_records(outdir: str) -> List[dict]:
+    """The per-image records of a restore run (its restore.jsonl), without error lines."""
+    from dnnlib.util import read_jsonl
+    return [r for r in read_jsonl(os.path.join(outdir, "restore.jsonl")) if "error" not in r]
+
+
+PHOTOS, FACES_PER_PHOTO = 2, 3        # composites per level (12 faces in all: 0.5x to 3x of 64 px)
+
+
+def restore_photos(models, heldout_zip: str, workdir: str, photos: int = PHOTOS, per_photo: int = FACES_PER_PHOTO,
+                   seed: int = 0
+                   ) -> dict:
+    """Face-region PSNR / SSIM of the degraded composite, restore.py --align dlib at its defaults and
+    at --fidelity 0, per degradation level, against the undegraded composite."""
+    from faces.composites import degrade, make_composites
+    comps = make_composites(heldout_zip, photos=photos, per_photo=per_photo, seed=seed)
+    pipe = models.face_pipeline("dlib")
+    out: Dict[str, dict] = {"photos": len(comps), "faces": sum(len(c.boxes) for c in comps),
+                            "face_sides_px": sorted(round(b[2] - b[0]) for c in comps for b in c.boxes)}
+    for level in PHOTO_LEVELS:
+        inp = os.path.join(workdir, level, "in")
+        for c in comps:
+            image_io.write_image(os.path.join(inp, c.name + ".png"), degrade(c.photo, level, c.seed))
+        for tag, kw in (("restore_defaults", {"keep_inversions": True}),
+                        ("restore_fidelity_0", {"fidelity": 0.0, "inversions": os.path.join(workdir, level, "restore_defaults", "inversions")})):
+            _restore(models, inp, os.path.join(workdir, level, tag), face_pipeline=pipe, **kw)
+        rows: Dict[str, Dict[str, List[float]]] = {k: {"psnr_db": [], "ssim": []}
+                                                   for k in ("degraded", "restore_defaults", "restore_fidelity_0")}
+        for c in comps:
+            imgs = {"degraded": image_io.read_image(os.path.join(inp, c.name + ".png"))}
+            for tag in ("restore_defaults", "restore_fidelity_0"):
+                imgs[tag] = image_io.read_image(os.path.join(workdir, level, tag, c.name + ".png"))
+            for box, mask in zip(c.boxes, c.masks):
+                x0, y0, x1, y1 = (int(round(v)) for v in box)
+                x0, y0 = max(0, x0), max(0, y0)
+                for k, im in imgs.items():
+                    rows[k]["psnr_db"].append(psnr(im[mask][None], c.photo[mask][None]))
+                    rows[k]["ssim"].append(ssim(im[y0:y1, x0:x1], c.photo[y0:y1, x0:x1]))
+        scores = {k: {m: _mean(v) for m, v in r.items()} for k, r in rows.items()}
+        d = scores["degraded"]
+        out[level] = {"scores": scores,
+                      "defaults_at_least_input": bool(scores["restore_defaults"]["psnr_db"] >= d["psnr_db"]
+                                                      and scores["restore_defaults"]["ssim"] >= d["ssim"]),
+                      "mean_fidelity": _mean([f["fidelity"] for r in restore_records(os.path.join(workdir, level, "restore_defaults"))
+                                              for f in r.get("faces", [])])}
+    return out
+
+
+def run_section(section: str, models, heldout: str, faces, degraded, nlm, seed: int) -> dict:
+    """``model_report``'s entry: a temporary work folder per section."""
+    with tempfile.TemporaryDirectory(prefix=f"qc-{section}-") as work:
+        if section == "restore_crops":
+            return restore_crops(models, faces, degraded, nlm, work)
+        return restore_photos(models, heldout, work, seed=seed)

@@ -1,0 +1,99 @@
+"""--fidelity auto (inversion/applications/fidelity.py): the curve, the severity, the composition at
+the input's size, the fit on calibration faces, the curve file; and alignment.paste_change (the
+model's change pasted into a photo, its detail above R kept)."""
+import json
+
+import numpy as np
+import pytest
+
+from dnnlib.util import UserError
+from faces import alignment
+from inversion.applications import fidelity as fid
+
+
+def test_curve_keeps_sharp_inputs_and_falls_to_its_floor():
+    c = fid.FidelityCurve(sharp_below=0.02, floor=0.3, scale=0.01, detail_low=0.0, detail_high=1.0)
+    assert c(0.0) == 1.0 and c(0.02) == 1.0 and c(0.01, 0.5) == 1.0
+    assert c(0.01, -0.2) == 0.3 and c(0.01, 1.3) == 0.3               # detail unlike a clean face's: the floor
+    assert c(0.03) == pytest.approx(0.3 + 0.7 * np.exp(-1))
+    assert 0.3 < c(0.2) < 0.3 + 1e-6
+    values = [c(s) for s in np.linspace(0, 0.2, 50)]
+    assert all(a >= b for a, b in zip(values, values[1:]))          # monotone
+
+
+def test_severity_is_zero_at_q0_and_linear_in_the_residual():
+    rng = np.random.RandomState(0)
+    sharp = rng.randint(50, 200, (16, 16, 3)).astype(np.uint8)
+    assert fid.severity(sharp, sharp) == 0.0
+    a = fid.severity(np.clip(sharp.astype(int) + 10, 0, 255).astype(np.uint8), sharp)
+    b = fid.severity(np.clip(sharp.astype(int) + 20, 0, 255).astype(np.uint8), sharp)
+    assert a == pytest.approx(10 / 255) and b == pytest.approx(2 * a)
+
+
+def test_choose_fixed_and_auto():
+    sharp = np.zeros((8, 8, 3), np.uint8)
+    assert fid.choose(0.25, fid.GENERIC_CURVE, None, sharp, 1.0).record() == {"fidelity": 0.25, "severity": None,
+                                                                              "detail": None, "q_norm": 1.0}
+    clean = fid.choose("auto", fid.GENERIC_CURVE, sharp, sharp, 0.0)
+    assert clean.fidelity == 1.0 and clean.severity == 0.0
+    with pytest.raises(ValueError):
+        fid.choose("auto", fid.GENERIC_CURVE, None, sharp, 0.0)
+    assert fid.check_fidelity("AUTO") == "auto" and fid.check_fidelity("0.5") == 0.5
+    for bad in ("-0.1", "1.5", "sharp"):
+        with pytest.raises(UserError, match="--fidelity"):
+            fid.check_fidelity(bad)
+
+
+def test_compose_at_the_model_size_and_above_it():
+    rng = np.random.RandomState(1)
+    x = rng.randint(0, 256, (16, 16, 3)).astype(np.uint8)
+    out = rng.randint(0, 256, (16, 16, 3)).astype(np.uint8)
+    assert np.array_equal(fid.compose(x, x, out, 0.0), out)                        # 0: G(w, 0) itself
+    assert np.array_equal(fid.compose(x, x, out, 1.0), x)                          # 1: the input
+    mixed = fid.compose(x, x, out, 0.25).astype(float)
+    assert np.abs(mixed - (0.75 * out + 0.25 * x)).max() <= 0.5 + 1e-6
+    # A 64 px input restored by a 16 px model: the input's fine texture survives at f > 0.
+    big = rng.randint(60, 190, (64, 64, 3)).astype(np.uint8)
+    from inversion.api import prepare_image
+    small = prepare_image(big, 16, 3)
+    brighter = np.clip(small.astype(int) + 12, 0, 255).astype(np.uint8)
+    res = fid.compose(big, small, brighter, 0.5).astype(float)
+    assert np.abs((res - big) - 6).max() <= 1.5                                    # half the change, the texture kept
+    assert fid.compose(big, small, brighter, 0.0).shape == big.shape
+
+
+def test_fit_curve_finds_the_threshold_and_helps_degraded_faces(tmp_path):
+    rng = np.random.RandomState(2)
+    clean = rng.randint(40, 215, (40, 8, 8, 3)).astype(np.float64)
+    is_clean = np.arange(40) < 20
+    noise = np.where(is_clean[:, None, None, None], 0, rng.normal(0, 20, clean.shape))
+    inputs = np.clip(clean + noise, 0, 255)
+    restored = np.clip(clean + rng.normal(0, 8, clean.shape), 0, 255)              # a fair restorer
+    sev = np.where(is_clean, rng.uniform(0.0, 0.01, 40), rng.uniform(0.05, 0.1, 40))
+    curve, rep = fid.fit_curve(sev, restored, inputs, clean, is_clean, details=np.zeros(40))
+    assert curve.sharp_below <= 0.011 + 1e-9 and rep["clean"] == 20 and rep["degraded_flagged"] == 20
+    assert rep["mean_fidelity"]["clean"] == 1.0 and rep["mean_fidelity"]["degraded"] < 0.6
+    assert rep["psnr_gain_db"]["degraded"] > 1.0 and rep["psnr_gain_db"]["clean"] == 0.0
+    path = tmp_path / "net.pt"
+    curve.save(fid.curve_path(str(path)), rep)
+    loaded, where = fid.load_curve(str(path))
+    assert loaded == curve and where.endswith("net-fidelity.json")
+    notes = []
+    assert fid.load_curve(str(tmp_path / "other.pt"), log=notes.append)[0] == fid.GENERIC_CURVE and notes
+    (tmp_path / "bad-fidelity.json").write_text(json.dumps({"format": "x"}))
+    with pytest.raises(UserError, match="not a fidelity curve"):
+        fid.load_curve(str(tmp_path / "bad.pt"))
+
+
+def test_paste_change_keeps_the_photo_and_its_detail():
+    rng = np.random.RandomState(3)
+    photo = rng.randint(30, 220, (200, 220, 3)).astype(np.uint8)                   # fine texture everywhere
+    m = np.array([[0.5, 0.0, -20.0], [0.0, 0.5, -10.0]])                            # a 128 px face, R = 64
+    crop = rng.randint(20, 230, (64, 64, 3)).astype(np.uint8)                     # + 10 below clipping
+    assert np.array_equal(alignment.paste_change(photo, crop, crop, m, 64), photo)   # no change: bit for bit
+    brighter = np.clip(crop.astype(int) + 10, 0, 255).astype(np.uint8)
+    inner = alignment.face_region(photo.shape, m, 64, inner=0.25)
+    outer = ~alignment.face_region(photo.shape, m, 64)
+    out = alignment.paste_change(photo, crop, brighter, m, 64, opacity=0.5).astype(int) - photo
+    assert np.array_equal(out[outer], np.zeros_like(out[outer]))
+    assert np.abs(out[inner] - 5).max() <= 3 and abs(np.median(out[inner]) - 5) <= 0.5   # the texture stays
