@@ -78,7 +78,7 @@ def test_restore_crops_section_scores_restore_py_outputs(tmp_path, monkeypatch):
     crops, clean crops through the defaults, every row scored against the clean faces."""
     from _applications import save_tiny_checkpoint
     from inversion.applications import restore_report
-    from inversion.applications.model_report import degrade_faces, nlm_denoise
+    from inversion.applications.heldout import degrade_faces, nlm_denoise
     from inversion.models import load_models
     net = tmp_path / "G.pt"
     G = save_tiny_checkpoint(net)

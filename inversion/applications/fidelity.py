@@ -280,7 +280,7 @@ def calibrate(models, faces: Sequence[np.ndarray], seeds: Sequence[int] = (123, 
     """Restore ``faces`` as they are and degraded by the ``paper`` pipeline (one draw per seed),
     with ``restore.py``'s inversion defaults (``invert_kwargs`` override them), and fit the curve."""
     from ..api import invert_images
-    from .model_report import degrade_faces
+    from .heldout import degrade_faces
     faces = list(faces)
     draws = [degrade_faces(faces, seed) for seed in seeds]
     inputs, clean = [], []                    # interleaved: face i clean, then its degraded draws

@@ -37,13 +37,11 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 import click
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from degradations import build_pipeline
-from dnnlib.image_io import PIXEL_RANGE, blend, from_uint8_hwc, to_uint8_hwc
+from dnnlib.image_io import blend, from_uint8_hwc, to_uint8_hwc
 from dnnlib.util import UserError, atomic_write, cli_main
 from metrics import swd
 from metrics.image_metrics import psnr, ssim
@@ -56,6 +54,7 @@ from training.generation import seed_to_q, seed_to_z
 from ..api import invert_images, prepare_image
 from ..models import load_models
 from . import restore_report
+from .heldout import degrade_faces, nlm_denoise
 from .probe import run_probe
 
 # Targets of the shipped-model issue, reported beside the measurements (not enforced here).
@@ -69,7 +68,6 @@ TARGETS = {
 }
 SWD_IMAGES = 2000
 PROBE_SIGMAS_AT_256 = [1.6, 3.2, 4.8, 6.4, 8.0]     # -> 0.4 ... 2.0 px at 64x64
-NLM_STRENGTH = 10                                    # OpenCV's documented example (h = hColor = 10)
 DEFAULT_SPLIT = 0.7
 FIDELITIES = (0.25, 0.5, 0.75)                       # restoration rows: (1 - f) G(w, 0) + f input
 
@@ -135,19 +133,6 @@ def probe(G, encoder, faces: Sequence[np.ndarray], seed: int, device) -> dict:
     out["targets"] = {"blurry_vs_sharp": TARGETS["probe_blurry_vs_sharp"],
                       "blur_5_levels": TARGETS["probe_blur_5_levels"]}
     return out
-
-
-def degrade_faces(faces: Sequence[np.ndarray], seed: int) -> List[np.ndarray]:
-    """The ``paper`` pipeline, relative mode, one seeded draw per face."""
-    pipe = build_pipeline("paper", faces[0].shape[0], mode="relative")
-    x = from_uint8_hwc(list(faces), PIXEL_RANGE)
-    y, _ = pipe(x, generator=torch.Generator().manual_seed(seed))
-    return list(to_uint8_hwc(y, PIXEL_RANGE))
-
-
-def nlm_denoise(img: np.ndarray, strength: int = NLM_STRENGTH) -> np.ndarray:
-    bgr = np.ascontiguousarray(img[..., ::-1])
-    return cv2.fastNlMeansDenoisingColored(bgr, None, strength, strength, 7, 21)[..., ::-1].copy()
 
 
 def restoration(G, encoder, faces: Sequence[np.ndarray], seed: int, w_steps: int, pti_steps: int,
