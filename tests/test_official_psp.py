@@ -185,3 +185,39 @@ def test_truncated_and_other_encoder_types_are_refused(official, tmp_path):
         load_encoder(plain)
     r = CliRunner().invoke(invert.main, ["export-encoder", other, str(tmp_path / "x.pt")])
     assert r.exit_code == 2 and "GradualStyleEncoder" in r.output
+
+
+def test_restore_preset_official_and_set_distance_edit_on_a_folder(official, tmp_path):
+    """Issue 30's end to end: restore.py --preset official --encoder ffhq_psp.pt and edit.py edit
+    --encoder ffhq_psp.pt --direction <a [1, 512] boundary> --mode set-distance on the fixture's
+    folder (sizes 256, 320x240, 180 grey): every image written, none dropped, names kept. The
+    preset asks for LPIPS (alex), which is not downloaded here: --perceptual fallback stands in."""
+    import edit
+    import restore
+    folder, path, _ = official
+    net = str(tmp_path / "g256.pt")
+    save_checkpoint(net, nets={"G_ema": qc_generator_256()})
+    images = os.path.join(folder, "images")
+    r = CliRunner().invoke(restore.main, ["--network", net, "--encoder", path, "--input", images, "--outdir",
+                                          str(tmp_path / "r"), "--preset", "official", "--perceptual", "fallback",
+                                          "--pti-steps", "1", "--align", "none", "--device", "cpu", "--quiet"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert sorted(f for f in os.listdir(tmp_path / "r") if f.endswith(".png")) == list(NAMES)
+    for n in NAMES:
+        assert read_image(str(tmp_path / "r" / n)).shape[:2] == read_image(os.path.join(images, n)).shape[:2]
+    import json
+    opts = json.load(open(tmp_path / "r" / "restore_options.json"))["inversion"]
+    assert opts["pti_lr"] == 3e-4 and opts["lpips_threshold"] == 0.002 and opts["pti_steps"] == 1
+    boundary = np.random.RandomState(0).randn(1, 512).astype(np.float32)
+    np.save(tmp_path / "smiling_boundary.npy", boundary / np.linalg.norm(boundary))
+    r = CliRunner().invoke(edit.cli, ["edit", "--network", net, "--encoder", path, "--input", images,
+                                       "--direction", str(tmp_path / "smiling_boundary.npy"), "--mode", "set-distance",
+                                       "--pti-steps", "0", "--perceptual", "fallback", "--align", "none",
+                                       "--device", "cpu", "--outdir", str(tmp_path / "e"), "--quiet"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    from dnnlib.util import read_jsonl
+    recs = read_jsonl(str(tmp_path / "e" / "edit.jsonl"))
+    assert sorted({rec["name"] for rec in recs}) == [n[:-4] for n in NAMES]       # every image, its own name
+    assert {rec["mode"] for rec in recs} == {"set-distance"} and len(recs) == 4 * 10   # 10 distances each
