@@ -16,8 +16,8 @@ The output keeps a share f of the input (``compose``; ``restore.py --fidelity``)
     f = 1                                           else, when s <= sharp_below
     f = floor + (1 - floor) exp(-(s - sharp_below) / scale)      else
 
-``sharp_below`` and the detail band come from clean faces (their largest severity and their
-range of ratios, each widened by a margin), so a sharp input is left as it is; ``floor`` and
+``sharp_below`` and the detail band come from clean faces (mean + 3 standard deviations of their
+severity; their mean ratio +- 3 standard deviations), so a sharp input is left as it is; ``floor`` and
 ``scale`` maximise the mean PSNR gain over degraded faces (``calibrate``, on *training* faces,
 never on held-out ones). A model whose q reads the degradation restores through s; a
 model whose q does not (the shipped one, so far) still restores what the detail ratio flags.
@@ -44,10 +44,9 @@ from dnnlib.util import UserError, atomic_write
 
 CURVE_SUFFIX = "-fidelity.json"
 CURVE_FORMAT = "qc-stylegan-fidelity-curve"
-SEVERITY_MARGIN = 1.1           # sharp_below: the clean faces' largest severity times this
+CLEAN_SIGMAS = 3.0              # thresholds: the clean faces' mean + (detail: +-) this many standard deviations
 FLOORS = tuple(np.round(np.arange(0.0, 0.951, 0.05), 2))
 SCALES = tuple(np.round(np.geomspace(0.002, 0.2, 25), 5))
-DETAIL_MARGIN = 0.1              # the clean faces' detail-ratio range is widened by this on each side
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,9 +222,10 @@ def fit_curve(severities: np.ndarray, restored: np.ndarray, inputs: np.ndarray, 
     """Fit the curve on calibration faces: severities [N], uint8 images [N, R, R, C] (restored
     G(w, 0), inputs at the model's size, their clean originals), ``is_clean`` [N] bool (input ==
     clean), ``details`` [N] detail ratios (None: computed from inputs and restored). sharp_below:
-    the clean inputs' largest severity times ``SEVERITY_MARGIN``; the detail band: their range
-    widened by ``DETAIL_MARGIN`` (so every clean calibration face is kept as it is); floor and
-    scale: the grid point of best mean PSNR gain over the degraded faces. Returns the curve and
+    the clean inputs' mean severity + ``CLEAN_SIGMAS`` standard deviations; the detail band: their
+    mean ratio +- as many (each at least their whole range, so every clean calibration face is
+    kept as it is: the margin is for clean faces the calibration did not see); floor and scale:
+    the grid point of best mean PSNR gain over the degraded faces. Returns the curve and
     the fit's numbers."""
     s = np.asarray(severities, np.float64)
     r, x, c = (np.asarray(a, np.float64) for a in (restored, inputs, clean))
@@ -235,8 +235,11 @@ def fit_curve(severities: np.ndarray, restored: np.ndarray, inputs: np.ndarray, 
     if details is None:
         details = [detail_ratio(a, b) for a, b in zip(inputs, restored)]
     dr = np.asarray(details, np.float64)
-    sharp_below = float(s[is_clean].max() * SEVERITY_MARGIN)
-    low, high = float(dr[is_clean].min() - DETAIL_MARGIN), float(dr[is_clean].max() + DETAIL_MARGIN)
+    k = CLEAN_SIGMAS
+    sharp_below = float(max(s[is_clean].mean() + k * s[is_clean].std(ddof=1), s[is_clean].max()))
+    spread = k * dr[is_clean].std(ddof=1)
+    low = float(min(dr[is_clean].mean() - spread, dr[is_clean].min()))
+    high = float(max(dr[is_clean].mean() + spread, dr[is_clean].max()))
     base = _psnr(x, c)
     best = None
     for floor in FLOORS:
