@@ -138,3 +138,23 @@ def test_demo_runs_every_step(tmp_path):
     if faces_available():                 # the whole-photo step: her face found, restored, pasted back
         assert s["photo"]["faces"] == 1 and os.path.isfile(os.path.join(out, "photo", "restored", "astronaut.png"))
         assert "photo/restored/compare/astronaut.png" in index
+
+
+def test_campaign_file_resumes_from_the_shipped_generator_and_fidelity_curve_loads():
+    """pretrained/qc-faces64-campaign.pt (the model campaign's hand-over, model card): plain data,
+    small, its generators rebuilt on the shipped qc-faces64.pt (a stale file would be refused), a
+    training state to continue from; qc-faces64-fidelity.json: --fidelity auto's curve."""
+    from inversion.applications.fidelity import GENERIC_CURVE, load_curve
+    from training.checkpoint import load_network
+    curve, where = load_curve(pretrained.DEFAULT_NETWORK)
+    assert where.endswith("qc-faces64-fidelity.json") and curve != GENERIC_CURVE
+    assert 0 <= curve.floor < 1 and curve.detail_low < curve.detail_high
+    path = os.path.join(os.path.dirname(pretrained.DEFAULT_NETWORK), "qc-faces64-campaign.pt")
+    if not os.path.isfile(path):
+        pytest.skip("no campaign file shipped")
+    assert os.path.getsize(path) < 20 * 2**20
+    raw = torch.load(path, weights_only=True)
+    assert raw["networks"]["G"]["base"]["file"] == "qc-faces64.pt"
+    nets = load_network(path)
+    assert nets["training_state"]["cur_nimg"] > 0 and nets["training_state"]["train_blocks"] == "degrad"
+    assert {"G", "G_ema", "D_degraded"} <= set(nets)
