@@ -137,27 +137,35 @@ def _warp_into_window(crop: np.ndarray, mw: np.ndarray, size: Tuple[int, int]) -
     return warped[:, :, None] if warped.ndim == 2 else warped
 
 
+def _paste_in_window(photo: np.ndarray, crop: np.ndarray, m: np.ndarray, resolution: int, feather: float,
+                     opacity: float, combine) -> np.ndarray:
+    """The one paste-back: ``crop`` (square, side S) warped into the face's window of a copy of
+    ``photo``; ``combine(region, warped, mask)`` -> the window's new float values (only pixels with
+    mask > 0 change)."""
+    photo = np.asarray(photo)
+    out = photo.copy()
+    window = _paste_window(photo.shape, m, resolution, crop.shape[0], feather, opacity)
+    if window is None:
+        return out
+    (x0, y0, x1, y1), mw, mask = window
+    warped = _warp_into_window(crop, mw, (x1 - x0, y1 - y0))
+    region = out[y0:y1, x0:x1]
+    new = np.clip(np.rint(combine(region.astype(np.float32), warped, mask)), 0, 255).astype(np.uint8)
+    out[y0:y1, x0:x1] = np.where(mask > 0, new, region)
+    return out
+
+
 def paste_back(photo: np.ndarray, face: np.ndarray, m: np.ndarray, resolution: int,
                feather: float = DEFAULT_FEATHER, opacity: float = 1.0) -> np.ndarray:
     """Blend ``face`` (uint8 square crop of any side, aligned by ``m`` at side R) into a copy of
     ``photo`` (uint8 [H, W, C]); see the module docstring. ``opacity`` scales the soft mask: the
-    result is ``(1 - opacity) photo + opacity pasted`` (restore's ``--fidelity`` on photos), computed
-    in the face's window only."""
-    photo = np.asarray(photo)
-    side = face.shape[0]
+    result is ``(1 - opacity) photo + opacity pasted`` (edits on photos), computed in the face's
+    window only."""
     s = native_size(m, resolution)
-    if side < s:                                   # face larger than the crop: upsample first
-        face, side = _resize(face, s, down=False), s
-    out = photo.copy()
-    window = _paste_window(photo.shape, m, resolution, side, feather, opacity)
-    if window is None:
-        return out
-    (x0, y0, x1, y1), mw, mask = window
-    warped = _warp_into_window(face, mw, (x1 - x0, y1 - y0))
-    region = out[y0:y1, x0:x1].astype(np.float32)
-    blended = np.clip(np.rint(region + mask * (warped - region)), 0, 255).astype(np.uint8)
-    out[y0:y1, x0:x1] = np.where(mask > 0, blended, out[y0:y1, x0:x1])
-    return out
+    if face.shape[0] < s:                          # face larger than the crop: upsample first
+        face = _resize(face, s, down=False)
+    return _paste_in_window(photo, face, m, resolution, feather, opacity,
+                            lambda region, warped, mask: region + mask * (warped - region))
 
 
 def paste_change(photo: np.ndarray, before: np.ndarray, after: np.ndarray, m: np.ndarray, resolution: int,
@@ -170,21 +178,13 @@ def paste_change(photo: np.ndarray, before: np.ndarray, after: np.ndarray, m: np
     the model's band from the output: for a face larger than R this is the output's low frequencies
     plus the photo's high ones. A model that changes nothing leaves the photo exactly as it was
     (no resampling of the photo itself); colours change only where the model changed them."""
-    photo = np.asarray(photo)
     change = after.astype(np.float32) - before.astype(np.float32)      # [R, R, C]
     s = native_size(m, resolution)
     if change.shape[0] != s:
         change = cv2.resize(change, (s, s), interpolation=cv2.INTER_LANCZOS4)
         change = change[:, :, None] if change.ndim == 2 else change
-    out = photo.copy()
-    window = _paste_window(photo.shape, m, resolution, s, feather, opacity)
-    if window is None:
-        return out
-    (x0, y0, x1, y1), mw, mask = window
-    warped = _warp_into_window(change, mw, (x1 - x0, y1 - y0))
-    region = out[y0:y1, x0:x1].astype(np.float32)
-    out[y0:y1, x0:x1] = np.clip(np.rint(region + mask * warped), 0, 255).astype(np.uint8)
-    return out
+    return _paste_in_window(photo, change, m, resolution, feather, opacity,
+                            lambda region, warped, mask: region + mask * warped)
 
 
 def face_region(shape: Sequence[int], m: np.ndarray, resolution: int, inner: float = 0.0) -> np.ndarray:

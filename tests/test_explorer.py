@@ -17,11 +17,11 @@ from conftest import ROOT, shared_path
 from dnnlib import image_io
 from explorer import jobs as jobs_module
 from explorer.server import STATIC_DIR, make_server
+from _explorer import PTI_STEPS, running_server
 from explorer.session import Superseded, ViewParams, build_explorer, parse_view
 from dnnlib.util import UserError
 from training.generation import seed_to_q
 
-PTI_STEPS = 3          # restoration of uploads in seconds (restore.py --pti-steps, same meaning)
 
 
 def _get(url, headers=None):
@@ -49,12 +49,8 @@ def _run(script, *args):
 
 @pytest.fixture(scope="module")
 def server():
-    """The shipped model, float32, restoring uploads with few PTI steps."""
-    srv = make_server(build_explorer(dtype="float32"), 0, pti_steps=PTI_STEPS)
-    srv.start_background()
-    yield srv
-    srv.shutdown()
-    srv.close()
+    with running_server() as srv:
+        yield srv
 
 
 def _png(server, kind, query):

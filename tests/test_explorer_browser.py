@@ -10,13 +10,11 @@ import urllib.request
 
 import pytest
 
-from explorer.server import make_server
-from explorer.session import build_explorer
+from _explorer import running_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-PTI_STEPS = 3
 TIMEOUT_MS = 120_000
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
@@ -26,11 +24,8 @@ if not os.path.isfile(CHROMIUM):
 
 @pytest.fixture(scope="module")
 def server():
-    srv = make_server(build_explorer(dtype="float32"), 0, pti_steps=PTI_STEPS)
-    srv.start_background()
-    yield srv
-    srv.shutdown()
-    srv.close()
+    with running_server() as srv:
+        yield srv
 
 
 def _src(page, slot):
