@@ -73,7 +73,7 @@ def test_swd_section_scores_each_generator_against_its_reals(tmp_path):
     json.dumps(rep)
 
 
-def test_restore_crops_section_scores_restore_py_outputs(tmp_path, monkeypatch):
+def test_restore_crops_section_scores_restore_py_outputs(tmp_path):
     """model_report's restore_crops: restore_folder at its defaults and at fidelity 0 on degraded
     crops, clean crops through the defaults, every row scored against the clean faces."""
     from _applications import save_tiny_checkpoint
@@ -82,11 +82,11 @@ def test_restore_crops_section_scores_restore_py_outputs(tmp_path, monkeypatch):
     from inversion.models import load_models
     net = tmp_path / "G.pt"
     G = save_tiny_checkpoint(net)
-    monkeypatch.setattr(restore_report, "TEST_OVERRIDES", {"pti_steps": 1, "w_steps": 2, "perceptual": "fallback"})
     models = load_models(str(net), None, "cpu", announce=False)
     rng = np.random.RandomState(0)
     faces = [rng.randint(0, 256, (G.img_resolution, G.img_resolution, 3)).astype(np.uint8) for _ in range(3)]
-    out = restore_report.run_section("restore_crops", models, "", faces, degrade_faces(faces, 0), nlm_denoise, 0)
+    out = restore_report.run_section("restore_crops", models, "", faces, degrade_faces(faces, 0), nlm_denoise, 0,
+                                     inversion={"pti_steps": 1, "w_steps": 2, "perceptual": "fallback"})
     assert out["images"] == 3 and set(out["scores"]) == {"degraded", "nlm", "restore_defaults", "restore_fidelity_0"}
     for row in out["scores"].values():
         assert np.isfinite(row["psnr_db"]) and -1 <= row["ssim"] <= 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -30,18 +30,21 @@ from .fidelity import load_curve
 from .restore import RestoreOptions, restore_folder
 
 PHOTO_LEVELS = ("mild", "strong")
-TEST_OVERRIDES: Dict[str, object] = {}     # tests shorten the inversion here (e.g. pti_steps); empty in real runs
 
 
 def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
 
-def _restore(models, inp: str, out: str, **kw) -> None:
-    """restore.py's library call at its defaults (``kw`` overrides; ``TEST_OVERRIDES`` too), quietly."""
-    curve = load_curve(models.network)[0]
-    opts = RestoreOptions(device=models.device, progress=False, fidelity_curve=curve)
-    restore_folder(models.G, inp, out, encoder=models.E, options=opts, log=lambda _m: None, **{**TEST_OVERRIDES, **kw})
+def _restorer(models, inversion: Optional[Dict[str, object]] = None):
+    """restore.py's library call at its defaults, quietly: ``run(inp, out, **overrides)``.
+    ``inversion``: inversion settings replaced in every run (tests shorten PTI; None in reports)."""
+    opts = RestoreOptions(device=models.device, progress=False, fidelity_curve=load_curve(models.network)[0])
+
+    def run(inp: str, out: str, **kw) -> None:
+        restore_folder(models.G, inp, out, encoder=models.E, options=opts, log=lambda _m: None,
+                       **{**(inversion or {}), **kw})
+    return run
 
 
 def _scores(imgs: Sequence[np.ndarray], refs: Sequence[np.ndarray]) -> Dict[str, float]:
@@ -50,17 +53,18 @@ def _scores(imgs: Sequence[np.ndarray], refs: Sequence[np.ndarray]) -> Dict[str,
 
 
 def restore_crops(models, faces: Sequence[np.ndarray], degraded: Sequence[np.ndarray], nlm,
-                  workdir: str) -> dict:
+                  workdir: str, inversion: Optional[Dict[str, object]] = None) -> dict:
     """Scores of the degraded input, NLM, restore.py's defaults and --fidelity 0 on ``degraded``
     (uint8 [R, R, 3] each, clean originals ``faces``), and the defaults on the clean faces."""
     names = [f"{i:04d}.png" for i in range(len(faces))]
     for sub, imgs in (("degraded", degraded), ("clean", faces)):
         for n, im in zip(names, imgs):
             image_io.write_image(os.path.join(workdir, sub, n), im)
-    _restore(models, os.path.join(workdir, "degraded"), os.path.join(workdir, "auto"), keep_inversions=True)
-    _restore(models, os.path.join(workdir, "degraded"), os.path.join(workdir, "f0"), fidelity=0.0,
+    _restore = _restorer(models, inversion)
+    _restore(os.path.join(workdir, "degraded"), os.path.join(workdir, "auto"), keep_inversions=True)
+    _restore(os.path.join(workdir, "degraded"), os.path.join(workdir, "f0"), fidelity=0.0,
              inversions=os.path.join(workdir, "auto", "inversions"))
-    _restore(models, os.path.join(workdir, "clean"), os.path.join(workdir, "clean-auto"))
+    _restore(os.path.join(workdir, "clean"), os.path.join(workdir, "clean-auto"))
     read = lambda sub: [image_io.read_image(os.path.join(workdir, sub, n)) for n in names]   # noqa: E731
     rows = {"degraded": _scores(degraded, faces), "nlm": _scores([nlm(d) for d in degraded], faces),
             "restore_defaults": _scores(read("auto"), faces), "restore_fidelity_0": _scores(read("f0"), faces)}
@@ -91,22 +95,23 @@ PHOTOS, FACES_PER_PHOTO = 2, 3        # composites per level (12 faces in all: 0
 
 
 def restore_photos(models, heldout_zip: str, workdir: str, photos: int = PHOTOS, per_photo: int = FACES_PER_PHOTO,
-                   seed: int = 0
-                   ) -> dict:
+                   seed: int = 0, inversion: Optional[Dict[str, object]] = None) -> dict:
     """Face-region PSNR / SSIM of the degraded composite, restore.py --align dlib at its defaults and
     at --fidelity 0, per degradation level, against the undegraded composite."""
     from faces.composites import degrade, make_composites
     comps = make_composites(heldout_zip, photos=photos, per_photo=per_photo, seed=seed)
     pipe = models.face_pipeline("dlib")
+    _restore = _restorer(models, inversion)
     out: Dict[str, dict] = {"photos": len(comps), "faces": sum(len(c.boxes) for c in comps),
                             "face_sides_px": sorted(round(b[2] - b[0]) for c in comps for b in c.boxes)}
     for level in PHOTO_LEVELS:
         inp = os.path.join(workdir, level, "in")
         for c in comps:
             image_io.write_image(os.path.join(inp, c.name + ".png"), degrade(c.photo, level, c.seed))
-        for tag, kw in (("restore_defaults", {"keep_inversions": True}),
-                        ("restore_fidelity_0", {"fidelity": 0.0, "inversions": os.path.join(workdir, level, "restore_defaults", "inversions")})):
-            _restore(models, inp, os.path.join(workdir, level, tag), face_pipeline=pipe, **kw)
+        kept = os.path.join(workdir, level, "restore_defaults", "inversions")
+        _restore(inp, os.path.join(workdir, level, "restore_defaults"), face_pipeline=pipe, keep_inversions=True)
+        _restore(inp, os.path.join(workdir, level, "restore_fidelity_0"), face_pipeline=pipe, fidelity=0.0,
+                 inversions=kept if os.path.isdir(kept) else None)       # none kept: no face was found
         rows: Dict[str, Dict[str, List[float]]] = {k: {"psnr_db": [], "ssim": []}
                                                    for k in ("degraded", "restore_defaults", "restore_fidelity_0")}
         for c in comps:
@@ -129,9 +134,10 @@ def restore_photos(models, heldout_zip: str, workdir: str, photos: int = PHOTOS,
     return out
 
 
-def run_section(section: str, models, heldout: str, faces, degraded, nlm, seed: int) -> dict:
+def run_section(section: str, models, heldout: str, faces, degraded, nlm, seed: int,
+                inversion: Optional[Dict[str, object]] = None) -> dict:
     """``model_report``'s entry: a temporary work folder per section."""
     with tempfile.TemporaryDirectory(prefix=f"qc-{section}-") as work:
         if section == "restore_crops":
-            return restore_crops(models, faces, degraded, nlm, work)
-        return restore_photos(models, heldout, work, seed=seed)
+            return restore_crops(models, faces, degraded, nlm, work, inversion)
+        return restore_photos(models, heldout, work, seed=seed, inversion=inversion)
