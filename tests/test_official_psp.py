@@ -17,7 +17,7 @@ from conftest import shared_path
 from dnnlib.image_io import read_image
 from dnnlib.util import BadFileError
 from inversion.api import invert_images
-from inversion.encoders import export_encoder, load_encoder
+from inversion.encoders import load_encoder
 from inversion.official_psp import OfficialPSPEncoder, preprocess
 from training.checkpoint import save_checkpoint
 from training.networks import Generator

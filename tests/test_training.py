@@ -250,7 +250,7 @@ def test_auto_precision_steps_like_fp32_with_float32_master_weights(blobs, tmp_p
     assert auto.precision == resolve_precision("auto", "cpu")["precision"]
     assert auto.precision_info["auto_override"] == resolve_precision("auto", "cpu")["auto_override"]
     out_auto = training_loop(str(tmp_path / "auto"), auto)
-    out_fp32 = training_loop(str(tmp_path / "fp32"), _opts(blobs, kimg=0.008, snap=0))
+    training_loop(str(tmp_path / "fp32"), _opts(blobs, kimg=0.008, snap=0))
     nets = ckpt.load_network(out_auto["snapshot"])
     for key in ("G", "G_ema", "D", "D_degraded"):
         assert {v.dtype for v in nets[key].state_dict().values() if v.is_floating_point()} == {torch.float32}, key

@@ -36,7 +36,7 @@ import json
 import os
 import sys
 import zipfile
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
