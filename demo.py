@@ -34,15 +34,15 @@ from degradations.folder import degrade_folder
 from dnnlib.image_io import make_grid, read_image, write_image
 from dnnlib.util import UserError, atomic_write, cli_main
 from faces.pipeline import align_enabled
-from inversion.applications.directions import get_direction
-from inversion.applications.editing import edit_latents
-from inversion.applications.latents import load_latents
-from inversion.applications.fidelity import load_curve
-from inversion.applications.restore import restore_folder
+from apps.directions import get_direction
+from apps.editing import edit_latents
+from apps.latents import load_latents
+from apps.fidelity import load_curve
+from apps.restore import restore_folder
 from inversion.cli_options import inversion_options
 from inversion.config import InversionConfig, resolve_config
 from inversion.models import Models, load_models
-from inversion.store import INVERSIONS_DIR
+from apps.store import INVERSIONS_DIR
 from metrics.lpips_metric import backbone_path
 from training.generation import generate_images
 from inversion.pretrained import BOUNDARIES, is_shipped

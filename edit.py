@@ -21,10 +21,10 @@ import os
 import click
 
 from dnnlib.util import UserError, cli_main, parse_range
-from inversion.applications.degradation_synthesis import synthesize_degradations
-from inversion.applications.directions import fit_boundary_on_latents, pick_direction, read_labels, save_boundary
-from inversion.applications.editing import EDIT_MODES, OFFICIAL_DISTANCES, edit_folder
-from inversion.applications.latents import latents_from_images, load_latents
+from apps.degradation_synthesis import synthesize_degradations
+from apps.directions import fit_boundary_on_latents, pick_direction, read_labels, save_boundary
+from apps.editing import EDIT_MODES, OFFICIAL_DISTANCES, edit_folder
+from apps.latents import latents_from_images, load_latents
 from inversion.cli_options import inversion_options
 from inversion.config import InversionConfig
 from inversion.models import load_models

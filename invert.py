@@ -22,9 +22,9 @@ import os
 from dnnlib.util import UserError, cli_main
 from inversion.cli_options import inversion_options
 from inversion.encoders import export_encoder
-from inversion.folder import invert_folder
+from apps.invert_folder import invert_folder
 from inversion.models import load_models
-from inversion.training import train_encoder
+from inversion.encoder_training import train_encoder
 from training.dataset import ImageDataset
 
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import click
 
 from dnnlib.util import UserError, cli_main
-from inversion.applications.fidelity import check_fidelity, load_curve
-from inversion.applications.restore import RestoreOptions, restore_folder
+from apps.fidelity import check_fidelity, load_curve
+from apps.restore import RestoreOptions, restore_folder
 from inversion.cli_options import inversion_options
 from inversion.models import load_models
 from metrics.compare import format_table

@@ -120,7 +120,7 @@ def run(num_images=256, batch=32, resolution=256, repeats=3, per_op=False, seed=
 def _per_op(pipe, x, records, repeats):
     """Milliseconds per image of each op, torch (batched) vs cv2 (per image), same entries."""
     from collections import defaultdict
-    from degradations.ops import OPS
+    from degradations.registry import OPS
     by_op = defaultdict(list)
     for r in records:
         for e in r["ops"]:

@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench_generate import CONFIGS  # noqa: E402
 from inversion import PTIOptions, invert_images  # noqa: E402
-from inversion.losses import PerceptualLoss, ReconstructionLoss  # noqa: E402
+from inversion.objectives import PerceptualLoss, ReconstructionLoss  # noqa: E402
 from inversion.pti import PivotalTuner  # noqa: E402
 from torch_utils.misc import resolve_device  # noqa: E402
 from dnnlib.image_io import to_uint8_hwc  # noqa: E402

@@ -59,7 +59,7 @@ def main():
         torch.set_num_threads(args.threads)
     from degradations.folder import degrade_folder
     from inversion.api import default_batch_size
-    from inversion.applications.restore import restore_folder
+    from apps.restore import restore_folder
     from inversion.models import load_models
 
     clean, degraded = os.path.join(args.outdir, "clean"), os.path.join(args.outdir, "degraded")

@@ -7,6 +7,6 @@ and evaluate QC-StyleGAN (Sec. 4). A library of its own: imports only ``torch_ut
     y2 = pipe.replay(x, records)
     img2, record = pipe.apply_numpy(img_uint8_hwc, seed)                # per image, OpenCV
 """
-from .ops import OPS, Op, Param, Sampler, register_op  # noqa: F401
+from .registry import OPS, Op, Param, Sampler, register_op  # noqa: F401
 from .pipeline import Pipeline, build_pipeline, list_pipelines, load_spec  # noqa: F401
 from .presets import PRESETS  # noqa: F401

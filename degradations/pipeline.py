@@ -28,8 +28,8 @@ import torch
 from dnnlib.util import UserError
 from torch_utils import misc
 
-from . import functional as Fn
-from .ops import OPS, REFERENCE_RESOLUTION, Sampler, get_op
+from degradations import functional as Fn
+from .registry import OPS, REFERENCE_RESOLUTION, Sampler, get_op
 from .presets import PRESETS, preset_spec
 
 MODES = ("relative", "absolute")

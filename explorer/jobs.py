@@ -26,11 +26,11 @@ from typing import Any, Dict, List, Optional
 from dnnlib import image_io
 from dnnlib.util import UserError, read_jsonl
 from faces.pipeline import face_name
-from inversion.applications.latents import load_inversion_latent
-from inversion.applications.fidelity import load_curve
+from apps.latents import load_inversion_latent
+from apps.fidelity import load_curve
 from inversion.config import InversionConfig
-from inversion.applications.restore import RECORDS_FILE, RestoreOptions, restore_folder
-from inversion.store import INVERSIONS_DIR, is_finished
+from apps.restore import RECORDS_FILE, RestoreOptions, restore_folder
+from apps.store import INVERSIONS_DIR, is_finished
 
 from .session import UPLOAD_PREFIX, Explorer
 

@@ -32,10 +32,10 @@ import torch
 
 from dnnlib.image_io import encode_image
 from dnnlib.util import UserError
-from inversion.applications.degradation_synthesis import interpolate_q
-from inversion.applications.directions import get_direction
-from inversion.applications.editing import edit_ws
-from inversion.applications.latents import Latent, generator_for
+from apps.degradation_synthesis import interpolate_q
+from apps.directions import get_direction
+from apps.editing import edit_ws
+from apps.latents import Latent, generator_for
 from inversion.models import load_models
 from inversion.pretrained import BOUNDARIES, is_shipped
 from torch_utils.misc import resolve_inference_dtype

@@ -3,8 +3,7 @@ model's template, and paste-back (docs/faces.md).
 
 Modules: ``detection`` (``FaceDetector``), ``alignment`` (similarity transform, crop, paste-back),
 ``templates`` (per-network templates; ``python -m faces.templates`` estimates one), ``pipeline``
-(``FacePipeline`` and the helpers restore / edit / invert call), ``composites`` (detection
-measured on composites of held-out faces: ``python -m faces.composites``). Imports only
-``dnnlib``; dlib is imported when a detector is built (``composites`` also imports
-``degradations`` and scikit-image, lazily).
+(``FacePipeline`` and the helpers restore / edit / invert call). Imports only ``dnnlib``; dlib
+is imported when a detector is built. Detection measured on composites of held-out faces lives
+in ``evaluation.composites``.
 """

@@ -20,16 +20,17 @@ Library API (applications such as restore.py and edit.py build on exactly this):
     img_degraded = G_tuned.synthesis(res.w[None], res.q[None], noise_mode='const')
     img_sharp = G_tuned.synthesis(res.w[None], None, noise_mode='const')
 
-    from inversion.encoders import load_encoder   # encoder checkpoints (weights_only format)
+    from .encoders import load_encoder   # encoder checkpoints (weights_only format)
 
 Modules: ``models`` (``load_models``: the generator of a file, the encoder and the device, for
-every CLI), ``store`` (``FolderRun``: the resumable per-image folder loop), ``encoders`` (ResNet
-w/q encoders, checkpoints), ``training`` (encoder training), ``losses`` (L2 + LPIPS or the
-no-download fallback), ``config`` (``InversionConfig`` and presets), ``cli_options`` (the CLIs' inversion options),
-``pti`` (stage 1 optimisation, stage 2 pivotal tuning), ``delta``
-(compact per-image deltas), ``api`` (the functions above), ``folder`` (``invert.py run``),
-``applications`` (restore, edit, degradation synthesis, whole photos).
+every CLI), ``encoders`` (ResNet w/q encoders, checkpoints), ``official_psp`` (the official
+release's encoder files), ``encoder_training`` (encoder training), ``objectives`` (L2 + LPIPS or
+the no-download fallback), ``config`` (``InversionConfig`` and presets), ``cli_options`` (the
+CLIs' inversion options), ``pti`` (stage 1 optimisation, stage 2 pivotal tuning), ``delta``
+(compact per-image deltas), ``api`` (the functions above), ``official_outputs`` (the official
+pipeline's output folders). The applications built on it live in ``apps/``.
 """
+
 from .api import InversionResult, invert_images, load_inversion, save_inversion  # noqa: F401
 from .delta import apply_delta  # noqa: F401
 from .config import InversionConfig, resolve_config  # noqa: F401

@@ -22,7 +22,7 @@ from torch_utils.misc import assert_shape, keep_freed_cpu_memory
 from .config import DEFAULT_BATCH, DEFAULT_W_STEPS, InversionConfig, default_batch_size  # noqa: F401 (re-exported)
 from .delta import delta_nbytes, load_delta, save_delta
 from .encoders import encode_images
-from .losses import PerceptualLoss, ReconstructionLoss
+from .objectives import PerceptualLoss, ReconstructionLoss
 from .pti import PivotalTuner, TuneResult, optimize_latents
 
 RESULT_FILES = dict(w="w.npy", q="q.npy", delta="delta.pt", reconstruction="reconstruction.png",

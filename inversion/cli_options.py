@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import click
 
 from .config import DEFAULT_BATCH, DEFAULT_PRESET, DEFAULT_W_STEPS, PRESETS, InversionConfig, option_flag, resolve_config
-from .losses import PERCEPTUAL_KINDS
+from .objectives import PERCEPTUAL_KINDS
 
 # (setting, click type, help); flags (w_plus) take no value. The order is the help's.
 _SETTINGS: List[Tuple[str, Any, str]] = [

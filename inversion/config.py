@@ -23,7 +23,7 @@ import torch
 from dnnlib.util import UserError
 
 from .delta import parse_encoding
-from .losses import PERCEPTUAL_KINDS
+from .objectives import PERCEPTUAL_KINDS
 
 DEFAULT_W_STEPS = 300                    # stage-1 steps without an encoder ("a few hundred")
 DEFAULT_BATCH = {"cpu": 8, "cuda": 32}   # images inverted together (stage 1 and PTI), by device type

@@ -48,7 +48,7 @@ from training.networks import SynthesisState
 
 from .config import InversionConfig
 from .delta import add_delta_, make_delta
-from .losses import ReconstructionLoss
+from .objectives import ReconstructionLoss
 
 NOISE_MODE = "const"
 Q_INIT_STD = 0.1      # stage 1 starts q near 0, not at 0 (q = 0 is a stationary point)

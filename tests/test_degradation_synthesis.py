@@ -12,8 +12,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _applications import save_tiny_checkpoint, tiny_qc_generator  # noqa: E402
 
 import edit  # noqa: E402
-from inversion.applications import degradation_synthesis as S  # noqa: E402
-from inversion.applications.latents import seed_latents  # noqa: E402
+from apps import degradation_synthesis as S  # noqa: E402
+from apps.latents import seed_latents  # noqa: E402
 from dnnlib.util import UserError  # noqa: E402
 
 

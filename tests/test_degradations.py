@@ -11,7 +11,7 @@ cv2 = pytest.importorskip("cv2")
 
 from degradations import functional as Fn  # noqa: E402
 from degradations import kernels  # noqa: E402
-from degradations.ops import OPS  # noqa: E402
+from degradations.registry import OPS  # noqa: E402
 
 
 def _rand_img(seed, h=48, w=40, smooth=False):

@@ -12,10 +12,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _applications import save_tiny_checkpoint, tiny_qc_generator  # noqa: E402
 
 import edit  # noqa: E402
-from inversion.applications import directions as D  # noqa: E402
-from inversion.applications import editing as E  # noqa: E402
-from inversion.applications.latents import seed_latents  # noqa: E402
-from inversion.applications.degradation_synthesis import novel_q, synthesize  # noqa: E402
+from apps import directions as D  # noqa: E402
+from apps import editing as E  # noqa: E402
+from apps.latents import seed_latents  # noqa: E402
+from apps.degradation_synthesis import novel_q, synthesize  # noqa: E402
 
 STRENGTHS = [-3.0, -1.5, 0.0, 1.5, 3.0]
 COARSE = [0, 1, 2, 3]        # w rows above the DegradBlock block's conv1 and toRGB (rows 4, 5)

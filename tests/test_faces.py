@@ -192,9 +192,9 @@ def test_upright_crop_geometry(side):
 
 
 def test_composite_evaluation_counts_found_and_false_faces():
-    """faces.composites.evaluate: a face counts as found at box IoU >= 0.5, other detections
+    """evaluation.composites.evaluate: a face counts as found at box IoU >= 0.5, other detections
     are false positives; degradation levels go through the degradations package, seeded."""
-    from faces import composites as C
+    from evaluation import composites as C
     photo = np.full([120, 200, 3], 128, np.uint8)
     comp = C.Composite(name="flat", photo=photo, boxes=[[10, 10, 50, 50], [100, 20, 160, 80]], masks=[], scales=[1.0, 1.5],
                        angles=[0.0, 5.0], seed=3)
@@ -219,7 +219,7 @@ def test_small_degraded_faces_of_a_composite_are_found_and_round_trip():
     degraded: every face is found (box IoU >= 0.5), the 27 px one too, and nothing else (the
     detector before weak candidates were checked by the CNN missed the small one). Align each
     face and paste its crop back unchanged: < 1 grey level mean inside, identical outside."""
-    from faces import composites as C
+    from evaluation import composites as C
     from faces.detection import CHECK_FILE, check_model_path
     if check_model_path() is None:
         pytest.skip(f"{CHECK_FILE} is not in this face-recognition-models")
@@ -334,7 +334,7 @@ def test_invert_and_edit_cli_on_a_photo(tmp_path):
 def test_invert_folder_stopped_between_two_faces_of_a_photo_resumes(tmp_path, monkeypatch):
     """invert.py run --align killed after a photo's first face: the rerun inverts its other faces
     (it used to take the photo as done) and keeps the finished one."""
-    import inversion.folder as folder
+    import apps.invert_folder as folder
     from faces.pipeline import build_face_pipeline
     from training.checkpoint import load_network
     from inversion.pretrained import resolve_network
@@ -377,7 +377,7 @@ def test_composites_restored_whole(tmp_path):
     degraded and restored face regions against the undegraded composite (docs/faces.md: with the
     shipped 64x64 model the restored faces score below the degraded ones)."""
     import restore
-    from faces import composites as C
+    from evaluation import composites as C
     from metrics.image_metrics import psnr, ssim
     comps = C.make_composites(shared_path("datasets", "utkface64-mini.zip"), photos=3, seed=0)
     degraded = [C.degrade(c.photo, "mild", c.seed) for c in comps]

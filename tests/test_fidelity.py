@@ -1,4 +1,4 @@
-"""--fidelity auto (inversion/applications/fidelity.py): the curve, the severity, the composition at
+"""--fidelity auto (apps/fidelity.py): the curve, the severity, the composition at
 the input's size, the fit on calibration faces, the curve file; and alignment.paste_change (the
 model's change pasted into a photo, its detail above R kept)."""
 import json
@@ -8,7 +8,7 @@ import pytest
 
 from dnnlib.util import UserError
 from faces import alignment
-from inversion.applications import fidelity as fid
+from apps import fidelity as fid
 
 
 def test_curve_keeps_sharp_inputs_and_falls_to_its_floor():

@@ -8,7 +8,7 @@ from dnnlib.util import UserError
 from inversion import PTIOptions, apply_delta, invert_images, load_inversion, save_inversion
 from inversion.delta import load_delta, make_delta, save_delta
 from inversion.encoders import InversionEncoder, load_encoder, save_encoder
-from inversion.training import train_encoder
+from inversion.encoder_training import train_encoder
 from test_inversion_utils import sample_images, tiny_generator
 
 

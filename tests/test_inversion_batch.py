@@ -12,7 +12,7 @@ from test_inversion_utils import sample_images, tiny_generator
 from dnnlib.image_io import write_image
 from inversion import PTIOptions, invert_images
 from inversion.delta import decode_entry
-from inversion.losses import PerceptualLoss, ReconstructionLoss
+from inversion.objectives import PerceptualLoss, ReconstructionLoss
 from inversion.pti import PivotalTuner
 
 N_IMAGES = 8
@@ -93,7 +93,7 @@ def test_invert_images_result_does_not_depend_on_batch():
 def test_folder_run_interrupted_mid_batch_resumes(tmp_path, monkeypatch):
     """Images are written as they finish: a run killed after the first one keeps it, and the rerun
     inverts only the others."""
-    import inversion.folder as folder
+    import apps.invert_folder as folder
     G = tiny_generator()
     images, _, _ = sample_images(G, 3, seed=5)
     inp, out = tmp_path / "in", tmp_path / "out"
@@ -120,7 +120,7 @@ def test_folder_run_interrupted_mid_batch_resumes(tmp_path, monkeypatch):
 def test_restore_interrupted_mid_batch_resumes(tmp_path, monkeypatch):
     """restore_folder writes each restored image and its record when its inversion finishes: a
     run killed after the first record keeps it; the rerun restores only the other two."""
-    import inversion.applications.restore as restore
+    import apps.restore as restore
     from dnnlib.util import read_jsonl
     G = tiny_generator()
     images, _, _ = sample_images(G, 3, seed=6)

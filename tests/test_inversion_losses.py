@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from dnnlib.util import UserError
-from inversion.losses import PerceptualLoss, ReconstructionLoss, laplacian_pyramid, ms_ssim
+from inversion.objectives import PerceptualLoss, ReconstructionLoss, laplacian_pyramid, ms_ssim
 
 
 

@@ -1,4 +1,4 @@
-"""inversion.store: the resumable per-image folder loop shared by invert.py run, edit.py --input
+"""apps.store: the resumable per-image folder loop shared by invert.py run, edit.py --input
 and restore.py (chunks, unreadable files, the exit rule) and the finished-inversion marker."""
 import json
 import os
@@ -9,7 +9,7 @@ import pytest
 from dnnlib.image_io import write_image
 from dnnlib.util import UserError, read_jsonl
 from inversion.api import RESULT_FILES
-from inversion.store import FolderRun, is_finished
+from apps.store import FolderRun, is_finished
 
 
 def _folder(tmp_path, good=3, bad=1):

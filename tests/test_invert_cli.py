@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from dnnlib.image_io import write_image
 from dnnlib.util import append_jsonl, read_jsonl
-from inversion.training import train_encoder
+from inversion.encoder_training import train_encoder
 from training.checkpoint import save_checkpoint
 from test_inversion_utils import sample_images, tiny_generator
 

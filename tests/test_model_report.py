@@ -1,4 +1,4 @@
-"""inversion/applications/model_report.py: the model card's measurements."""
+"""evaluation/model_report.py: the model card's measurements."""
 import io
 import json
 import zipfile
@@ -8,7 +8,7 @@ import PIL.Image
 import pytest
 
 from dnnlib.util import UserError
-from inversion.applications import model_report as mr
+from evaluation import model_report as mr
 from inversion.encoders import InversionEncoder
 from test_inversion_utils import tiny_generator
 
@@ -77,8 +77,8 @@ def test_restore_crops_section_scores_restore_py_outputs(tmp_path):
     """model_report's restore_crops: restore_folder at its defaults and at fidelity 0 on degraded
     crops, clean crops through the defaults, every row scored against the clean faces."""
     from _applications import save_tiny_checkpoint
-    from inversion.applications import restore_report
-    from inversion.applications.heldout import degrade_faces, nlm_denoise
+    from evaluation import restore_report
+    from evaluation.heldout import degrade_faces, nlm_denoise
     from inversion.models import load_models
     net = tmp_path / "G.pt"
     G = save_tiny_checkpoint(net)

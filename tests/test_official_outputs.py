@@ -16,8 +16,8 @@ import edit  # noqa: E402
 import restore  # noqa: E402
 from dnnlib.image_io import read_image, to_uint8_hwc, write_image  # noqa: E402
 from dnnlib.util import UserError, read_jsonl  # noqa: E402
-from inversion.applications import editing as E  # noqa: E402
-from inversion.applications.latents import load_latents, render  # noqa: E402
+from apps import editing as E  # noqa: E402
+from apps.latents import load_latents, render  # noqa: E402
 from inversion.official_outputs import read_official_outputs  # noqa: E402
 
 

@@ -144,7 +144,7 @@ def test_campaign_file_resumes_from_the_shipped_generator_and_fidelity_curve_loa
     """pretrained/qc-faces64-campaign.pt (the model campaign's hand-over, model card): plain data,
     small, its generators rebuilt on the shipped qc-faces64.pt (a stale file would be refused), a
     training state to continue from; qc-faces64-fidelity.json: --fidelity auto's curve."""
-    from inversion.applications.fidelity import GENERIC_CURVE, load_curve
+    from apps.fidelity import GENERIC_CURVE, load_curve
     from training.checkpoint import load_network
     curve, where = load_curve(pretrained.DEFAULT_NETWORK)
     assert where.endswith("qc-faces64-fidelity.json") and curve != GENERIC_CURVE

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _applications import save_tiny_checkpoint, tiny_qc_generator  # noqa: E402
 
-from inversion.applications import probe  # noqa: E402
+from evaluation import probe  # noqa: E402
 
 
 def test_degrade_pool_is_balanced_and_blurs():

@@ -81,7 +81,7 @@ def test_restore_reuses_inversions_and_renders_sharp(tmp_path, setup):
     assert np.array_equal(read_image(str(out1 / "b.png")), read_image(str(out2 / "b.png")))
     # the output is G_theta(w, 0): render it from the saved inversion (16x16 model, 16x16 input)
     from inversion.api import load_inversion
-    from inversion.applications.latents import Latent, generator_for, render
+    from apps.latents import Latent, generator_for, render
     res = load_inversion(str(out1 / "inversions" / "b"))
     lat = Latent("b", res.w, res.q, res.delta)
     sharp = to_uint8_hwc(render(generator_for(G, lat), res.w[None], None)[0])[0]
@@ -93,7 +93,7 @@ def test_restore_fidelity_mixes_the_input_back(tmp_path, setup):
     (fidelity.compose); 1 gives the input back; 0 is G(w, 0) resized; outside [0, 1] is refused."""
     from dnnlib.image_io import read_image as read
     from inversion.api import prepare_image
-    from inversion.applications.fidelity import compose
+    from apps.fidelity import compose
     G, net, inp, gt, sizes = setup
     src = inp / "a.png"
     common = ["--network", str(net), "--input", str(src)] + FAST

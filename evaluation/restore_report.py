@@ -8,7 +8,7 @@ Two settings, each a ``model_report`` section:
   defaults (``--fidelity auto`` and the network's curve); the same inversions rendered again at
   fidelity 0; the degraded input and OpenCV's non-local means beside them; plus clean faces through
   the defaults (a sharp input must stay as it is).
-* ``restore_photos``: composites of held-out faces in real photos (``faces.composites``: faces 0.5
+* ``restore_photos``: composites of held-out faces in real photos (``evaluation.composites``: faces 0.5
   to 3 x 64 px, tilted) at the ``mild`` and ``strong`` degradations, restored with ``--align dlib``
   at the defaults and at fidelity 0; PSNR over each placed face's square and SSIM over its box,
   against the undegraded composite.
@@ -26,8 +26,8 @@ import numpy as np
 from dnnlib import image_io
 from metrics.image_metrics import psnr, ssim
 
-from .fidelity import load_curve
-from .restore import RestoreOptions, restore_folder
+from apps.fidelity import load_curve
+from apps.restore import RestoreOptions, restore_folder
 
 PHOTO_LEVELS = ("mild", "strong")
 
@@ -98,7 +98,7 @@ def restore_photos(models, heldout_zip: str, workdir: str, photos: int = PHOTOS,
                    seed: int = 0, inversion: Optional[Dict[str, object]] = None) -> dict:
     """Face-region PSNR / SSIM of the degraded composite, restore.py --align dlib at its defaults and
     at --fidelity 0, per degradation level, against the undegraded composite."""
-    from faces.composites import degrade, make_composites
+    from .composites import degrade, make_composites
     comps = make_composites(heldout_zip, photos=photos, per_photo=per_photo, seed=seed)
     pipe = models.face_pipeline("dlib")
     _restore = _restorer(models, inversion)

@@ -4,7 +4,7 @@
 folder layout is kept (with it where two inputs would share a name: ``a.jpg`` and ``a.png`` ->
 ``a.jpg/``, ``a.png/``; ``dnnlib.image_io.output_stems``). Each finished image gets one line in
 ``DIR/results.jsonl``; a second run skips images whose folder already holds its result file
-(``inversion.store.is_finished``: written when the image is finished, even in the middle of a batch).
+(``apps.store.is_finished``: written when the image is finished, even in the middle of a batch).
 Unreadable images (any odd file ``dnnlib.image_io`` refuses) are reported, get a line with
 ``error`` in ``results.jsonl`` and are tried again by the next run; when no input at all can be
 processed the job ends with a ``UserError`` (``image_io.require_progress``).
@@ -19,8 +19,8 @@ from dnnlib.image_io import output_stems
 from dnnlib.util import append_jsonl, read_jsonl
 from faces.pipeline import NO_FACE_NOTE, expand_photos, save_face_info
 
-from .api import invert_images, save_inversion
-from .config import InversionConfig
+from inversion.api import invert_images, save_inversion
+from inversion.config import InversionConfig
 from .store import FolderRun, is_finished
 
 RESULTS = "results.jsonl"

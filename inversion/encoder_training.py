@@ -34,7 +34,7 @@ from dnnlib.image_io import save_grid, to_uint8
 from dnnlib.util import StopSignals, UserError, append_jsonl, atomic_write, rewrite_jsonl
 
 from .encoders import InversionEncoder, load_encoder, read_encoder_file, save_encoder
-from .losses import PerceptualLoss, ReconstructionLoss
+from .objectives import PerceptualLoss, ReconstructionLoss
 
 MODES = ("synthetic", "real", "mixed")
 LATEST = "encoder.pt"

@@ -1,5 +1,5 @@
 """Linear classifiers on latent codes: the one classifier behind InterfaceGAN boundaries
-(``directions.fit_boundary``) and the quality-code probe (``inversion.applications.probe``, paper Sec. 4.6).
+(``directions.fit_boundary``) and the quality-code probe (``evaluation.probe``, paper Sec. 4.6).
 
 A multinomial logistic regression with L2 weight decay on z-scored features, fitted full-batch
 with L-BFGS in float64 (deterministic; no scikit-learn needed). InterfaceGAN (Shen et al., CVPR

@@ -11,7 +11,7 @@ Each section is one claim of the paper, measured at our scale:
   true.
 * ``probe``: Sec. 4.6 on held-out faces: OpenCV Gaussian blur at 5 levels (sigma up to 2 px at
   64x64, i.e. 8 px at the probe's 256 px reference), q from the encoder, a linear classifier on a
-  seeded 70/30 split (``inversion.applications.probe``).
+  seeded 70/30 split (``evaluation.probe``).
 * ``swd``: sample quality (needs ``--reals``, the training ZIP): SWD x 1e3 of the QC sharp mode,
   the teacher, the QC degraded mode against ``paper``-degraded reals, and (``--baseline``) a plain
   StyleGAN2 trained on degraded reals against the same degraded reals (the paper's Table 1 claim:
@@ -27,7 +27,7 @@ Each section is one claim of the paper, measured at our scale:
 The held-out faces come from a training-layout ZIP or folder (``utkface64-mini.zip``: 512 UTKFace
 faces that are not in ``utkface64.zip``). Nothing here trains on them.
 
-    python -m inversion.applications.model_report --heldout ../shared/datasets/utkface64-mini.zip --out report.json
+    python -m evaluation.model_report --heldout ../shared/datasets/utkface64-mini.zip --out report.json
 """
 from __future__ import annotations
 
@@ -51,9 +51,9 @@ from training.checkpoint import load_generator
 from training.dataset import ImageDataset
 from training.generation import seed_to_q, seed_to_z
 
-from ..api import invert_images, prepare_image
-from ..models import load_models
-from . import restore_report
+from inversion.api import invert_images, prepare_image
+from inversion.models import load_models
+from evaluation import restore_report
 from .heldout import degrade_faces, nlm_denoise
 from .probe import run_probe
 
@@ -127,7 +127,7 @@ def q_recovery(G, encoder, count: int, seed: int, device, batch: int = 32) -> di
 
 
 def probe(G, encoder, faces: Sequence[np.ndarray], seed: int, device) -> dict:
-    """Sec. 4.6 at 64x64 with the encoder's q (``inversion.applications.probe.run_probe``)."""
+    """Sec. 4.6 at 64x64 with the encoder's q (``evaluation.probe.run_probe``)."""
     out = run_probe(G, faces, families=("blur",), encoder=encoder, w_steps=0, blur_sigmas=PROBE_SIGMAS_AT_256,
                     seed=seed, test_fraction=1 - DEFAULT_SPLIT, device=device, progress=False)
     out["targets"] = {"blurry_vs_sharp": TARGETS["probe_blurry_vs_sharp"],

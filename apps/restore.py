@@ -13,7 +13,7 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
   the official release's pSp output folder (``latent/`` + ``org/``, ``inversion.official_outputs``)
   gives the pivot (w, q) of each input named like its ``org/`` image, and PTI runs from it (the
   release's stage 2; ``pti_steps=0``: the pSp codes alone);
-* the folder loop (inputs, resume, chunks, unreadable files) is ``inversion.store.FolderRun``; the
+* the folder loop (inputs, resume, chunks, unreadable files) is ``apps.store.FolderRun``; the
   options are one ``RestoreOptions``, the inversion's settings one ``InversionConfig`` in it;
 * ``OUTDIR/restore.jsonl``: one line per image (file, source, seconds, steps, reconstruction
   PSNR / perceptual distance / LPIPS, and with ground truth the metrics of input and restored);
@@ -57,11 +57,11 @@ from faces.pipeline import FacePipeline, split_photos
 from metrics import image_metrics, niqe
 from metrics.compare import prepare_metrics, summarize
 
-from ..api import invert_images, load_inversion, prepare_image, save_inversion
-from ..config import InversionConfig, split_overrides
-from ..official_outputs import is_official_outputs, pivot_ws, read_official_outputs
-from ..store import COMPARE_DIR, INVERSIONS_DIR, FolderRun, default_log, is_finished
-from . import fidelity as fid
+from inversion.api import invert_images, load_inversion, prepare_image, save_inversion
+from inversion.config import InversionConfig, split_overrides
+from inversion.official_outputs import is_official_outputs, pivot_ws, read_official_outputs
+from .store import COMPARE_DIR, INVERSIONS_DIR, FolderRun, default_log, is_finished
+from apps import fidelity as fid
 from .latents import Latent, generator_for, render
 from .photos import restore_photos
 

@@ -1,7 +1,7 @@
 """Whole photos for restore: the faces of each photo, aligned to the model's template
 (``faces.pipeline``), inverted as one list of crops (so the inversion batches them), restored,
 and pasted back into the photo at its own size (``editing.paste_edits`` does the same for edits,
-``inversion.folder`` stops after inversion).
+``apps.invert_folder`` stops after inversion).
 
 Names: face k of ``a/photo.jpg`` (k = 0 for the largest) is ``a/photo_k``: its inversion folder,
 its ``faces/a/photo_k.png`` tile (aligned input | result), its key in records.
@@ -17,8 +17,8 @@ import numpy as np
 from dnnlib import image_io
 from faces.pipeline import FacePipeline, face_name, find_faces, save_face_info
 
-from ..api import load_inversion, save_inversion
-from ..store import COMPARE_DIR, FACES_DIR, INVERSIONS_DIR, default_log, is_finished
+from inversion.api import load_inversion, save_inversion
+from .store import COMPARE_DIR, FACES_DIR, INVERSIONS_DIR, default_log, is_finished
 
 
 def with_alpha(img: np.ndarray, alpha: Optional[np.ndarray]) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Clean images are degraded with known levels (Gaussian blur of several strengths; optionally
 Gaussian noise and JPEG), each degraded image is inverted (stage 1 only: PTI does not change q) or
-encoded to q, and a linear classifier (``inversion.applications.linear``) is fitted on q with a
+encoded to q, and a linear classifier (``apps.linear``) is fitted on q with a
 seeded, stratified train/test split. Reported tasks:
 
 * ``blurry_vs_sharp``: sharp (no blur) vs blurred at any level (balanced);
@@ -15,7 +15,7 @@ The paper reports 97.9 %, 85 % and 77 % test accuracy for the three blur tasks o
 model). Clean images are a folder (resized to the model's resolution first) or the generator's
 own sharp samples G(w, 0).
 
-    python -m inversion.applications.probe --network QC.pt [--encoder E.pt] (--data DIR | --samples 200) --out probe.json
+    python -m evaluation.probe --network QC.pt [--encoder E.pt] (--data DIR | --samples 200) --out probe.json
 """
 from __future__ import annotations
 
@@ -34,12 +34,12 @@ from dnnlib import image_io
 from dnnlib.image_io import PIXEL_RANGE, from_uint8_hwc, to_uint8_hwc
 from dnnlib.util import UserError, atomic_write, cli_main
 
-from ..api import DEFAULT_W_STEPS, invert_images, prepare_image
-from .latents import render, seed_latents
-from .linear import DEFAULT_TEST_FRACTION, fit_and_evaluate
-from ..losses import PerceptualLoss, ReconstructionLoss
-from ..models import load_models
-from ..pti import PTIOptions, optimize_latents
+from inversion.api import DEFAULT_W_STEPS, invert_images, prepare_image
+from apps.latents import render, seed_latents
+from apps.linear import DEFAULT_TEST_FRACTION, fit_and_evaluate
+from inversion.objectives import PerceptualLoss, ReconstructionLoss
+from inversion.models import load_models
+from inversion.pti import PTIOptions, optimize_latents
 
 REFERENCE_RESOLUTION = 256
 BLUR_SIGMAS = [0.5 * k for k in range(1, 11)]          # px at 256; levels 1..10

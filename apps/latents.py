@@ -21,11 +21,11 @@ import torch
 from dnnlib.util import UserError, parse_range
 from training.generation import inference_format, seed_to_q, seed_to_z
 
-from ..api import load_inversion
-from ..config import InversionConfig
-from ..delta import apply_delta
-from ..folder import invert_folder
-from ..official_outputs import is_official_outputs, pivot_ws, read_official_outputs
+from inversion.api import load_inversion
+from inversion.config import InversionConfig
+from inversion.delta import apply_delta
+from .invert_folder import invert_folder
+from inversion.official_outputs import is_official_outputs, pivot_ws, read_official_outputs
 
 SEEDS_PREFIX = "seeds:"
 
@@ -105,7 +105,7 @@ def load_latents(G, spec: str, device="cpu") -> List[Latent]:
 
 def latents_from_images(models, input_path: str, inv_dir: str, config: Optional[InversionConfig] = None,
                         face_pipeline=None) -> List[Latent]:
-    """Invert the images under ``input_path`` into ``inv_dir`` (``inversion.folder.invert_folder``:
+    """Invert the images under ``input_path`` into ``inv_dir`` (``apps.invert_folder.invert_folder``:
     each image written when it is finished, reused on a rerun, unreadable files reported in its
     results.jsonl) with ``config`` (``InversionConfig``, default preset ``ours``) and ``models``
     (``inversion.models.Models``: G, encoder, device); ``face_pipeline``: each face of a whole

@@ -7,7 +7,7 @@ has the box it was placed at; ``evaluate`` runs a detector over the photos and r
 the best box IoU with a detection (found: IoU >= 0.5) and, per photo, detections that match no
 placed face (false positives), as JSON:
 
-    python -m faces.composites --data ../shared/datasets/utkface64-mini.zip --out /tmp/x/comp.json
+    python -m evaluation.composites --data ../shared/datasets/utkface64-mini.zip --out /tmp/x/comp.json
 
 The placed box is where the reference detector (dlib's HOG detector, 4x upsampled, on the
 original 64 x 64 crop) boxes the face, mapped through the placement: one fixed definition of
@@ -35,8 +35,8 @@ from tqdm import tqdm
 from degradations import build_pipeline
 from dnnlib.util import UserError, atomic_write, cli_main
 
-from .detection import dlib, require_faces
-from .pipeline import FacePipeline
+from faces.detection import dlib, require_faces
+from faces.pipeline import FacePipeline
 
 BACKGROUNDS = ("coffee", "rocket", "chelsea", "coins", "gravel", "immunohistochemistry", "brick", "grass",
                "hubble_deep_field")       # scikit-image photos without a face (astronaut, camera have one)
@@ -242,7 +242,7 @@ def _cpu_name() -> Optional[str]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m faces.composites",
+    p = argparse.ArgumentParser(prog="python -m evaluation.composites",
                                 description="Face detection on composites of held-out faces in real photos (JSON report).")
     p.add_argument("--data", required=True, help="ZIP of held-out 64x64 faces (utkface64-mini.zip)")
     p.add_argument("--out", required=True, help="JSON report to write")

@@ -31,9 +31,9 @@ from dnnlib.util import UserError, append_jsonl, read_jsonl
 from faces.pipeline import load_face_info, paste_recorded
 from torch_utils.misc import assert_shape
 
-from ..config import InversionConfig
-from ..pti import residual_stats
-from ..store import INVERSIONS_DIR
+from inversion.config import InversionConfig
+from inversion.pti import residual_stats
+from .store import INVERSIONS_DIR
 from .latents import Latent, find_inversions, generator_for, latents_from_images, load_latents, render
 from .photos import with_alpha
 

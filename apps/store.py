@@ -21,7 +21,7 @@ from tqdm import tqdm
 from dnnlib.image_io import list_sources, read_image_alpha, require_progress
 from dnnlib.util import UserError, append_jsonl
 
-from .api import RESULT_FILES
+from inversion.api import RESULT_FILES
 
 INVERSIONS_DIR = "inversions"    # restore --keep-inversions, edit --input: invert.py run layout
 COMPARE_DIR = "compare"          # restore --compare: input | restored (| ground truth)

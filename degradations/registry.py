@@ -19,8 +19,8 @@ import torch
 from dnnlib.image_io import PIXEL_RANGE, from_uint8_hwc, to_uint8_hwc
 from dnnlib.util import UserError
 
-from . import functional as Fn
-from . import kernels
+from degradations import functional as Fn
+from degradations import kernels
 
 REFERENCE_RESOLUTION = 256  # the release's ranges are in pixels of 256x256 images
 
