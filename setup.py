@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Quality Controllable StyleGAN (NeurIPS 2022): generation, training, inversion, restoration",
     packages=find_packages(include=["dnnlib*", "torch_utils*", "training*", "degradations*", "faces*",
-                                    "inversion*", "metrics*", "explorer*"]),
+                                    "inversion*", "apps*", "evaluation*", "metrics*", "explorer*"]),
     package_data={"torch_utils": ["ops/*.cu", "ops/*.cpp", "ops/*.h"], "metrics": ["data/*"],
                   "explorer": ["static/*.html", "static/*.js", "static/*.css"],
                   "": ["*.json"]},
