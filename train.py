@@ -23,13 +23,14 @@ Examples:
 import click
 
 from dnnlib.util import cli_main
+from training.options import DEFAULT_PRESET, FINE_TUNE_BLOCKS, default_text as d   # no torch: --help stays fast
 
 
 @click.command(context_settings=dict(show_default=True))
 @click.option("--outdir", required=True, metavar="DIR", help="Where run directories are created")
 @click.option("--data", required=True, metavar="PATH", help="Training data: ZIP or folder (see dataset_tool.py)")
-@click.option("--cfg", default="auto", help="Preset in configs/ (paper256, paper512, church256, stylegan2, auto, smoke) or a JSON path")
-@click.option("--gpus", type=int, default=None, help="Processes (GPUs) on this machine [default: 1; torchrun sets it]")
+@click.option("--cfg", default=DEFAULT_PRESET, help="Preset in configs/ (paper256, paper512, church256, stylegan2, auto, smoke) or a JSON path")
+@click.option("--gpus", type=int, default=None, help=f"Processes (GPUs) on this machine [default: {d('gpus')}; torchrun sets it]")
 @click.option("--batch", type=int, default=None, help="Total batch size [default: preset]")
 @click.option("--batch-gpu", type=int, default=None, help="Images per process per pass (gradient accumulation) [default: batch/gpus]")
 @click.option("--kimg", type=float, default=None, help="Training length in thousands of images [default: preset]")
@@ -38,26 +39,26 @@ from dnnlib.util import cli_main
 @click.option("--resume", default=None, metavar="FILE|latest|DIR", help="Our snapshot (continues the run), a StyleGAN2-ADA or QC-StyleGAN pickle, or a generator state_dict; 'latest' (or 'auto'): continue the newest complete snapshot of this run's folder, or start it; DIR: that run folder's newest snapshot")
 @click.option("--init", default=None, metavar="FILE", help="With --resume latest: what a fresh start loads (the forms --resume FILE takes)")
 @click.option("--teacher", default=None, metavar="FILE", help="Distillation teacher [default: the stock generator of --resume]")
-@click.option("--q-dim", type=int, default=None, help="Quality code size; 0 = plain StyleGAN2-ADA [default: preset, 16]")
-@click.option("--kd-weight", type=float, default=None, help="lambda_KD, weight of the distillation loss [default: preset, 3]")
-@click.option("--train-blocks", default=None, help="Synthesis blocks G trains, from the top: N, 'all', or 'degrad' (only the DegradBlocks: q = 0 stays the teacher) [default: 3 when fine-tuning a stock model, else all]")
+@click.option("--q-dim", type=int, default=None, help=f"Quality code size; 0 = plain StyleGAN2-ADA [default: preset, {d('q_dim')}]")
+@click.option("--kd-weight", type=float, default=None, help=f"lambda_KD, weight of the distillation loss [default: preset, {d('kd_weight')}]")
+@click.option("--train-blocks", default=None, help=f"Synthesis blocks G trains, from the top: N, 'all', or 'degrad' (only the DegradBlocks: q = 0 stays the teacher) [default: {FINE_TUNE_BLOCKS} when fine-tuning a stock model, else all]")
 @click.option("--gamma", type=float, default=None, help="R1 weight [default: preset]")
 @click.option("--lr", type=float, default=None, help="Learning rate of G and D [default: preset]")
-@click.option("--degraded-reals", type=bool, default=None, help="Plain runs: D sees reals through the degradation pipeline (the Table 1 baseline) [default: 0]")
-@click.option("--mirror", type=bool, default=None, help="Add x-flipped copies of the data [default: 0]")
-@click.option("--cond", type=bool, default=None, help="Class-conditional, labels from dataset.json [default: 0]")
+@click.option("--degraded-reals", type=bool, default=None, help=f"Plain runs: D sees reals through the degradation pipeline (the Table 1 baseline) [default: {d('degraded_reals')}]")
+@click.option("--mirror", type=bool, default=None, help=f"Add x-flipped copies of the data [default: {d('mirror')}]")
+@click.option("--cond", type=bool, default=None, help=f"Class-conditional, labels from dataset.json [default: {d('cond')}]")
 @click.option("--max-size", type=int, default=None, help="Use at most this many images")
-@click.option("--aug", type=click.Choice(["ada", "noaug", "fixed"]), default=None, help="Augmentation mode [default: ada]")
-@click.option("--augpipe", default=None, help="ADA pipeline (blit, geom, color, filter, noise, cutout, bg, bgc, bgcf, bgcfn, bgcfnc) [default: bgc]")
-@click.option("--p", "aug_p", type=float, default=None, help="Augmentation probability for --aug fixed [default: 0.2]")
-@click.option("--target", type=float, default=None, help="ADA target for E[sign(D(real))] [default: 0.6]")
+@click.option("--aug", type=click.Choice(["ada", "noaug", "fixed"]), default=None, help=f"Augmentation mode [default: {d('aug')}]")
+@click.option("--augpipe", default=None, help=f"ADA pipeline (blit, geom, color, filter, noise, cutout, bg, bgc, bgcf, bgcfn, bgcfnc) [default: {d('augpipe')}]")
+@click.option("--p", "aug_p", type=float, default=None, help=f"Augmentation probability for --aug fixed [default: {d('aug_p')}]")
+@click.option("--target", type=float, default=None, help=f"ADA target for E[sign(D(real))] [default: {d('target')}]")
 @click.option("--metrics", default=None, help="Comma-separated metrics at each snapshot, or 'none' [default: none]")
 @click.option("--inception", default=None, help="Inception weights for FID/KID (see calc_metrics.py) [default: the cache]")
-@click.option("--seed", type=int, default=None, help="Random seed [default: 0]")
-@click.option("--workers", type=int, default=None, help="Data loader processes per rank [default: 2]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="[default: auto]")
+@click.option("--seed", type=int, default=None, help=f"Random seed [default: {d('seed')}]")
+@click.option("--workers", type=int, default=None, help=f"Data loader processes per rank [default: {d('workers')}]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help=f"[default: {d('device')}]")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
-              help="auto: fp16 blocks on CUDA, bf16 on CPUs with AMX / AVX-512 BF16, else fp32; fp16: float16 in the preset's highest-resolution blocks (CUDA); bf16: bfloat16 autocast [default: auto]")
+              help=f"auto: fp16 blocks on CUDA, bf16 on CPUs with AMX / AVX-512 BF16, else fp32; fp16: float16 in the preset's highest-resolution blocks (CUDA); bf16: bfloat16 autocast [default: {d('precision')}]")
 @click.option("--dry-run", is_flag=True, help="Print the resolved options and the run directory, then exit")
 @cli_main
 def main(outdir, dry_run, **cli):

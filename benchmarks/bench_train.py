@@ -60,17 +60,32 @@ def _profiling():
     return module
 
 
+def preset_q_dim(cfg: str) -> int:
+    """The preset's q_dim, with this checkout's options or an older one's (``--baseline``)."""
+    try:
+        from training.options import load_preset        # presets name what differs from the defaults
+    except ImportError:                                 # older code: every preset names every option
+        from training.launch import load_config
+        return load_config(cfg)["q_dim"]
+    return load_preset(cfg).get("q_dim")
+
+
+def flat_options(opts) -> dict:
+    """Option name -> value: this checkout's ``TrainingOptions`` or an older checkout's flat dict."""
+    return opts.to_flat() if hasattr(opts, "to_flat") else dict(opts)
+
+
 def build_trainer(cli: dict, root: str):
     """A Trainer for ``cli`` as train.py builds it (QC: resuming a random stock generator)."""
     from training import checkpoint as ckpt
     from training.dataset import ImageDataset
-    from training.launch import load_config, resolve_options
+    from training.launch import resolve_options
     from training.training_loop import Trainer, build_networks
-    q_dim = cli["q_dim"] if cli.get("q_dim") is not None else load_config(cli["cfg"])["q_dim"]
+    q_dim = cli["q_dim"] if cli.get("q_dim") is not None else preset_q_dim(cli["cfg"])
     opts = resolve_options(dict(cli, q_dim=0, train_blocks=None))     # the stock network's options
     if q_dim > 0:             # a random stock generator: the start point and the teacher
         torch.manual_seed(0)
-        nets = build_networks(opts, ImageDataset(opts.data))
+        nets = build_networks(opts, ImageDataset(flat_options(opts)["data"]))
         stock = os.path.join(root, "stock.pt")
         ckpt.save_checkpoint(stock, nets={"G": nets["G"], "D": nets["D"]})
         opts = resolve_options(dict(cli, resume=stock))
@@ -81,6 +96,7 @@ def measure(cli: dict, steps: int, warmup: int, root: str, clock: str = "wall") 
     """Amortised sec/kimg and the per-section table of one configuration."""
     PhaseTimer = _profiling().PhaseTimer
     trainer, opts = build_trainer(cli, root)
+    flat = flat_options(opts)
     timer = PhaseTimer(trainer.device, clock=clock)
     if hasattr(trainer, "timer"):           # this checkout: sections inside the step
         trainer.timer = trainer.loss.timer = timer
@@ -112,11 +128,11 @@ def measure(cli: dict, steps: int, warmup: int, root: str, clock: str = "wall") 
     untimed = (wall if clock == "wall" else cpu) - sum(timer.seconds.values())
     per_step["(untimed)"] = untimed / steps
     step_sec = sum(per_step.values())
-    return {"cfg": cli["cfg"], "q_dim": trainer.G.q_dim, "batch": opts.batch, "precision": opts.precision,
+    return {"cfg": cli["cfg"], "q_dim": trainer.G.q_dim, "batch": flat["batch"], "precision": flat["precision"],
             "train_blocks": trainer.train_blocks, "device": str(trainer.device), "threads": torch.get_num_threads(),
             "steps": steps, "wall_sec_per_step": wall / steps, "cpu_sec_per_step": cpu / steps,
             "clock": clock, "step_sec": step_sec, "load_average": os.getloadavg()[0],
-            "sec_per_kimg": step_sec / opts.batch * 1000, "sections_sec": per_step, "code": CODE,
+            "sec_per_kimg": step_sec / flat["batch"] * 1000, "sections_sec": per_step, "code": CODE,
             "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
 
 

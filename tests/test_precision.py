@@ -103,13 +103,13 @@ def test_training_options_record_the_choice(cpu, tmp_path):
     cpu(AMX, 0.5)
     blobs = make_blobs(tmp_path / "data")
     opts = resolve_options(dict(data=blobs.data, cfg="smoke", q_dim=0, device="cpu"))
-    assert opts.precision == "bf16"
-    assert opts.precision_info == {"requested": "auto", "device": "cpu", "cpu_capability": "AVX512",
+    assert opts.compute.precision == "bf16"
+    assert opts.compute.precision_info == {"requested": "auto", "device": "cpu", "cpu_capability": "AVX512",
                                    "cpu_bf16_native": True, "bf16_slowdown": 0.5, "precision": "bf16",
                                    "auto_override": None}
     cpu(AVX2, 26.0)
     opts = resolve_options(dict(data=blobs.data, cfg="smoke", q_dim=0, device="cpu", kimg=0.008, tick_kimg=0.008))
-    assert opts.precision == "fp32"
+    assert opts.compute.precision == "fp32"
     run_dir = launch(opts, str(tmp_path / "runs"))
     with open(f"{run_dir}/training_options.json") as f:
         saved = json.load(f)

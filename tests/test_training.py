@@ -90,7 +90,7 @@ def test_train_blocks_degrad_keeps_the_sharp_path_exactly(blobs, tmp_path):
     # --train-blocks degrad: only the DegradBlocks (convq, conv1's extra rows) learn, so every
     # tensor G(w, 0) reads stays the stock teacher's bit for bit, and the sharp D never trains.
     opts = _opts(blobs, kimg=0.032, train_blocks="degrad", snap=0)
-    assert opts.kd_weight == 0                      # nothing left for distillation to keep
+    assert opts.loss.kd_weight == 0                 # nothing left for distillation to keep
     out = training_loop(str(tmp_path / "d"), opts)
     start = training_loop(str(tmp_path / "z"), _opts(blobs, kimg=0.008, train_blocks="degrad", snap=0, lr=0.0))
     trained, initial = ckpt.load_network(out["snapshot"]), ckpt.load_network(start["snapshot"])
@@ -163,11 +163,13 @@ def test_nonfinite_loss_stops_naming_the_term(blobs, tmp_path, monkeypatch):
 
 def test_options_presets_and_errors(blobs, tmp_path):
     opts = _opts(blobs, gamma=0.5, batch=4)
-    assert opts.gamma == 0.5 and opts.batch == 4 and opts.lr == 0.0025 and opts.mbstd_group == 4
+    assert opts.loss.gamma == 0.5 and opts.schedule.batch == 4 and opts.schedule.lr == 0.0025
+    assert opts.discriminator.mbstd_group == 4
     auto = resolve_options(dict(data=blobs.data, cfg="auto", q_dim=0, device="cpu"))
-    assert auto.batch == 32 and auto.gamma == pytest.approx(0.0002 * 256 / 32) and auto.map == 2
+    assert auto.schedule.batch == 32 and auto.loss.gamma == pytest.approx(0.0002 * 256 / 32)
+    assert auto.generator.map == 2
     for name in ("paper256", "paper512", "church256", "stylegan2"):
-        assert resolve_options(dict(data=blobs.data, cfg=name, q_dim=0, device="cpu")).batch in (32, 64)
+        assert resolve_options(dict(data=blobs.data, cfg=name, q_dim=0, device="cpu")).schedule.batch in (32, 64)
     with pytest.raises(UserError, match="teacher"):
         resolve_options(dict(data=blobs.data, cfg="smoke", device="cpu"))
     with pytest.raises(UserError, match="unknown config"):
@@ -196,18 +198,18 @@ def test_fid_metric_without_inception_fails_before_training(tmp_path, monkeypatc
         _opts(blobs, metrics="fid2k_full")
     with pytest.raises(UserError, match="not found"):
         _opts(blobs, metrics="fid2k_full", inception=str(tmp_path / "missing.pt"))
-    assert _opts(blobs, metrics="swd2k").metrics == ["swd2k"]     # SWD needs no network
+    assert _opts(blobs, metrics="swd2k").run.metrics == ("swd2k",)     # SWD needs no network
 
 
 def test_snapshot_metrics_run_through_the_runner(blobs, tmp_path):
     """--metrics: the loop computes them at each snapshot through the runner train.py hands over
     (training never imports metrics); asking for metrics without a runner is refused."""
     opts = _opts(blobs, kimg=0.016, snap=0, metrics="swd32,swd32_degraded")
-    assert opts.metrics == ["swd32", "swd32_degraded"]
+    assert opts.run.metrics == ("swd32", "swd32_degraded")
     with pytest.raises(UserError, match="no metric runner"):
         training_loop(str(tmp_path / "none"), opts)
     out = training_loop(str(tmp_path / "m"), opts, metric_runner=TRAINING_METRICS)
-    for name in opts.metrics:
+    for name in opts.run.metrics:
         lines = read_jsonl(os.path.join(tmp_path, "m", f"metric-{name}.jsonl"))
         assert len(lines) == 1 and lines[0]["snapshot_pkl"] == os.path.basename(out["snapshot"])
         assert np.isfinite(lines[0]["results"][name]) and lines[0]["kimg"] == out["kimg"]
@@ -247,8 +249,8 @@ def test_auto_precision_steps_like_fp32_with_float32_master_weights(blobs, tmp_p
     autocast of the compute, never of the stored weights)."""
     from torch_utils.misc import resolve_precision
     auto = _opts(blobs, kimg=0.008, snap=0, precision="auto")
-    assert auto.precision == resolve_precision("auto", "cpu")["precision"]
-    assert auto.precision_info["auto_override"] == resolve_precision("auto", "cpu")["auto_override"]
+    assert auto.compute.precision == resolve_precision("auto", "cpu")["precision"]
+    assert auto.compute.precision_info["auto_override"] == resolve_precision("auto", "cpu")["auto_override"]
     out_auto = training_loop(str(tmp_path / "auto"), auto)
     training_loop(str(tmp_path / "fp32"), _opts(blobs, kimg=0.008, snap=0))
     nets = ckpt.load_network(out_auto["snapshot"])

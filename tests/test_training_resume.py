@@ -199,7 +199,7 @@ def test_partial_and_damaged_snapshots_are_never_picked_up(blobs, reference, tmp
 
 def test_resume_latest_without_a_run_or_snapshot_starts_fresh(blobs, tmp_path):
     opts = resolve_options(_cli(blobs, kimg=0.016))
-    assert opts.auto_resume == "latest" and opts.resume == blobs.stock      # a fresh start loads --init
+    assert opts.run.auto_resume == "latest" and opts.run.resume == blobs.stock      # a fresh start loads --init
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         launch(opts, str(tmp_path), dry_run=True)

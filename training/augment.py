@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from torch_utils import misc
 
+from .options import AugmentOptions
+
 # ---------------------------------------------------------------------------------------------
 # Groups (Appendix B) and named pipelines. Values are per-transformation probability multipliers.
 
@@ -126,7 +128,7 @@ class AugmentPipe(torch.nn.Module):
     """
 
     def __init__(self,
-                 spec: str = "bgc",         # preset name ('bgc', ...) or group letters
+                 spec: str = AugmentOptions.augpipe,   # preset name ('bgc', ...) or group letters
                  p: float = 0.0,            # initial probability
                  ):
         super().__init__()
@@ -339,7 +341,11 @@ class AdaController:
     updates ``pipe.p``. Returns the r_t used, or None when nothing was collected.
     """
 
-    def __init__(self, pipe: AugmentPipe, target: float = 0.6, interval: int = 4, speed_kimg: float = 500):
+    def __init__(self,
+                 pipe: AugmentPipe,                              # the pipeline whose p adapts
+                 target: float = AugmentOptions.target,          # target for E[sign(D(real))]
+                 interval: int = AugmentOptions.ada_interval,    # adjust every N steps
+                 speed_kimg: float = AugmentOptions.ada_kimg):   # p can go 0 -> 1 in this many kimg
         self.pipe, self.target, self.interval, self.speed_kimg = pipe, float(target), int(interval), float(speed_kimg)
         self._sum = torch.zeros([2], dtype=torch.float64)  # [sum of signs, count]
 

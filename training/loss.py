@@ -33,6 +33,7 @@ from torch_utils import misc
 from torch_utils.profiling import NULL_TIMER
 
 from .generation import inference_format
+from .options import LossOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Phase:
     interval: int    # run every N minibatches (lazy regularisation: N > 1, gain = N)
 
 
-def phase_table(degraded: bool, r1_interval: int = 16, pl_interval: int = 4,
+def phase_table(degraded: bool, r1_interval: int = LossOptions.r1_interval, pl_interval: int = LossOptions.pl_interval,
                 use_r1: bool = True, use_pl: bool = True, sharp: bool = True) -> List[Phase]:
     """The phases of one training step, in order. ``degraded`` adds the D_degraded rows;
     ``sharp=False`` (G's sharp path frozen, ``--train-blocks degrad``) drops the D rows."""
@@ -132,12 +133,13 @@ class QCLoss:
                  D_degraded: Optional[torch.nn.Module] = None,  # discriminator on degraded; None when q_dim = 0
                  teacher: Optional[torch.nn.Module] = None,     # frozen plain generator; None = no KD
                  augment_pipe: Optional[torch.nn.Module] = None,  # ADA pipe for every D input; None = off
-                 r1_gamma: float = 10.0,                  # R1 weight gamma (loss gamma/2 * ||grad||^2)
-                 style_mixing: float = 0.9,               # probability of mixing two latents
-                 pl_weight: float = 2.0,                  # path-length weight; 0 = off
-                 pl_batch_shrink: int = 2,                # path-length batch = N / shrink
-                 pl_decay: float = 0.01,                  # decay of the running path-length mean
-                 kd_weight: float = 3.0,                  # lambda_KD (paper default 3); 0 = off
+                 # The loss weights; defaults: training.options.LossOptions (written once, there).
+                 r1_gamma: float = LossOptions.gamma,     # R1 weight gamma (loss gamma/2 * ||grad||^2)
+                 style_mixing: float = LossOptions.style_mixing,   # probability of mixing two latents
+                 pl_weight: float = LossOptions.pl_weight,          # path-length weight; 0 = off
+                 pl_batch_shrink: int = LossOptions.pl_batch_shrink,  # path-length batch = N / shrink
+                 pl_decay: float = LossOptions.pl_decay,            # decay of the running path-length mean
+                 kd_weight: float = LossOptions.kd_weight,          # lambda_KD (paper default 3); 0 = off
                  autocast_dtype: Optional[torch.dtype] = None,  # bf16 autocast for forward passes; None = off
                  noise_mode: str = "random",              # per-pixel noise while training
                  force_fp32: bool = False,                # disable the networks' CUDA float16 blocks

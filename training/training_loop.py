@@ -1,7 +1,8 @@
 """The training loop: StyleGAN2-ADA training, and QC-StyleGAN fine-tuning with two discriminators
 and feature distillation (Nguyen et al., NeurIPS 2022, Sec. 3.3).
 
-``training_loop(run_dir, opts)`` runs one process (one rank); ``train.py`` resolves the options,
+``training_loop(run_dir, opts)`` runs one process (one rank) with a ``training.options.TrainingOptions``
+(typed groups: ``opts.schedule.batch``, ``opts.loss.gamma``, ...); ``train.py`` resolves the options,
 creates the run directory and starts one process per GPU. Each step runs the rows of
 ``training.loss.phase_table`` (G main/reg, D main/reg, D_degraded main/reg), then the EMA update
 and the ADA adjustment; each tick logs; each snapshot writes a checkpoint with the full training
@@ -27,12 +28,11 @@ import os
 import resource
 import signal
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
 
-import dnnlib
 from dnnlib.image_io import save_grid, to_uint8
 from degradations import build_pipeline
 from dnnlib.util import (STOP_SIGNALS, StopSignals, UserError, append_jsonl, format_time,
@@ -46,6 +46,7 @@ from .augment import AdaController, AugmentPipe
 from .dataset import ImageDataset, InfiniteSampler
 from .loss import QCLoss, phase_table
 from .networks import Discriminator, Generator
+from .options import FINE_TUNE_BLOCKS, TrainingOptions
 
 ADAM_BETAS = (0.0, 0.99)    # StyleGAN2: beta1 = 0, beta2 = 0.99
 ADAM_EPS = 1e-8
@@ -185,54 +186,56 @@ def module_summary(nets: Dict[str, torch.nn.Module], trainable: Dict[str, List[t
 # ---------------------------------------------------------------------------------------------
 # Networks.
 
-def build_networks(opts: dnnlib.EasyDict, dataset: ImageDataset) -> Dict[str, torch.nn.Module]:
-    """Fresh G (q_dim from the options), D and D_degraded from the preset's sizes."""
-    fp16_res = opts.num_fp16_res if opts.precision == "fp16" else 0
-    G = Generator(z_dim=opts.z_dim, c_dim=dataset.label_dim, w_dim=opts.w_dim,
-                  img_resolution=dataset.resolution, img_channels=dataset.num_channels, q_dim=opts.q_dim,
-                  mapping_kwargs=dict(num_layers=opts.map),
-                  synthesis_kwargs=dict(channel_base=opts.channel_base, channel_max=opts.channel_max,
-                                        num_fp16_res=fp16_res, conv_clamp=opts.conv_clamp))
+def build_networks(opts: TrainingOptions, dataset: ImageDataset) -> Dict[str, torch.nn.Module]:
+    """Fresh G (the generator group), D and D_degraded (the discriminator group, G's widths)."""
+    g = opts.generator
+    fp16_res = g.num_fp16_res if opts.compute.precision == "fp16" else 0
+    G = Generator(z_dim=g.z_dim, c_dim=dataset.label_dim, w_dim=g.w_dim,
+                  img_resolution=dataset.resolution, img_channels=dataset.num_channels, q_dim=g.q_dim,
+                  mapping_kwargs=dict(num_layers=g.map),
+                  synthesis_kwargs=dict(channel_base=g.channel_base, channel_max=g.channel_max,
+                                        num_fp16_res=fp16_res, conv_clamp=g.conv_clamp))
     d_kwargs = dict(c_dim=dataset.label_dim, img_resolution=dataset.resolution, img_channels=dataset.num_channels,
-                    channel_base=opts.channel_base, channel_max=opts.channel_max, num_fp16_res=fp16_res,
-                    conv_clamp=opts.conv_clamp, epilogue_kwargs=dict(mbstd_group_size=opts.mbstd_group))
+                    channel_base=g.channel_base, channel_max=g.channel_max, num_fp16_res=fp16_res,
+                    conv_clamp=g.conv_clamp, epilogue_kwargs=dict(mbstd_group_size=opts.discriminator.mbstd_group))
     D = Discriminator(**d_kwargs)
-    D_degraded = Discriminator(**d_kwargs) if opts.q_dim > 0 else None
+    D_degraded = Discriminator(**d_kwargs) if g.q_dim > 0 else None
     return {"G": G, "D": D, "D_degraded": D_degraded}
 
 
-def init_from_file(opts, dataset, nets) -> Dict[str, Any]:
-    """Networks (and the teacher) from ``opts.resume``: our checkpoint, a StyleGAN2-ADA pickle,
+def init_from_file(opts: TrainingOptions, dataset: ImageDataset, nets: Dict[str, torch.nn.Module]) -> Dict[str, Any]:
+    """Networks (and the teacher) from ``opts.run.resume``: our checkpoint, a StyleGAN2-ADA pickle,
     an official QC-StyleGAN pickle or a bare generator state_dict. Stock generators are widened
     into QC ones when ``q_dim > 0`` and become the default teacher."""
-    loaded = ckpt.load_network(opts.resume)
+    resume, q_dim = opts.run.resume, opts.generator.q_dim
+    loaded = ckpt.load_network(resume)
     src_G = loaded.get("G") or loaded.get("G_ema")
     if src_G is None:
-        raise UserError(f"{opts.resume} holds no generator")
+        raise UserError(f"{resume} holds no generator")
     if src_G.img_resolution != dataset.resolution or src_G.img_channels != dataset.num_channels:
-        raise UserError(f"{opts.resume} generates {src_G.img_resolution}px x{src_G.img_channels}, the dataset "
+        raise UserError(f"{resume} generates {src_G.img_resolution}px x{src_G.img_channels}, the dataset "
                         f"is {dataset.resolution}px x{dataset.num_channels}")
     if src_G.c_dim != dataset.label_dim:
-        raise UserError(f"{opts.resume} has c_dim={src_G.c_dim}, the dataset's labels {dataset.label_dim}")
+        raise UserError(f"{resume} has c_dim={src_G.c_dim}, the dataset's labels {dataset.label_dim}")
     out: Dict[str, Any] = {"training_state": loaded.get("training_state"), "teacher": loaded.get("G_teacher")}
     stock = src_G.q_dim == 0
-    if stock and opts.q_dim > 0:
+    if stock and q_dim > 0:
         out["training_state"] = None          # a new QC run starts from the stock model
-        out["teacher"] = out["teacher"] or copy.deepcopy(ckpt.pick_generator(loaded, opts.resume))
+        out["teacher"] = out["teacher"] or copy.deepcopy(ckpt.pick_generator(loaded, resume))
         for key in ("G", "G_ema"):
             src = loaded.get(key) or src_G
-            loaded[key] = ckpt.widen_generator(src, q_dim=opts.q_dim)
-    elif src_G.q_dim != opts.q_dim:
-        raise UserError(f"{opts.resume} has q_dim={src_G.q_dim}, the options ask for --q-dim {opts.q_dim}")
+            loaded[key] = ckpt.widen_generator(src, q_dim=q_dim)
+    elif src_G.q_dim != q_dim:
+        raise UserError(f"{resume} has q_dim={src_G.q_dim}, the options ask for --q-dim {q_dim}")
     out["G"] = loaded.get("G") or loaded["G_ema"]
     out["G_ema"] = loaded.get("G_ema") or copy.deepcopy(out["G"])
     out["D"] = loaded.get("D") or nets["D"]
-    if opts.q_dim > 0:
+    if q_dim > 0:
         out["D_degraded"] = loaded.get("D_degraded") or copy.deepcopy(out["D"])
     else:
         out["D_degraded"] = None
     if loaded.get("D") is None:
-        dist.print0(f"note: {opts.resume} has no discriminator; D starts from scratch")
+        dist.print0(f"note: {resume} has no discriminator; D starts from scratch")
     return out
 
 
@@ -268,22 +271,25 @@ def grid_shape(resolution: int) -> tuple:
 class Trainer:
     """One rank's training state and the operations on it (step, tick, snapshot)."""
 
-    def __init__(self, run_dir: str, opts: dnnlib.EasyDict, metric_runner=None):
-        # metric_runner: computes opts.metrics at snapshots (metrics.training_metrics; handed over
+    def __init__(self, run_dir: str, opts: TrainingOptions, metric_runner=None):
+        # metric_runner: computes opts.run.metrics at snapshots (metrics.training_metrics; handed over
         # by train.py, since training never imports metrics); None = no metrics.
         self.run_dir, self.opts = run_dir, opts
-        if opts.get("metrics") and metric_runner is None:
+        if opts.run.metrics and metric_runner is None:
             raise UserError("metrics were asked for, but no metric runner was given (train.py passes one)")
         self.metric_runner = metric_runner
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.device = torch.device(opts.device if opts.device != "cuda" else f"cuda:{dist.get_local_rank()}")
-        if opts.batch % self.world:
-            raise UserError(f"--batch {opts.batch} is not divisible by the {self.world} processes")
-        self.batch_rank = opts.batch // self.world
-        self.batch_gpu = min(opts.batch_gpu or self.batch_rank, self.batch_rank)
+        device = opts.compute.device
+        self.device = torch.device(device if device != "cuda" else f"cuda:{dist.get_local_rank()}")
+        batch = opts.schedule.batch
+        if batch % self.world:
+            raise UserError(f"--batch {batch} is not divisible by the {self.world} processes")
+        self.batch_rank = batch // self.world
+        self.batch_gpu = min(opts.schedule.batch_gpu or self.batch_rank, self.batch_rank)
         if self.batch_rank % self.batch_gpu:
             raise UserError(f"--batch-gpu {self.batch_gpu} must divide the per-process batch {self.batch_rank}")
-        self.dataset = ImageDataset(opts.data, use_labels=opts.cond, max_size=opts.max_size, xflip=opts.mirror)
+        data = opts.data
+        self.dataset = ImageDataset(data.path, use_labels=data.cond, max_size=data.max_size, xflip=data.mirror)
         self._setup_networks()
         self._setup_training()
         self.cur_nimg = self.batch_idx = self.cur_tick = 0
@@ -296,11 +302,11 @@ class Trainer:
     # --- setup ---------------------------------------------------------------------------------
     def _setup_networks(self):
         opts = self.opts
-        reseed(step_seed(opts.seed, 0, -1))      # same initial weights on every rank
+        reseed(step_seed(opts.schedule.seed, 0, -1))      # same initial weights on every rank
         nets = build_networks(opts, self.dataset)
         self.state = None
         teacher = None
-        if opts.resume:
+        if opts.run.resume:
             loaded = init_from_file(opts, self.dataset, nets)
             nets.update({k: loaded[k] for k in ("G", "D", "D_degraded")})
             self.G_ema_init = loaded["G_ema"]
@@ -308,9 +314,9 @@ class Trainer:
             teacher = loaded["teacher"]
         else:
             self.G_ema_init = copy.deepcopy(nets["G"])
-        if opts.teacher:
-            teacher = ckpt.load_generator(opts.teacher)
-        if nets["G"].q_dim > 0 and opts.kd_weight > 0 and teacher is None:
+        if opts.run.teacher:
+            teacher = ckpt.load_generator(opts.run.teacher)
+        if nets["G"].q_dim > 0 and opts.loss.kd_weight > 0 and teacher is None:
             raise UserError("QC training needs a teacher: pass --teacher FILE, or --resume a stock "
                             "StyleGAN2 file (it becomes the teacher), or --kd-weight 0")
         if teacher is not None:
@@ -327,12 +333,13 @@ class Trainer:
             dist.broadcast_module(net)
 
     def _setup_training(self):
-        opts = self.opts
-        self.train_blocks = opts.train_blocks
+        opts, loss, aug, lr = self.opts, self.opts.loss, self.opts.augment, self.opts.schedule.lr
+        self.train_blocks = opts.generator.train_blocks
         if self.train_blocks is None and self.state is not None:   # a continued run keeps its choice
             self.train_blocks = self.state.get("train_blocks")
-        if self.train_blocks is None:   # official QC code: top three blocks when fine-tuning a stock model
-            self.train_blocks = 3 if (opts.resume and self.G.q_dim > 0 and self.teacher is not None) else "all"
+        if self.train_blocks is None:   # official QC code: the top blocks when fine-tuning a stock model
+            fine_tune = opts.run.resume and self.G.q_dim > 0 and self.teacher is not None
+            self.train_blocks = FINE_TUNE_BLOCKS if fine_tune else "all"
         g_params = trainable_generator_params(self.G, self.train_blocks)
         ids = {id(p) for p in g_params}
         self.g_trained_names = {name for name, p in self.G.named_parameters() if id(p) in ids}
@@ -344,35 +351,36 @@ class Trainer:
         if self.D_degraded is not None:
             self.params["D_degraded"] = list(self.D_degraded.parameters())
             self.modules["D_degraded"] = self.D_degraded
-        use_pl, use_r1 = opts.pl_weight > 0, opts.gamma > 0
+        use_pl, use_r1 = loss.pl_weight > 0, loss.gamma > 0
         sharp_frozen = self.train_blocks == "degrad"      # G(w, 0) cannot change: no sharp D phases
-        self.phases = phase_table(self.D_degraded is not None, opts.r1_interval, opts.pl_interval, use_r1, use_pl,
+        self.phases = phase_table(self.D_degraded is not None, loss.r1_interval, loss.pl_interval, use_r1, use_pl,
                                   sharp=not sharp_frozen)
         self.optimizers = {
-            "G": make_optimizer(g_params, opts.lr, opts.pl_interval if use_pl else None),
-            "D": make_optimizer(self.params["D"], opts.lr, opts.r1_interval if use_r1 else None)}
+            "G": make_optimizer(g_params, lr, loss.pl_interval if use_pl else None),
+            "D": make_optimizer(self.params["D"], lr, loss.r1_interval if use_r1 else None)}
         if self.D_degraded is not None:
-            self.optimizers["D_degraded"] = make_optimizer(self.params["D_degraded"], opts.lr,
-                                                           opts.r1_interval if use_r1 else None)
+            self.optimizers["D_degraded"] = make_optimizer(self.params["D_degraded"], lr,
+                                                           loss.r1_interval if use_r1 else None)
         self.augment_pipe = None
         self.ada = None
-        if opts.aug != "noaug":
-            self.augment_pipe = AugmentPipe(opts.augpipe, p=opts.aug_p if opts.aug == "fixed" else 0.0).to(self.device)
-            if opts.aug == "ada":
-                self.ada = AdaController(self.augment_pipe, target=opts.target, interval=opts.ada_interval,
-                                         speed_kimg=opts.ada_kimg)
-        autocast = torch.bfloat16 if opts.precision == "bf16" else None
+        if aug.aug != "noaug":
+            self.augment_pipe = AugmentPipe(aug.augpipe, p=aug.aug_p if aug.aug == "fixed" else 0.0).to(self.device)
+            if aug.aug == "ada":
+                self.ada = AdaController(self.augment_pipe, target=aug.target, interval=aug.ada_interval,
+                                         speed_kimg=aug.ada_kimg)
+        precision = opts.compute.precision
+        autocast = torch.bfloat16 if precision == "bf16" else None
         self.loss = QCLoss(self.device, self.G, self.D, self.D_degraded, teacher=self.teacher,
-                           augment_pipe=self.augment_pipe, r1_gamma=opts.gamma, style_mixing=opts.style_mixing,
-                           pl_weight=opts.pl_weight, pl_batch_shrink=opts.pl_batch_shrink, pl_decay=opts.pl_decay,
-                           kd_weight=opts.kd_weight, autocast_dtype=autocast,
-                           force_fp32=opts.precision != "fp16", sharp_frozen=sharp_frozen)
+                           augment_pipe=self.augment_pipe, r1_gamma=loss.gamma, style_mixing=loss.style_mixing,
+                           pl_weight=loss.pl_weight, pl_batch_shrink=loss.pl_batch_shrink, pl_decay=loss.pl_decay,
+                           kd_weight=loss.kd_weight, autocast_dtype=autocast,
+                           force_fp32=precision != "fp16", sharp_frozen=sharp_frozen)
         if self.ada is not None:
             self.loss.ada_logits_hook = self.ada.accumulate
         # Degraded reals feed D_degraded; with --degraded-reals (plain runs) they replace the reals:
         # a StyleGAN2 trained on degraded images, the baseline of the paper's Table 1.
-        self.degraded_reals = bool(opts.get("degraded_reals"))
-        self.degrader = RealDegrader(opts.degradation, self.dataset.resolution) \
+        self.degraded_reals = loss.degraded_reals
+        self.degrader = RealDegrader(loss.degradation, self.dataset.resolution) \
             if self.D_degraded is not None or self.degraded_reals else None
 
     # --- state ---------------------------------------------------------------------------------
@@ -397,7 +405,7 @@ class Trainer:
             "ada_accumulator": ranks[0]["ada_accumulator"],     # rank 0's (files of earlier versions)
             "pl_mean": ranks[0]["pl_mean"],
             "ranks": ranks, "world_size": len(ranks),
-            "train_blocks": self.train_blocks, "seed": self.opts.seed,
+            "train_blocks": self.train_blocks, "seed": self.opts.schedule.seed,
         }
 
     def _load_state(self, state: dict) -> None:
@@ -431,19 +439,20 @@ class Trainer:
 
     # --- data ----------------------------------------------------------------------------------
     def data_iterator(self):
-        sampler = InfiniteSampler(len(self.dataset), rank=self.rank, world=self.world, seed=self.opts.seed,
+        workers = self.opts.data.workers
+        sampler = InfiniteSampler(len(self.dataset), rank=self.rank, world=self.world, seed=self.opts.schedule.seed,
                                   start=self.cur_nimg)
         loader = torch.utils.data.DataLoader(self.dataset, sampler=sampler, batch_size=self.batch_rank,
-                                             num_workers=self.opts.workers, pin_memory=self.device.type == "cuda",
-                                             prefetch_factor=2 if self.opts.workers > 0 else None,
+                                             num_workers=workers, pin_memory=self.device.type == "cuda",
+                                             prefetch_factor=2 if workers > 0 else None,
                                              persistent_workers=False,
-                                             worker_init_fn=_ignore_stop_signals if self.opts.workers > 0 else None)
+                                             worker_init_fn=_ignore_stop_signals if workers > 0 else None)
         return iter(loader)
 
     # --- one step ------------------------------------------------------------------------------
     def step(self, data_iter) -> None:
         opts, dev = self.opts, self.device
-        seed = step_seed(opts.seed, self.rank, self.batch_idx)
+        seed = step_seed(opts.schedule.seed, self.rank, self.batch_idx)
         reseed(seed)
         with self.timer("data loading"):
             real_u8, real_c = next(data_iter)
@@ -479,9 +488,9 @@ class Trainer:
                 opt.step()
         with self.timer("EMA"):
             self._update_ema()
-        self.cur_nimg += opts.batch
+        self.cur_nimg += opts.schedule.batch
         self.batch_idx += 1
-        if self.ada is not None and self.batch_idx % opts.ada_interval == 0:
+        if self.ada is not None and self.batch_idx % opts.augment.ada_interval == 0:
             self.ada.adjust(dist.all_reduce_sum)
 
     def _check_finite(self, terms: Dict[str, torch.Tensor], phase: str) -> None:
@@ -495,11 +504,11 @@ class Trainer:
                                f"kimg; stopping. The last snapshot in {self.run_dir} is intact")
 
     def _update_ema(self) -> None:
-        opts = self.opts
-        ema_nimg = opts.ema_kimg * 1000
-        if opts.ema_rampup:
-            ema_nimg = min(ema_nimg, self.cur_nimg * opts.ema_rampup)
-        beta = 0.5 ** (opts.batch / max(ema_nimg, 1e-8))
+        schedule = self.opts.schedule
+        ema_nimg = schedule.ema_kimg * 1000
+        if schedule.ema_rampup:
+            ema_nimg = min(ema_nimg, self.cur_nimg * schedule.ema_rampup)
+        beta = 0.5 ** (schedule.batch / max(ema_nimg, 1e-8))
         update_ema(self.G_ema, self.G, beta, self.g_trained_names)
 
     # --- outputs -------------------------------------------------------------------------------
@@ -550,7 +559,7 @@ class Trainer:
             nets = {"G": self.G, "G_ema": self.G_ema, "D": self.D, "D_degraded": self.D_degraded,
                     "G_teacher": self.teacher}
             ckpt.save_checkpoint(path, nets=nets, training_state=self.training_state(ranks),
-                                 metadata={"training_options": json.loads(json.dumps(self.opts))})
+                                 metadata={"training_options": json.loads(json.dumps(self.opts.to_flat()))})
             if outputs:
                 self.save_fakes(os.path.join(self.run_dir, f"fakes{label}.png"))
         dist.barrier()          # no rank runs ahead of a snapshot that is not on disk yet
@@ -560,13 +569,14 @@ class Trainer:
 
     def run_metrics(self, snapshot_path: str) -> None:
         """The configured generator metrics on G_ema, appended to ``metric-<name>.jsonl``."""
-        if not self.opts.metrics:
+        run, data = self.opts.run, self.opts.data
+        if not run.metrics:
             return
-        dataset_kwargs = dict(path=self.opts.data, use_labels=self.opts.cond, max_size=self.opts.max_size)
-        results = self.metric_runner.run(self.opts.metrics, G=self.G_ema, dataset_kwargs=dataset_kwargs,
+        dataset_kwargs = dict(path=data.path, use_labels=data.cond, max_size=data.max_size)
+        results = self.metric_runner.run(list(run.metrics), G=self.G_ema, dataset_kwargs=dataset_kwargs,
                                          run_dir=self.run_dir, snapshot_pkl=snapshot_path, kimg=self.cur_nimg / 1000,
                                          num_gpus=self.world, rank=self.rank, device=self.device,
-                                         degradation=self.opts.degradation, feature_net=self.opts.get("inception"))
+                                         degradation=self.opts.loss.degradation, feature_net=run.inception)
         for name, values in results.items():
             dist.print0(f"{name}: {values}")
 
@@ -594,12 +604,15 @@ def prepare_run_dir(run_dir: str, cur_nimg: int) -> None:
                 print(f"note: {name}: dropped {dropped} line(s) past {cur_nimg / 1000:.3f} kimg (redone now)")
 
 
-def training_loop(run_dir: str, opts: dnnlib.EasyDict, progress_fn=None, metric_runner=None) -> dict:
-    """Train until ``opts.kimg`` thousand images, or until a stop signal (``StopSignals``);
+def training_loop(run_dir: str, opts: Union[TrainingOptions, Mapping[str, Any]], progress_fn=None,
+                  metric_runner=None) -> dict:
+    """Train until ``opts.schedule.kimg`` thousand images, or until a stop signal (``StopSignals``);
     returns a summary (final snapshot path, kimg, augment p, mean sec/kimg, ``stopped``: the
-    signal's name or None). ``progress_fn(trainer)`` is called after every tick (tests);
-    ``metric_runner`` computes ``opts.metrics`` at snapshots (see ``Trainer``)."""
-    opts = dnnlib.EasyDict(opts)
+    signal's name or None). ``opts``: the options, or their flat form (``training_options.json``,
+    also an older run's). ``progress_fn(trainer)`` is called after every tick (tests);
+    ``metric_runner`` computes ``opts.run.metrics`` at snapshots (see ``Trainer``)."""
+    if not isinstance(opts, TrainingOptions):
+        opts = TrainingOptions.from_flat(opts)
     signals = StopSignals().install()
     try:
         return _train(run_dir, opts, progress_fn, signals, metric_runner)
@@ -607,17 +620,17 @@ def training_loop(run_dir: str, opts: dnnlib.EasyDict, progress_fn=None, metric_
         signals.restore()
 
 
-def _train(run_dir: str, opts: dnnlib.EasyDict, progress_fn, signals: StopSignals, metric_runner=None) -> dict:
+def _train(run_dir: str, opts: TrainingOptions, progress_fn, signals: StopSignals, metric_runner=None) -> dict:
     # 'auto' precision is decided by each process from a timing; every rank takes rank 0's choice.
-    precision = dist.gather_objects(opts.precision)[0]
-    if precision != opts.precision:
-        print(f"note: rank {dist.get_rank()} chose {opts.precision}; training in rank 0's {precision}")
-        opts.precision = precision
+    precision = dist.gather_objects(opts.compute.precision)[0]
+    if precision != opts.compute.precision:
+        print(f"note: rank {dist.get_rank()} chose {opts.compute.precision}; training in rank 0's {precision}")
+        opts = opts.replace(precision=precision)
     trainer = Trainer(run_dir, opts, metric_runner)
+    info = opts.compute.precision_info or {}
     dist.print0(f"training {os.path.basename(run_dir)} on {trainer.device} ({trainer.world} process(es)), "
-                f"batch {opts.batch}, train_blocks {trainer.train_blocks}, precision {opts.precision} "
-                f"(asked {opts.get('precision_info', {}).get('requested', opts.precision)}, "
-                f"CPU {opts.get('precision_info', {}).get('cpu_capability', '?')})")
+                f"batch {opts.schedule.batch}, train_blocks {trainer.train_blocks}, precision {precision} "
+                f"(asked {info.get('requested', precision)}, CPU {info.get('cpu_capability', '?')})")
     dist.print0(module_summary({"G": trainer.G, "D": trainer.D, "D_degraded": trainer.D_degraded,
                                 "G_teacher": trainer.teacher},
                                {m: p for m, p in trainer.params.items() if any(ph.module == m for ph in trainer.phases)}))
@@ -626,20 +639,21 @@ def _train(run_dir: str, opts: dnnlib.EasyDict, progress_fn, signals: StopSignal
     if trainer.rank == 0 and trainer.cur_nimg == 0:
         trainer.save_reals(os.path.join(run_dir, "reals.png"))
         trainer.save_fakes(os.path.join(run_dir, "fakes_init.png"))
-    total_nimg = int(round(opts.kimg * 1000))
+    schedule = opts.schedule
+    total_nimg = int(round(schedule.kimg * 1000))
     data_iter = trainer.data_iterator()
     start_time = time.time() - trainer.elapsed_sec
     tick_start_time = time.time()
     last_snapshot, snapshot_nimg, sec_per_kimg, stopped = None, None, [], None
     done = trainer.cur_nimg >= total_nimg
     if done:
-        dist.print0(f"already at {trainer.cur_nimg / 1000:.3f} kimg of {opts.kimg:g}: nothing to do")
+        dist.print0(f"already at {trainer.cur_nimg / 1000:.3f} kimg of {schedule.kimg:g}: nothing to do")
     while not done:
         trainer.step(data_iter)
         done = trainer.cur_nimg >= total_nimg
         stop = dist.broadcast_flag(signals.requested is not None)      # rank 0 decides, every step
-        if done or trainer.cur_nimg >= trainer.tick_start_nimg + opts.tick_kimg * 1000:
-            if _tick(trainer, run_dir, opts, start_time, tick_start_time, sec_per_kimg, done):
+        if done or trainer.cur_nimg >= trainer.tick_start_nimg + schedule.tick_kimg * 1000:
+            if _tick(trainer, run_dir, schedule.snap, start_time, tick_start_time, sec_per_kimg, done):
                 last_snapshot, snapshot_nimg = trainer.snapshot(), trainer.cur_nimg
             if progress_fn is not None:
                 progress_fn(trainer)
@@ -663,7 +677,7 @@ def _train(run_dir: str, opts: dnnlib.EasyDict, progress_fn, signals: StopSignal
             "sec_per_kimg": float(np.mean(sec_per_kimg)) if sec_per_kimg else None, "trainer": trainer}
 
 
-def _tick(trainer: Trainer, run_dir: str, opts, start_time: float, tick_start_time: float,
+def _tick(trainer: Trainer, run_dir: str, snap: int, start_time: float, tick_start_time: float,
           sec_per_kimg: List[float], done: bool) -> bool:
     """End of a tick: log line, ``stats.jsonl``; True when a snapshot is due."""
     trainer.cur_tick += 1
@@ -687,7 +701,7 @@ def _tick(trainer: Trainer, run_dir: str, opts, start_time: float, tick_start_ti
         _tensorboard(run_dir, stats, trainer.cur_nimg)
     trainer.tick_start_nimg = trainer.cur_nimg           # the snapshot records the next tick's start
     trainer.elapsed_sec = now - start_time
-    return done or bool(opts.snap and trainer.cur_tick % opts.snap == 0)
+    return done or bool(snap and trainer.cur_tick % snap == 0)
 
 
 _TB_WRITERS: Dict[str, Any] = {}
