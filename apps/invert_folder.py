@@ -7,7 +7,7 @@ folder layout is kept (with it where two inputs would share a name: ``a.jpg`` an
 (``apps.store.is_finished``: written when the image is finished, even in the middle of a batch).
 Unreadable images (any odd file ``dnnlib.image_io`` refuses) are reported, get a line with
 ``error`` in ``results.jsonl`` and are tried again by the next run; when no input at all can be
-processed the job ends with a ``UserError`` (``image_io.require_progress``).
+processed the job ends with a ``UserError`` (the exit rule of ``dnnlib.folder_job``).
 """
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ import os
 import time
 from typing import Any, Dict, Optional
 
+from dnnlib.folder_job import FolderJob
 from dnnlib.image_io import output_stems
 from dnnlib.util import append_jsonl, read_jsonl
 from faces.pipeline import NO_FACE_NOTE, expand_photos, save_face_info
 
 from inversion.api import invert_images, save_inversion
 from inversion.config import InversionConfig
-from .store import FolderRun, is_finished
+from .store import is_finished
 
 RESULTS = "results.jsonl"
 
@@ -38,19 +39,19 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, config: Optiona
     inverted into ``DIR/a_k/`` with ``aligned.png`` and ``face.json`` (its transform)."""
     config = (config or InversionConfig()).replace(**overrides)
     batch = config.batch_for(device if device is not None else next(G.parameters()).device)
-    run = FolderRun(input_path, outdir, RESULTS, "invert", progress, log)
+    run = FolderJob.of_input(input_path, outdir, RESULTS, "invert", progress, log)
     stems = output_stems(run.sources)
     # Photos without a face are reported once and not tried again; a photo with faces is detected
     # again on a rerun and only its faces without a result are inverted (a run stopped between two
     # faces of one photo keeps the finished ones and does the others).
     photos_done = {r["photo"] for r in read_jsonl(run.records) if "photo" in r and "faces" in r}
-    todo = [n for n in run.sources if not is_finished(os.path.join(outdir, stems[n])) and stems[n] not in photos_done]
-    counts = {"done": 0, "skipped": len(run.sources) - len(todo), "failed": 0}
-    run.start(counts["skipped"])
+    todo = run.pending(run.sources, done=lambda n: is_finished(os.path.join(outdir, stems[n])) or stems[n] in photos_done)
+    counts = {"done": 0, "skipped": run.skipped, "failed": 0}
+    run.start()
     ticked = set()
     for read in run.chunks(todo, batch, source_of=lambda n: n,
                            error_record=lambda n, why: {"name": n, "error": why, "timestamp": time.time()}):
-        chunk, images = [n for n, _, _ in read], [rgb for _, rgb, _ in read]
+        chunk, images = [n for n, _ in read], [rgb for _, (rgb, _) in read]
         keys = [stems[n] for n in chunk]
         faces: Dict[str, Any] = {}
         if face_pipeline is not None:
@@ -82,12 +83,12 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, config: Optiona
 
         invert_images(G, images, encoder, config.replace(batch_size=batch), device=device, progress=False,
                       names=keys, on_result=write)
-    counts["failed"] = run.failed
+    counts["failed"] = len(run.failed)
     run.finish(counts["done"] + counts["skipped"])
     return counts
 
 
-def _faces_of(pipeline, chunk, keys, images, run: FolderRun):
+def _faces_of(pipeline, chunk, keys, images, run: FolderJob):
     """Whole photos of a chunk -> one entry per face (``<key>_<k>``) not finished before; photos
     without a face get a results line (and are not tried again). Returns (names, keys, images,
     faces, photos without a face, photos whose faces were all finished before)."""

@@ -15,10 +15,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from dnnlib import image_io
+from dnnlib.folder_job import log_stderr
 from faces.pipeline import FacePipeline, face_name, find_faces, save_face_info
 
 from inversion.api import load_inversion, save_inversion
-from .store import COMPARE_DIR, FACES_DIR, INVERSIONS_DIR, default_log, is_finished
+from .store import COMPARE_DIR, FACES_DIR, INVERSIONS_DIR, is_finished
 
 
 def with_alpha(img: np.ndarray, alpha: Optional[np.ndarray]) -> np.ndarray:
@@ -42,7 +43,7 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
     pastes G(w, 0) itself (the paper's restoration). Computed in the faces' windows only: a large
     photo gets no float copy of itself.
     """
-    log = log or default_log
+    log = log or log_stderr
     stems = [os.path.splitext(o)[0] for _, o, _ in photos]
     found = find_faces(pipeline, [(s, im) for s, (_, _, im) in zip(stems, photos)], log)
     results: Dict[str, Any] = {}

@@ -13,7 +13,8 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
   the official release's pSp output folder (``latent/`` + ``org/``, ``inversion.official_outputs``)
   gives the pivot (w, q) of each input named like its ``org/`` image, and PTI runs from it (the
   release's stage 2; ``pti_steps=0``: the pSp codes alone);
-* the folder loop (inputs, resume, chunks, unreadable files) is ``apps.store.FolderRun``; the
+* the folder loop (inputs, resume, options file, chunks, unreadable files, the exit rule) is
+  ``dnnlib.folder_job.FolderJob``; the
   options are one ``RestoreOptions``, the inversion's settings one ``InversionConfig`` in it;
 * ``OUTDIR/restore.jsonl``: one line per image (file, source, seconds, steps, reconstruction
   PSNR / perceptual distance / LPIPS, and with ground truth the metrics of input and restored);
@@ -52,7 +53,8 @@ import numpy as np
 import torch
 
 from dnnlib import image_io
-from dnnlib.util import UserError, append_jsonl, atomic_write, read_jsonl
+from dnnlib.folder_job import FolderJob, log_stderr
+from dnnlib.util import UserError, append_jsonl, atomic_write
 from faces.pipeline import FacePipeline, split_photos
 from metrics import image_metrics, niqe
 from metrics.compare import prepare_metrics, summarize
@@ -60,7 +62,7 @@ from metrics.compare import prepare_metrics, summarize
 from inversion.api import invert_images, load_inversion, prepare_image, save_inversion
 from inversion.config import InversionConfig, split_overrides
 from inversion.official_outputs import is_official_outputs, pivot_ws, read_official_outputs
-from .store import COMPARE_DIR, INVERSIONS_DIR, FolderRun, default_log, is_finished
+from .store import COMPARE_DIR, INVERSIONS_DIR, is_finished
 from apps import fidelity as fid
 from .latents import Latent, generator_for, render
 from .photos import restore_photos
@@ -166,7 +168,7 @@ def restore_folder(G, input_path: str, outdir: str, encoder=None, options: Optio
     inv, rest = split_overrides(overrides)
     opts = dataclasses.replace(options or RestoreOptions(), **rest)
     opts = dataclasses.replace(opts, inversion=opts.inversion.replace(**inv))
-    return _Restoration(G, encoder, input_path, outdir, opts, log or default_log).run()
+    return _Restoration(G, encoder, input_path, outdir, opts, log or log_stderr).run()
 
 
 class _Restoration:
@@ -185,13 +187,11 @@ class _Restoration:
         if opts.inversions is not None and is_official_outputs(opts.inversions):
             self.pivots = {p.name: (pivot_ws(p, G.num_ws), p.q)
                            for p in read_official_outputs(opts.inversions, G.w_dim, G.q_dim)}
-        self.run_ = FolderRun(input_path, outdir, RECORDS_FILE, "restore", opts.progress, log)
+        self.run_ = FolderJob.of_input(input_path, outdir, RECORDS_FILE, "restore", opts.progress, log, OPTIONS_FILE)
         self.scorer = ImageScorer(opts.metrics or (), opts.lpips_backbone, opts.device, log) if opts.gt is not None else None
         stems = image_io.output_stems(self.run_.sources)
         self.jobs = [(src, stems[src] + ".png") for src in self.run_.sources]
-        in_paths = {os.path.abspath(os.path.join(self.run_.root, s)) for s in self.run_.sources}
-        if any(os.path.abspath(os.path.join(outdir, o)) in in_paths for _, o in self.jobs):
-            raise UserError("an output would overwrite an input; choose another --outdir")
+        self.run_.refuse_overwrite(o for _, o in self.jobs)
         self.batch_size = opts.inversion.batch_for(opts.device)
         self.config = opts.inversion.replace(batch_size=self.batch_size)
         self.input_path = input_path
@@ -200,17 +200,14 @@ class _Restoration:
 
     def run(self) -> Dict[str, Any]:
         opts, run, summary = self.opts, self.run_, self.summary
-        os.makedirs(self.outdir, exist_ok=True)
-        self._write_options()
-        done = {r["file"] for r in read_jsonl(run.records) if "error" not in r}
-        todo = [(src, out_rel) for src, out_rel in self.jobs
-                if not (out_rel in done and os.path.isfile(os.path.join(self.outdir, out_rel)))]
-        summary["skipped"] = len(self.jobs) - len(todo)
-        run.start(summary["skipped"])
+        done = run.finished()
+        todo = run.pending(self.jobs, done=lambda job: job[1] in done)
+        summary["skipped"] = run.skipped
+        run.start(self._options())
         for chunk in run.chunks(todo, self.batch_size, source_of=lambda job: job[0],
                                 error_record=lambda job, why: {"file": job[1], "source": job[0], "error": why}):
-            alphas = {src: alpha for (src, _), _, alpha in chunk}     # whole photos are pasted back with theirs
-            crops, photos = split_photos(opts.face_pipeline, [(src, out_rel, rgb) for (src, out_rel), rgb, _ in chunk])
+            alphas = {src: alpha for (src, _), (_, alpha) in chunk}     # whole photos are pasted back with theirs
+            crops, photos = split_photos(opts.face_pipeline, [(src, out_rel, rgb) for (src, out_rel), (rgb, _) in chunk])
             if photos:
                 for rec in self._restore_photos(photos, alphas):
                     append_jsonl(run.records, rec)
@@ -219,27 +216,26 @@ class _Restoration:
                     summary["no_face"] += int(not rec["faces"])
                     run.tick()
             self._restore_crops(crops)
-        summary["failed"] = run.failed
+        summary["failed"] = len(run.failed)
         run.finish(summary["written"] + summary["skipped"])
         if self.scorer is not None:
-            latest = {r["file"]: r for r in read_jsonl(run.records) if "error" not in r}   # a rerun's line replaces the old one
+            latest = run.latest_records()                  # a rerun's line replaces the old one
             summary["metrics"] = summarize_records(list(latest.values()), self.scorer.names)
             with atomic_write(os.path.join(self.outdir, SUMMARY_FILE), "w") as f:
                 json.dump(summary["metrics"], f, indent=2)
                 f.write("\n")
         return summary
 
-    def _write_options(self) -> None:
+    def _options(self) -> Dict[str, Any]:
+        """What ``restore_options.json`` records."""
         opts = self.opts
-        with atomic_write(os.path.join(self.outdir, OPTIONS_FILE), "w") as f:
-            json.dump({"input": os.path.abspath(self.input_path), "outdir": os.path.abspath(self.outdir),
-                       "inversions": opts.inversions, "gt": opts.gt, "compare": opts.compare,
-                       "metrics": self.scorer.names if self.scorer else None,
-                       "align": opts.face_pipeline.options() if opts.face_pipeline is not None else None,
-                       "fidelity": opts.fidelity,
-                       "fidelity_curve": (opts.fidelity_curve or fid.GENERIC_CURVE).to_dict() if opts.fidelity == "auto" else None,
-                       "inversion": self.config.record()}, f, indent=2)
-            f.write("\n")
+        return {"input": os.path.abspath(self.input_path), "outdir": os.path.abspath(self.outdir),
+                "inversions": opts.inversions, "gt": opts.gt, "compare": opts.compare,
+                "metrics": self.scorer.names if self.scorer else None,
+                "align": opts.face_pipeline.options() if opts.face_pipeline is not None else None,
+                "fidelity": opts.fidelity,
+                "fidelity_curve": (opts.fidelity_curve or fid.GENERIC_CURVE).to_dict() if opts.fidelity == "auto" else None,
+                "inversion": self.config.record()}
 
     def _invert(self, images: List[np.ndarray], names: List[str], on_result=None, pivots=None) -> list:
         """One batched inversion of a list of uint8 images; ``on_result(i, result)`` as each finishes;

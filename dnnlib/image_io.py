@@ -119,14 +119,6 @@ def list_sources(input_path: str, outdir: str) -> Tuple[str, List[str]]:
     return input_path, sources
 
 
-def require_progress(done: int, failed: int, records: str) -> None:
-    """The exit rule of folder jobs: status 0 when at least one input was processed (now or by an
-    earlier run); a ``UserError`` (status 1) when there were inputs and none could be, with the
-    per-file reasons in ``records``."""
-    if done == 0 and failed > 0:
-        raise UserError(f"none of the {failed} input(s) could be processed; the reasons are in {records}")
-
-
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr
