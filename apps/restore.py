@@ -47,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -56,8 +56,7 @@ from dnnlib import image_io
 from dnnlib.folder_job import FolderJob, log_stderr
 from dnnlib.util import UserError, append_jsonl, atomic_write
 from faces.pipeline import FacePipeline, split_photos
-from metrics import image_metrics, niqe
-from metrics.compare import prepare_metrics, summarize
+from metrics.compare import GroundTruth, ImageScorer, summarize
 
 from inversion.api import invert_images, load_inversion, prepare_image, save_inversion
 from inversion.config import InversionConfig, split_overrides
@@ -89,47 +88,6 @@ class RestoreOptions:
                                               # input + (1 - f) (restored - input) (0: G(w, 0) itself; 1: the input)
     fidelity_curve: Optional[fid.FidelityCurve] = None   # for 'auto'; None: fidelity.GENERIC_CURVE
     on_step: Optional[Callable[[str, int, int], None]] = None   # progress: (stage, step, steps) of each inversion step
-
-
-def find_gt(gt_dir: str, source: str) -> Optional[str]:
-    exact = os.path.join(gt_dir, source)
-    if os.path.isfile(exact):
-        return exact
-    stem = os.path.splitext(source)[0]
-    folder = os.path.join(gt_dir, os.path.dirname(source))
-    if os.path.isdir(folder):
-        cands = [f for f in sorted(os.listdir(folder))
-                 if os.path.splitext(f)[0] == os.path.basename(stem) and image_io.is_image_file(f)]
-        if len(cands) == 1:
-            return os.path.join(folder, cands[0])
-    return None
-
-
-class ImageScorer:
-    """PSNR / SSIM / LPIPS / NIQE of an image against its ground truth (metrics package)."""
-
-    def __init__(self, names: Sequence[str], lpips_backbone: str = "imagenet", device="cpu", log=None):
-        # default list: LPIPS skipped with a note when its weights are absent
-        self.names, self.lpips = prepare_metrics(list(names) if names else None, True, "alex", lpips_backbone,
-                                                 device, log)
-
-    def __call__(self, img: np.ndarray, gt: np.ndarray) -> Dict[str, Optional[float]]:
-        out: Dict[str, Optional[float]] = {}
-        if "psnr" in self.names:
-            out["psnr"] = float(image_metrics.psnr(img, gt))
-        if "ssim" in self.names:
-            out["ssim"] = float(image_metrics.ssim(img, gt))
-        if "lpips" in self.names:
-            try:
-                out["lpips"] = float(self.lpips(img, gt))
-            except RuntimeError:     # too small for the AlexNet/VGG feature stack
-                out["lpips"] = None
-        if "niqe" in self.names:
-            try:
-                out["niqe"] = float(niqe.niqe(img))
-            except UserError:        # too small for NIQE's 96-px blocks
-                out["niqe"] = None
-        return out
 
 
 def summarize_records(records: Sequence[dict], names: Sequence[str]) -> Dict[str, dict]:
@@ -188,7 +146,10 @@ class _Restoration:
             self.pivots = {p.name: (pivot_ws(p, G.num_ws), p.q)
                            for p in read_official_outputs(opts.inversions, G.w_dim, G.q_dim)}
         self.run_ = FolderJob.of_input(input_path, outdir, RECORDS_FILE, "restore", opts.progress, log, OPTIONS_FILE)
-        self.scorer = ImageScorer(opts.metrics or (), opts.lpips_backbone, opts.device, log) if opts.gt is not None else None
+        # default list: LPIPS skipped with a note when its weights are absent
+        self.scorer = ImageScorer(list(opts.metrics) if opts.metrics else None, lpips_backbone=opts.lpips_backbone,
+                                  device=opts.device, log=log) if opts.gt is not None else None
+        self.truth = GroundTruth(opts.gt) if opts.gt is not None else None
         stems = image_io.output_stems(self.run_.sources)
         self.jobs = [(src, stems[src] + ".png") for src in self.run_.sources]
         self.run_.refuse_overwrite(o for _, o in self.jobs)
@@ -276,29 +237,34 @@ class _Restoration:
 
     def _restore_photos(self, photos, alphas) -> list:
         """Whole photos: every face restored (one inversion call for all of them) and pasted back."""
-        gt, log = self.opts.gt, self.log
-
-        def score(src, inp, restored):
-            gt_path = find_gt(gt, src) if gt is not None else None
-            if gt_path is None:
-                return {}
-            gt_img = image_io.read_image(gt_path)
-            if gt_img.shape != restored.shape:
-                log(f"{src}: ground truth has another size; metrics skipped")
-                return {}
-            return {"gt": os.path.relpath(gt_path, gt).replace(os.sep, "/"), "input": self.scorer(inp, gt_img),
-                    "restored": self.scorer(restored, gt_img)}
-
         return restore_photos(self.opts.face_pipeline, photos, alphas, self.outdir, invert_fn=self._invert,
                               renders_fn=lambda res, name: model_renders(self.G, res, name, self.opts.device),
                               fidelity_fn=lambda res, sharp, recon, crop: choose_fidelity(self.opts, res, sharp, recon, crop),
                               inversions=self.opts.inversions, keep_inversions=self.opts.keep_inversions,
-                              compare=self.opts.compare, score_fn=score if self.scorer is not None else None,
-                              log=log)
+                              compare=self.opts.compare,
+                              score_fn=(lambda src, inp, restored: self._score(src, inp, restored)[0])
+                              if self.scorer is not None else None,
+                              log=self.log)
+
+    def _score(self, src: str, image: np.ndarray, restored: np.ndarray) -> Tuple[Dict[str, Any], Optional[np.ndarray]]:
+        """The record fields of ``image`` (the input) and ``restored`` against the ground truth of
+        ``src``, and that ground truth; ({}, None) without ``gt``, and with a note when ``src`` has
+        none or one of another size."""
+        if self.truth is None:
+            return {}, None
+        rel = self.truth.match(src)
+        if rel is None:
+            self.log(f"{src}: no ground truth in {self.opts.gt}; metrics skipped")
+            return {}, None
+        gt_img = image_io.read_image(os.path.join(self.truth.root, rel))
+        if gt_img.shape != image.shape:
+            self.log(f"{src}: ground truth {rel} is {gt_img.shape[1]}x{gt_img.shape[0]}, the input "
+                     f"{image.shape[1]}x{image.shape[0]}; metrics skipped")
+            return {}, None
+        return {"gt": rel, "input": self.scorer(image, gt_img), "restored": self.scorer(restored, gt_img)}, gt_img
 
     def _finish_image(self, res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> dict:
         """Render (or take) G_θ(w, 0), resize back, write it, score it. Returns its record."""
-        gt, log = self.opts.gt, self.log
         h, w = img.shape[:2]
         sharp, recon = model_renders(self.G, res, out_rel, self.opts.device)
         model_in = prepare_image(img, sharp.shape[0], sharp.shape[2])
@@ -311,21 +277,9 @@ class _Restoration:
                                "pti_steps": stats.get("pti_steps"), "psnr": stats.get("psnr"),
                                "lpips": stats.get("lpips"), "perceptual": stats.get("perceptual"),
                                "perceptual_loss": stats.get("perceptual_loss"), **choice.record()}
-        tiles = [img, restored]
-        if gt is not None:
-            gt_path = find_gt(gt, src)
-            if gt_path is None:
-                log(f"{src}: no ground truth in {gt}; metrics skipped")
-            else:
-                gt_img = image_io.read_image(gt_path)
-                if gt_img.shape != img.shape:
-                    log(f"{src}: ground truth {os.path.relpath(gt_path, gt)} is {gt_img.shape[1]}x{gt_img.shape[0]}, "
-                        f"the input {w}x{h}; metrics skipped")
-                else:
-                    rec["gt"] = os.path.relpath(gt_path, gt).replace(os.sep, "/")
-                    rec["input"] = self.scorer(img, gt_img)
-                    rec["restored"] = self.scorer(restored, gt_img)
-                    tiles.append(gt_img)
+        fields, gt_img = self._score(src, img, restored)
+        rec.update(fields)
         if self.opts.compare:
+            tiles = [img, restored] + ([gt_img] if gt_img is not None else [])
             image_io.write_image(os.path.join(self.outdir, COMPARE_DIR, out_rel), np.concatenate(tiles, axis=1))
         return rec
