@@ -25,6 +25,8 @@ from inversion.config import InversionConfig
 from .store import is_finished
 
 RESULTS = "results.jsonl"
+RESULT_STATS = ("psnr", "psnr_stage1", "lpips", "perceptual", "perceptual_loss", "w_steps", "pti_steps", "seconds",
+                "input_size", "delta_bytes", "batch")          # an image's InversionStats in its results.jsonl line
 
 
 def invert_folder(G, input_path: str, outdir: str, encoder=None, config: Optional[InversionConfig] = None,
@@ -67,13 +69,8 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, config: Optiona
             face, photo = faces.get(key, (None, None))
             if face is not None:
                 save_face_info(os.path.join(outdir, key), face, name, photo)
-            s = res.stats
             append_jsonl(run.records, {
-                "name": key, "file": name, "psnr": s["psnr"], "psnr_stage1": s["psnr_stage1"],
-                "lpips": s["lpips"], "perceptual": s["perceptual"], "perceptual_loss": s["perceptual_loss"],
-                "w_steps": s["w_steps"], "pti_steps": s["pti_steps"],
-                "seconds": s["seconds_stage1"] + s["seconds_stage2"], "input_size": s["input_size"],
-                "delta_bytes": s["delta_bytes"], "batch": s["batch"], "timestamp": time.time(),
+                "name": key, "file": name, **res.stats.record(*RESULT_STATS), "timestamp": time.time(),
                 **({"photo": stems[name], "face": face.index, "transform": face.record()["transform"]}
                    if face is not None else {})})
             counts["done"] += 1

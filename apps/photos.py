@@ -21,6 +21,8 @@ from faces.pipeline import FacePipeline, face_name, find_faces, save_face_info
 from inversion.api import load_inversion, save_inversion
 from .store import COMPARE_DIR, FACES_DIR, INVERSIONS_DIR, is_finished
 
+FACE_SCORES = ("psnr", "perceptual", "lpips", "perceptual_loss", "w_steps", "pti_steps")   # InversionStats per face
+
 
 def with_alpha(img: np.ndarray, alpha: Optional[np.ndarray]) -> np.ndarray:
     return img if alpha is None else np.dstack([img, alpha])
@@ -77,10 +79,8 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
             if keep_inversions and not reused:
                 save_inversion(os.path.join(outdir, INVERSIONS_DIR, name), res)
                 save_face_info(os.path.join(outdir, INVERSIONS_DIR, name), f, src, img.shape)
-            s = dict(res.stats or {})
             face_recs.append({**f.record(), "tile": tile, "reused_inversion": reused, **choice.record(),
-                              "scores": {k: s.get(k) for k in ("psnr", "perceptual", "lpips", "perceptual_loss",
-                                                                 "w_steps", "pti_steps")}})
+                              "scores": res.stats.record(*FACE_SCORES)})
         whole = pipeline.paste_changes(img, faces, sharps, fidelities) if faces else img
         image_io.write_image(os.path.join(outdir, out_rel), with_alpha(whole, alpha))
         if compare:

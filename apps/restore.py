@@ -68,6 +68,7 @@ from .photos import restore_photos
 
 RECORDS_FILE = "restore.jsonl"
 SUMMARY_FILE = "restore-summary.json"
+RECORD_STATS = ("w_steps", "pti_steps", "psnr", "lpips", "perceptual", "perceptual_loss")   # InversionStats in a record
 OPTIONS_FILE = "restore_options.json"
 
 
@@ -226,7 +227,7 @@ class _Restoration:
             src, out_rel, img = group[i]
             if self.opts.keep_inversions:
                 save_inversion(os.path.join(self.outdir, INVERSIONS_DIR, os.path.splitext(out_rel)[0]), res)
-            self._write(res, src, out_rel, img, res.stats["seconds_stage1"] + res.stats["seconds_stage2"], False)
+            self._write(res, src, out_rel, img, res.stats.seconds, False)
         return finished
 
     def _write(self, res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> None:
@@ -271,12 +272,8 @@ class _Restoration:
         choice = choose_fidelity(self.opts, res, sharp, recon, model_in)
         restored = fid.compose(img, model_in, sharp, choice.fidelity)
         image_io.write_image(os.path.join(self.outdir, out_rel), restored)
-        stats = dict(res.stats or {})
         rec: Dict[str, Any] = {"file": out_rel, "source": src, "size": [h, w], "seconds": round(seconds, 3),
-                               "reused_inversion": reused, "w_steps": stats.get("w_steps"),
-                               "pti_steps": stats.get("pti_steps"), "psnr": stats.get("psnr"),
-                               "lpips": stats.get("lpips"), "perceptual": stats.get("perceptual"),
-                               "perceptual_loss": stats.get("perceptual_loss"), **choice.record()}
+                               "reused_inversion": reused, **res.stats.record(*RECORD_STATS), **choice.record()}
         fields, gt_img = self._score(src, img, restored)
         rec.update(fields)
         if self.opts.compare:

@@ -85,8 +85,8 @@ def test_invert_images_result_does_not_depend_on_batch():
     three = invert_images(G, list(images), batch_size=3, **kw)
     for a, b in zip(one, three):
         assert torch.allclose(a.w, b.w, atol=1e-4) and torch.allclose(a.q, b.q, atol=1e-4)
-        assert a.stats["pti_steps"] == b.stats["pti_steps"] == 3
-        assert b.stats["batch"] == 3 and a.stats["batch"] == 1
+        assert a.stats.pti_steps == b.stats.pti_steps == 3
+        assert b.stats.batch == 3 and a.stats.batch == 1
         assert np.abs(a.reconstruction.astype(int) - b.reconstruction.astype(int)).max() <= 1   # uint8 rounding
 
 
