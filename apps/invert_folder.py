@@ -11,17 +11,19 @@ processed the job ends with a ``UserError`` (the exit rule of ``dnnlib.folder_jo
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from dnnlib.folder_job import FolderJob
 from dnnlib.image_io import output_stems
 from dnnlib.util import append_jsonl, read_jsonl
-from faces.pipeline import NO_FACE_NOTE, expand_photos, save_face_info
+from faces.pipeline import NO_FACE_NOTE, FacePipeline, expand_photos, save_face_info
 
 from inversion.api import invert_images, save_inversion
-from inversion.config import InversionConfig
+from inversion.config import AppOptions, InversionConfig
+from inversion.models import Models
 from .store import is_finished
 
 RESULTS = "results.jsonl"
@@ -29,19 +31,29 @@ RESULT_STATS = ("psnr", "psnr_stage1", "lpips", "perceptual", "perceptual_loss",
                 "input_size", "delta_bytes", "batch")          # an image's InversionStats in its results.jsonl line
 
 
-def invert_folder(G, input_path: str, outdir: str, encoder=None, config: Optional[InversionConfig] = None,
-                  device: Any = None, progress: bool = True, face_pipeline=None, log=None,
-                  **overrides) -> Dict[str, Any]:
-    """Invert the images under ``input_path`` with ``config`` (``InversionConfig``; keyword
-    ``overrides`` replace its fields), ``config.batch_for(device)`` at a time; each image is
-    written when it is finished, so an interrupted run loses at most the images still being
-    tuned. Returns {'done', 'skipped', 'failed'} counts.
+@dataclasses.dataclass
+class InvertOptions(AppOptions):
+    """What ``invert_folder`` does (``invert.py run``'s options)."""
+    inversion: InversionConfig = dataclasses.field(default_factory=InversionConfig)   # every inversion setting
+    face_pipeline: Optional[FacePipeline] = None     # whole photos (faces.pipeline); None = aligned crops
+    progress: bool = True                            # progress bar on stderr
+    log: Optional[Callable[[str], None]] = None      # notes and skipped files; None: stderr
 
-    ``face_pipeline`` (``faces.pipeline``): face k of a whole photo ``a.jpg`` is aligned and
+
+def invert_folder(models: Models, input_path: str, outdir: str, options: Optional[InvertOptions] = None
+                  ) -> Dict[str, Any]:
+    """Invert the images under ``input_path`` into ``outdir`` with ``models`` (G, encoder, device)
+    and ``options`` (``InvertOptions``; its ``inversion`` ``InversionConfig``), ``batch_for(device)``
+    images at a time; each image is written when it is finished, so an interrupted run loses at
+    most the images still being tuned. Returns {'done', 'skipped', 'failed'} counts.
+
+    ``options.face_pipeline`` (``faces.pipeline``): face k of a whole photo ``a.jpg`` is aligned and
     inverted into ``DIR/a_k/`` with ``aligned.png`` and ``face.json`` (its transform)."""
-    config = (config or InversionConfig()).replace(**overrides)
-    batch = config.batch_for(device if device is not None else next(G.parameters()).device)
-    run = FolderJob.of_input(input_path, outdir, RESULTS, "invert", progress, log)
+    opts = options or InvertOptions()
+    config = opts.inversion
+    batch = config.batch_for(models.device)
+    face_pipeline = opts.face_pipeline
+    run = FolderJob.of_input(input_path, outdir, RESULTS, "invert", opts.progress, opts.log)
     stems = output_stems(run.sources)
     # Photos without a face are reported once and not tried again; a photo with faces is detected
     # again on a rerun and only its faces without a result are inverted (a run stopped between two
@@ -78,8 +90,8 @@ def invert_folder(G, input_path: str, outdir: str, encoder=None, config: Optiona
                 ticked.add(stems[name])
                 run.tick()
 
-        invert_images(G, images, encoder, config.replace(batch_size=batch), device=device, progress=False,
-                      names=keys, on_result=write)
+        invert_images(models.G, images, models.E, config.replace(batch_size=batch), device=models.device,
+                      progress=False, names=keys, on_result=write)
     counts["failed"] = len(run.failed)
     run.finish(counts["done"] + counts["skipped"])
     return counts

@@ -59,7 +59,8 @@ from faces.pipeline import FacePipeline, split_photos
 from metrics.compare import GroundTruth, ImageScorer, summarize
 
 from inversion.api import invert_images, load_inversion, prepare_image, save_inversion
-from inversion.config import InversionConfig, split_overrides
+from inversion.config import AppOptions, InversionConfig
+from inversion.models import Models
 from inversion.official_outputs import is_official_outputs, pivot_ws, read_official_outputs
 from .store import COMPARE_DIR, INVERSIONS_DIR, is_finished
 from apps import fidelity as fid
@@ -73,7 +74,7 @@ OPTIONS_FILE = "restore_options.json"
 
 
 @dataclasses.dataclass
-class RestoreOptions:
+class RestoreOptions(AppOptions):
     """What ``restore_folder`` does besides restoring (``restore.py``'s options)."""
     inversions: Optional[str] = None          # an invert.py run folder whose finished DIR/<stem>/ are reused
     gt: Optional[str] = None                  # ground-truth folder (same relative paths): metrics
@@ -82,13 +83,13 @@ class RestoreOptions:
     metrics: Optional[Sequence[str]] = None   # with gt: psnr, ssim, lpips, niqe; None = all (lpips when available)
     lpips_backbone: str = "imagenet"          # 'random': debugging only
     inversion: InversionConfig = dataclasses.field(default_factory=InversionConfig)   # every inversion setting
-    device: Any = "cpu"
-    progress: bool = True
+    progress: bool = True                     # progress bar on stderr
     face_pipeline: Optional[FacePipeline] = None   # whole photos (faces.pipeline); None = aligned crops
     fidelity: fid.Fidelity = "auto"           # 'auto': per image from the model's severity (fidelity.py); f in [0, 1]:
                                               # input + (1 - f) (restored - input) (0: G(w, 0) itself; 1: the input)
     fidelity_curve: Optional[fid.FidelityCurve] = None   # for 'auto'; None: fidelity.GENERIC_CURVE
     on_step: Optional[Callable[[str, int, int], None]] = None   # progress: (stage, step, steps) of each inversion step
+    log: Optional[Callable[[str], None]] = None   # notes and skipped files; None: stderr
 
 
 def summarize_records(records: Sequence[dict], names: Sequence[str]) -> Dict[str, dict]:
@@ -116,32 +117,32 @@ def choose_fidelity(opts: "RestoreOptions", res, sharp: np.ndarray, reconstructi
     return fid.choose(opts.fidelity, opts.fidelity_curve or fid.GENERIC_CURVE, reconstruction, sharp, q_norm, model_in)
 
 
-def restore_folder(G, input_path: str, outdir: str, encoder=None, options: Optional[RestoreOptions] = None,
-                   log: Optional[Callable[[str], None]] = None, **overrides) -> Dict[str, Any]:
-    """Restore every image under ``input_path`` into ``outdir`` (see the module docstring).
-    ``options`` (``RestoreOptions``; keyword ``overrides`` replace its fields, and those named
-    like an ``InversionConfig`` field, e.g. ``pti_steps``, its ``inversion``'s): ``batch_size``
-    images are inverted together, each written as soon as it is finished; ``face_pipeline``:
-    whole photos get their faces restored and pasted back (``photos.restore_photos``). Returns
-    counts (inputs, written, skipped, failed, reused, faces, no_face) and, with ``gt``, the summary."""
-    inv, rest = split_overrides(overrides)
-    opts = dataclasses.replace(options or RestoreOptions(), **rest)
-    opts = dataclasses.replace(opts, inversion=opts.inversion.replace(**inv))
-    return _Restoration(G, encoder, input_path, outdir, opts, log or log_stderr).run()
+def restore_folder(models: Models, input_path: str, outdir: str, options: Optional[RestoreOptions] = None
+                   ) -> Dict[str, Any]:
+    """Restore every image under ``input_path`` into ``outdir`` (see the module docstring) with
+    ``models`` (G, encoder, device) and ``options`` (``RestoreOptions``; its ``inversion`` an
+    ``InversionConfig``; ``options.replace(pti_steps=..., gt=...)`` for a changed copy):
+    ``batch_size`` images are inverted together, each written as soon as it is finished;
+    ``face_pipeline``: whole photos get their faces restored and pasted back
+    (``photos.restore_photos``). Returns counts (inputs, written, skipped, failed, reused, faces,
+    no_face) and, with ``gt``, the summary."""
+    return _Restoration(models, input_path, outdir, options or RestoreOptions()).run()
 
 
 class _Restoration:
     """One ``restore_folder`` call: its checks, options file, resumable loop and summary."""
 
-    def __init__(self, G, encoder, input_path: str, outdir: str, opts: RestoreOptions, log):
+    def __init__(self, models: Models, input_path: str, outdir: str, opts: RestoreOptions):
+        G = models.G
         if G.q_dim == 0:
             raise UserError("restoration needs a QC generator (q_dim > 0); this network is plain StyleGAN2")
         if opts.gt is not None and not os.path.isdir(opts.gt):
             raise UserError(f"--gt must be a folder: {opts.gt}")
-        opts.fidelity = fid.check_fidelity(opts.fidelity)
+        opts = dataclasses.replace(opts, fidelity=fid.check_fidelity(opts.fidelity))
         if opts.inversions is not None and not os.path.isdir(opts.inversions):
             raise UserError(f"--inversions folder not found: {opts.inversions}")
-        self.G, self.encoder, self.outdir, self.opts, self.log = G, encoder, outdir, opts, log
+        log = opts.log or log_stderr
+        self.G, self.encoder, self.device, self.outdir, self.opts, self.log = G, models.E, models.device, outdir, opts, log
         self.pivots: Dict[str, tuple] = {}           # the release's pSp output folder as --inversions: name -> (ws, q)
         if opts.inversions is not None and is_official_outputs(opts.inversions):
             self.pivots = {p.name: (pivot_ws(p, G.num_ws), p.q)
@@ -149,12 +150,12 @@ class _Restoration:
         self.run_ = FolderJob.of_input(input_path, outdir, RECORDS_FILE, "restore", opts.progress, log, OPTIONS_FILE)
         # default list: LPIPS skipped with a note when its weights are absent
         self.scorer = ImageScorer(list(opts.metrics) if opts.metrics else None, lpips_backbone=opts.lpips_backbone,
-                                  device=opts.device, log=log) if opts.gt is not None else None
+                                  device=self.device, log=log) if opts.gt is not None else None
         self.truth = GroundTruth(opts.gt) if opts.gt is not None else None
         stems = image_io.output_stems(self.run_.sources)
         self.jobs = [(src, stems[src] + ".png") for src in self.run_.sources]
         self.run_.refuse_overwrite(o for _, o in self.jobs)
-        self.batch_size = opts.inversion.batch_for(opts.device)
+        self.batch_size = opts.inversion.batch_for(self.device)
         self.config = opts.inversion.replace(batch_size=self.batch_size)
         self.input_path = input_path
         self.summary = {"inputs": len(self.jobs), "written": 0, "skipped": 0, "failed": 0, "reused": 0, "faces": 0,
@@ -202,7 +203,7 @@ class _Restoration:
     def _invert(self, images: List[np.ndarray], names: List[str], on_result=None, pivots=None) -> list:
         """One batched inversion of a list of uint8 images; ``on_result(i, result)`` as each finishes;
         ``pivots``: given stage-1 starts (the release's pSp codes) instead of the encoder's."""
-        return invert_images(self.G, images, self.encoder, self.config, device=self.opts.device, names=names,
+        return invert_images(self.G, images, self.encoder, self.config, device=self.device, names=names,
                              progress=False, on_result=on_result, pivots=pivots, on_step=self.opts.on_step)
 
     def _restore_crops(self, crops: Sequence[tuple]) -> None:
@@ -239,7 +240,7 @@ class _Restoration:
     def _restore_photos(self, photos, alphas) -> list:
         """Whole photos: every face restored (one inversion call for all of them) and pasted back."""
         return restore_photos(self.opts.face_pipeline, photos, alphas, self.outdir, invert_fn=self._invert,
-                              renders_fn=lambda res, name: model_renders(self.G, res, name, self.opts.device),
+                              renders_fn=lambda res, name: model_renders(self.G, res, name, self.device),
                               fidelity_fn=lambda res, sharp, recon, crop: choose_fidelity(self.opts, res, sharp, recon, crop),
                               inversions=self.opts.inversions, keep_inversions=self.opts.keep_inversions,
                               compare=self.opts.compare,
@@ -267,7 +268,7 @@ class _Restoration:
     def _finish_image(self, res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> dict:
         """Render (or take) G_θ(w, 0), resize back, write it, score it. Returns its record."""
         h, w = img.shape[:2]
-        sharp, recon = model_renders(self.G, res, out_rel, self.opts.device)
+        sharp, recon = model_renders(self.G, res, out_rel, self.device)
         model_in = prepare_image(img, sharp.shape[0], sharp.shape[2])
         choice = choose_fidelity(self.opts, res, sharp, recon, model_in)
         restored = fid.compose(img, model_in, sharp, choice.fidelity)
