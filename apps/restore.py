@@ -58,11 +58,11 @@ from dnnlib.util import UserError, append_jsonl, atomic_write
 from faces.pipeline import FacePipeline, split_photos
 from metrics.compare import GroundTruth, ImageScorer, summarize
 
-from inversion.api import invert_images, load_inversion, prepare_image, save_inversion
+from inversion.api import invert_images, prepare_image, save_inversion
 from inversion.config import AppOptions, InversionConfig
 from inversion.models import Models
 from inversion.official_outputs import is_official_outputs, pivot_ws, read_official_outputs
-from .store import COMPARE_DIR, INVERSIONS_DIR, is_finished
+from .store import COMPARE_DIR, INVERSIONS_DIR, reuse_or_invert
 from apps import fidelity as fid
 from .latents import Latent, generator_for, render
 from .photos import restore_photos
@@ -206,30 +206,27 @@ class _Restoration:
         return invert_images(self.G, images, self.encoder, self.config, device=self.device, names=names,
                              progress=False, on_result=on_result, pivots=pivots, on_step=self.opts.on_step)
 
-    def _restore_crops(self, crops: Sequence[tuple]) -> None:
-        """Aligned crops: reuse a finished ``--inversions`` folder, else invert (all of them in one call)."""
-        fresh = []
-        for src, out_rel, img in crops:
-            folder = os.path.join(self.opts.inversions, os.path.splitext(out_rel)[0]) if self.opts.inversions else None
-            if is_finished(folder):
-                self._write(load_inversion(folder), src, out_rel, img, 0.0, True)
-            else:
-                fresh.append((src, out_rel, img))
-        stem = lambda job: os.path.splitext(job[1])[0]                     # noqa: E731
-        pivoted = [job for job in fresh if stem(job) in self.pivots]      # the release's pSp codes: PTI from them
-        others = [job for job in fresh if stem(job) not in self.pivots]
-        for group, pivots in ((pivoted, [self.pivots[stem(j)] for j in pivoted]), (others, None)):
+    def _invert_crops(self, images: List[np.ndarray], names: List[str], on_result) -> None:
+        """``_invert`` once per kind of start: the names with a pivot of the release's pSp output
+        folder (PTI from its codes) first, then the others (the encoder's start)."""
+        pivoted = [i for i, n in enumerate(names) if n in self.pivots]
+        others = [i for i, n in enumerate(names) if n not in self.pivots]
+        for group, pivots in ((pivoted, [self.pivots[names[i]] for i in pivoted]), (others, None)):
             if group:
-                self._invert([im for _, _, im in group], [stem(j) for j in group], on_result=self._on_result(group),
-                             pivots=pivots)
+                self._invert([images[i] for i in group], [names[i] for i in group], pivots=pivots,
+                             on_result=lambda k, res, group=group: on_result(group[k], res))
 
-    def _on_result(self, group: Sequence[tuple]):
-        def finished(i: int, res) -> None:          # as soon as image i of the group is finished
-            src, out_rel, img = group[i]
-            if self.opts.keep_inversions:
+    def _restore_crops(self, crops: Sequence[tuple]) -> None:
+        """Aligned crops: reuse a finished ``--inversions`` folder, else invert (all of them in one
+        call); each is written as soon as its inversion is there."""
+        def finished(i: int, res, reused: bool) -> None:
+            src, out_rel, img = crops[i]
+            if self.opts.keep_inversions and not reused:
                 save_inversion(os.path.join(self.outdir, INVERSIONS_DIR, os.path.splitext(out_rel)[0]), res)
-            self._write(res, src, out_rel, img, res.stats.seconds, False)
-        return finished
+            self._write(res, src, out_rel, img, 0.0 if reused else res.stats.seconds, reused)
+
+        reuse_or_invert([os.path.splitext(out_rel)[0] for _, out_rel, _ in crops], [img for _, _, img in crops],
+                        self.opts.inversions, self._invert_crops, finished)
 
     def _write(self, res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> None:
         append_jsonl(self.run_.records, self._finish_image(res, src, out_rel, img, seconds, reused))
