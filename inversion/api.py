@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dnnlib.image_io import from_uint8_hwc, read_image, resize, to_uint8_hwc, write_image
+from dnnlib.image_io import from_uint8_hwc, match_channels, read_image, resize, to_uint8_hwc, write_image
 from dnnlib.util import UserError, atomic_write
 from metrics.image_metrics import psnr
 from torch_utils.misc import assert_shape, keep_freed_cpu_memory
@@ -103,7 +103,7 @@ def prepare_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarr
 
     Images whose size differs from the model's are resized to R x R with Lanczos filtering (the
     aspect ratio is not kept: crop first if that matters); grey images are replicated to RGB and
-    RGB is averaged for a one-channel model.
+    RGB becomes its BT.601 luma for a one-channel model (``image_io.match_channels``).
     """
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
@@ -112,12 +112,7 @@ def prepare_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarr
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3):
         raise UserError(f"expected an image [H, W, 3], got shape {arr.shape}")
-    arr = resize(arr, resolution, resolution)
-    if channels == 3 and arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    elif channels == 1 and arr.shape[2] == 3:
-        arr = np.round(arr.astype(np.float32).mean(axis=2, keepdims=True)).astype(np.uint8)
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(match_channels(resize(arr, resolution, resolution), channels))
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
