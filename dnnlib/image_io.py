@@ -28,6 +28,7 @@ Arrays (the one place every package converts, tiles and resizes images):
   truncated, the StyleGAN convention: the same seeds give the same files as the official tools),
   ``drange=(0, 255)`` for pixel values between degradation steps (rounded half to even, as a
   uint8 pipeline holds them); ``from_uint8_hwc`` is the way back;
+- ``as_hwc``: a model's input checked (uint8, [H, W] or [H, W, 1 | 3]);
 - ``match_channels``: the one channel conversion of the project: grey repeated to RGB, RGB to
   grey by its BT.601 luma (``LUMA_BT601``), extra channels dropped;
 - ``make_grid``: uint8 ``[H, W, C]`` tiles in rows of ``cols``;
@@ -304,6 +305,19 @@ def write_image(path: str, array: np.ndarray, quality: int = 95) -> None:
 GENERATOR_RANGE = (-1, 1)     # a generator's images, about [-1, 1]
 PIXEL_RANGE = (0, 255)        # pixel values held as floats (degradations)
 LUMA_BT601 = (0.299, 0.587, 0.114)   # ITU-R BT.601 luma weights of R, G, B
+
+
+def as_hwc(image: np.ndarray) -> np.ndarray:
+    """A model's input image checked: uint8 [H, W] or [H, W, C] (C = 1 or 3) -> [H, W, C]; anything
+    else is a ``UserError`` naming what it got."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise UserError(f"images must be uint8, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise UserError(f"expected an image [H, W, 3] or [H, W], got shape {arr.shape}")
+    return arr
 
 
 def match_channels(image: np.ndarray, channels: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dnnlib.image_io import from_uint8_hwc, match_channels, read_image, resize, to_uint8_hwc, write_image
+from dnnlib.image_io import as_hwc, from_uint8_hwc, match_channels, read_image, resize, to_uint8_hwc, write_image
 from dnnlib.util import UserError, atomic_write
 from metrics.image_metrics import psnr
 from torch_utils.misc import assert_shape, keep_freed_cpu_memory
@@ -105,14 +105,7 @@ def prepare_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarr
     aspect ratio is not kept: crop first if that matters); grey images are replicated to RGB and
     RGB becomes its BT.601 luma for a one-channel model (``image_io.match_channels``).
     """
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        raise UserError(f"images must be uint8, got {arr.dtype}")
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
-        raise UserError(f"expected an image [H, W, 3], got shape {arr.shape}")
-    return np.ascontiguousarray(match_channels(resize(arr, resolution, resolution), channels))
+    return np.ascontiguousarray(match_channels(resize(as_hwc(image), resolution, resolution), channels))
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -227,3 +227,13 @@ def test_match_channels_is_the_one_channel_conversion():
     assert np.allclose(image_io.match_channels(change, 1)[:, :, 0], change @ np.float32([0.299, 0.587, 0.114]))
     with pytest.raises(ValueError):
         image_io.match_channels(rgb[:, :, 0], 3)
+
+
+def test_as_hwc_checks_a_models_input():
+    """inversion.api.prepare_image and the pSp preprocessing take images through one check."""
+    grey = np.zeros((4, 5), np.uint8)
+    assert image_io.as_hwc(grey).shape == (4, 5, 1) and image_io.as_hwc(np.zeros((4, 5, 3), np.uint8)).shape == (4, 5, 3)
+    with pytest.raises(UserError, match="must be uint8"):
+        image_io.as_hwc(grey.astype(np.float32))
+    with pytest.raises(UserError, match=r"expected an image \[H, W, 3\] or \[H, W\], got shape \(4, 5, 4\)"):
+        image_io.as_hwc(np.zeros((4, 5, 4), np.uint8))
