@@ -38,7 +38,7 @@ from apps.directions import get_direction
 from apps.editing import edit_latents
 from apps.latents import load_latents
 from apps.fidelity import load_curve
-from apps.restore import restore_folder
+from apps.restore import RestoreOptions, restore_folder
 from inversion.cli_options import inversion_options
 from inversion.config import InversionConfig, resolve_config
 from inversion.models import Models, load_models
@@ -77,7 +77,7 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     config = config or resolve_config(DEMO_PRESET)
     shipped = is_shipped(network)
     models = load_models(network, encoder, device="cpu")          # read once: G, encoder, the face template
-    G, E = models.G, models.E
+    G = models.G
     os.makedirs(outdir, exist_ok=True)
     d = {k: os.path.join(outdir, k) for k in ("pairs", "clean", "degraded", "restored", "edit")}
 
@@ -94,8 +94,9 @@ def run_demo(network, encoder, outdir: str, pairs: int = 16, n_restore: int = 6,
     # 3. Restoration, scored against the clean originals.
     metrics = ["psnr", "ssim"] + (["lpips"] if lpips_available() else [])
     curve = load_curve(models.network)[0]          # --fidelity auto, as restore.py finds it
-    rs = restore_folder(G, d["degraded"], d["restored"], encoder=E, gt=d["clean"], compare=True,
-                        keep_inversions=True, fidelity_curve=curve, metrics=metrics, inversion=config, progress=progress)
+    rs = restore_folder(models, d["degraded"], d["restored"],
+                        RestoreOptions(gt=d["clean"], compare=True, keep_inversions=True, fidelity_curve=curve,
+                                       metrics=metrics, inversion=config, progress=progress))
     # 4. Editing with the degradation kept (the shipped boundary lives in the shipped model's W).
     edited = []
     if shipped:
@@ -143,9 +144,10 @@ def restore_photo(models: Models, outdir: str, config: InversionConfig, progress
         if not os.path.isfile(path):
             write_image(path, np.ascontiguousarray(img))
     faces = models.face_pipeline("auto")
-    s = restore_folder(models.G, os.path.join(outdir, "input"), os.path.join(outdir, "restored"), encoder=models.E,
-                       gt=os.path.join(outdir, "clean"), compare=True, metrics=["psnr", "ssim"], inversion=config,
-                       progress=progress, face_pipeline=faces, fidelity_curve=load_curve(models.network)[0])
+    s = restore_folder(models, os.path.join(outdir, "input"), os.path.join(outdir, "restored"),
+                       RestoreOptions(gt=os.path.join(outdir, "clean"), compare=True, metrics=["psnr", "ssim"],
+                                      inversion=config, progress=progress, face_pipeline=faces,
+                                      fidelity_curve=load_curve(models.network)[0]))
     return {"faces": s["faces"], "metrics": s.get("metrics", {})}
 
 

@@ -23,7 +23,8 @@ import click
 from dnnlib.util import UserError, cli_main, parse_range
 from apps.degradation_synthesis import synthesize_degradations
 from apps.directions import fit_boundary_on_latents, pick_direction, read_labels, save_boundary
-from apps.editing import EDIT_MODES, OFFICIAL_DISTANCES, edit_folder
+from apps.editing import EDIT_MODES, OFFICIAL_DISTANCES, EditOptions, edit_folder
+from apps.invert_folder import InvertOptions
 from apps.latents import latents_from_images, load_latents
 from inversion.cli_options import inversion_options
 from inversion.config import InversionConfig
@@ -96,9 +97,11 @@ def edit_cmd(network, inversions, input_path, encoder, direction, sefa, ganspace
     models = load_models(network, encoder, device, with_encoder=input_path is not None)
     layers = parse_range(layers) if layers is not None else None
     d, info = pick_direction(models.G, resolve_direction(direction), sefa, ganspace, layers, models.device)
-    summary = edit_folder(models, d, strengths, outdir, inversions=inversions, input_path=input_path, direction_info=info,
-                          config=inversion, align=align,
-                          max_faces=max_faces, min_face=min_face, progress=not quiet, mode=mode)
+    faces = models.face_pipeline(align, max_faces, min_face) if input_path is not None else None
+    summary = edit_folder(models, inversions if input_path is None else input_path, outdir,
+                          EditOptions(direction=d, strengths=strengths, mode=mode, direction_info=info,
+                                      from_inversions=input_path is None, inversion=inversion, face_pipeline=faces,
+                                      progress=not quiet))
     pasted = summary["pasted"]
     click.echo(f"{summary['written']} edited, {summary['skipped']} already there (of {summary['images']}) -> {outdir}"
                + (f"; {pasted} photos with their faces pasted back -> {os.path.join(outdir, 'photos')}" if pasted else ""))
@@ -149,7 +152,8 @@ def fit_boundary_cmd(network, inversions, input_path, encoder, w_steps, labels, 
     models = load_models(network, encoder, device, require_qc=False, with_encoder=input_path is not None)
     if input_path is not None:
         inv_dir = os.path.join(os.path.splitext(out)[0] + "-inversions-root", "inversions")
-        latents = latents_from_images(models, input_path, inv_dir, InversionConfig(pti_steps=0, w_steps=w_steps))
+        latents = latents_from_images(models, input_path, inv_dir,
+                                      InvertOptions(inversion=InversionConfig(pti_steps=0, w_steps=w_steps)))
     else:
         latents = load_latents(models.G, inversions, device=models.device)
     result, count = fit_boundary_on_latents(latents, label_map, test_fraction=test_fraction, seed=seed,

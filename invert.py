@@ -22,7 +22,7 @@ import os
 from dnnlib.util import UserError, cli_main
 from inversion.cli_options import inversion_options
 from inversion.encoders import export_encoder
-from apps.invert_folder import invert_folder
+from apps.invert_folder import InvertOptions, invert_folder
 from inversion.models import load_models
 from inversion.encoder_training import train_encoder
 from training.dataset import ImageDataset
@@ -49,7 +49,7 @@ def run(network_path, encoder_path, input_path, outdir, device, align, max_faces
     """Invert images: DIR/<name>/{w.npy, q.npy, delta.pt, reconstruction.png, sharp.png, result.json}."""
     models = load_models(network_path, encoder_path, device, require_qc=False)
     faces = models.face_pipeline(align, max_faces, min_face)             # after every file check
-    counts = invert_folder(models.G, input_path, outdir, models.E, inversion, device=models.device, face_pipeline=faces)
+    counts = invert_folder(models, input_path, outdir, InvertOptions(inversion=inversion, face_pipeline=faces))
     click.echo(f"inverted {counts['done']}, skipped {counts['skipped']} (done before), failed {counts['failed']} -> {outdir}")
 
 

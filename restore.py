@@ -75,9 +75,8 @@ def main(network, encoder, input_path, outdir, inversions, keep_inversions, gt, 
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     opts = RestoreOptions(inversions=inversions, gt=gt, compare=compare, keep_inversions=keep_inversions, metrics=names,
                           lpips_backbone=lpips_backbone, inversion=inversion, fidelity=fidelity, fidelity_curve=curve,
-                          device=models.device, progress=not quiet,
-                          face_pipeline=models.face_pipeline(align, max_faces, min_face))
-    s = restore_folder(models.G, input_path, outdir, encoder=models.E, options=opts)
+                          progress=not quiet, face_pipeline=models.face_pipeline(align, max_faces, min_face))
+    s = restore_folder(models, input_path, outdir, opts)
     click.echo(f"{s['written']} restored ({s['reused']} from --inversions), {s['skipped']} already there, "
                f"{s['failed']} unreadable (of {s['inputs']})"
                + (f"; {s['faces']} faces pasted back, {s['no_face']} photos without a face" if s["faces"] or s["no_face"] else ""))

@@ -17,9 +17,10 @@ that render, so a drift of the degradation under the edit is visible in numbers.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -28,11 +29,13 @@ from tqdm import tqdm
 from dnnlib import image_io
 from dnnlib.image_io import list_sources, make_grid, to_uint8_hwc, write_image
 from dnnlib.util import UserError, append_jsonl, read_jsonl
-from faces.pipeline import load_face_info, paste_recorded
+from faces.pipeline import FacePipeline, load_face_info, paste_recorded
 from torch_utils.misc import assert_shape
 
-from inversion.config import InversionConfig
+from inversion.config import AppOptions, InversionConfig
+from inversion.models import Models
 from inversion.pti import residual_stats
+from .invert_folder import InvertOptions
 from .store import INVERSIONS_DIR
 from .latents import Latent, find_inversions, generator_for, latents_from_images, load_latents, render
 from .photos import with_alpha
@@ -124,29 +127,41 @@ def edit_latents(G, latents: Sequence[Latent], direction: torch.Tensor, strength
 # ---------------------------------------------------------------------------------------------
 # edit.py: latents from a folder of inversions or of images, edited; photos' faces pasted back.
 
-def edit_folder(models, direction: torch.Tensor, strengths: Sequence[float], outdir: str,
-                inversions: Optional[str] = None, input_path: Optional[str] = None,
-                direction_info: Optional[dict] = None, config: Optional[InversionConfig] = None, align: str = "auto",
-                max_faces: Optional[int] = None, min_face: Optional[int] = None, progress: bool = True,
-                mode: str = "add") -> dict:
-    """The library of ``edit.py edit``: the latents of ``inversions`` (a folder, one image's
-    folder or ``seeds:RANGE``) or of the images under ``input_path`` (inverted first into
-    ``OUTDIR/inversions`` with ``config``, resumable; whole photos per ``align`` / ``max_faces`` /
-    ``min_face``), edited by ``edit_latents`` (``mode``: ``add`` or ``set-distance``); each photo's
-    edited faces are pasted back into ``OUTDIR/photos``.
-    ``models``: ``inversion.models.Models``. Returns ``edit_latents``' counts and ``pasted``."""
-    if (inversions is None) == (input_path is None):
-        raise UserError("give exactly one of --inversions DIR or --input DIR")
+@dataclasses.dataclass
+class EditOptions(AppOptions):
+    """What ``edit_folder`` does (``edit.py edit``'s options)."""
+    direction: torch.Tensor                          # Δw [num_ws, w_dim] (directions.pick_direction)
+    strengths: Sequence[float]                       # α of w + αΔw (add), or the distances set (set-distance)
+    mode: str = "add"                                # EDIT_MODES: 'add' | 'set-distance' (edit_ws)
+    direction_info: Optional[dict] = None            # what the direction is, for edit.jsonl
+    from_inversions: bool = False                    # the input is inversions (a folder, one image's folder, the
+                                                     # release's pSp outputs, seeds:RANGE); else images, inverted first
+    inversion: InversionConfig = dataclasses.field(default_factory=InversionConfig)   # for images: every setting
+    face_pipeline: Optional[FacePipeline] = None     # images: whole photos (faces.pipeline); None = aligned crops
+    progress: bool = True                            # progress bars on stderr
+    log: Optional[Callable[[str], None]] = None      # notes; None: stderr
+
+
+def edit_folder(models: Models, input_path: str, outdir: str, options: EditOptions) -> dict:
+    """The library of ``edit.py edit``: the latents of ``input_path`` (with
+    ``options.from_inversions``: an inversions folder, one image's folder, the release's pSp
+    outputs or ``seeds:RANGE``; else images, inverted first into ``OUTDIR/inversions`` with
+    ``options.inversion``, resumable, whole photos by ``options.face_pipeline``), edited by
+    ``edit_latents`` (``options.mode``: ``add`` or ``set-distance``); each photo's edited faces are
+    pasted back into ``OUTDIR/photos``. ``models``: ``inversion.models.Models`` (G, encoder,
+    device). Returns ``edit_latents``' counts and ``pasted``."""
+    opts = options
     inv_dir = os.path.join(outdir, INVERSIONS_DIR)
-    if input_path is not None:
-        latents = latents_from_images(models, input_path, inv_dir, config,
-                                      face_pipeline=models.face_pipeline(align, max_faces, min_face))
+    if opts.from_inversions:
+        latents = load_latents(models.G, input_path, device=models.device)
     else:
-        latents = load_latents(models.G, inversions, device=models.device)
-    summary = edit_latents(models.G, latents, direction, strengths, outdir, device=models.device,
-                           direction_info=direction_info, progress=progress, mode=mode)
-    summary["pasted"] = paste_edits(inv_dir, outdir, list_sources(input_path, outdir)[0], strengths) \
-        if input_path is not None else 0
+        latents = latents_from_images(models, input_path, inv_dir,
+                                      InvertOptions(inversion=opts.inversion, face_pipeline=opts.face_pipeline,
+                                                    progress=opts.progress, log=opts.log))
+    summary = edit_latents(models.G, latents, opts.direction, opts.strengths, outdir, device=models.device,
+                           direction_info=opts.direction_info, progress=opts.progress, log=opts.log, mode=opts.mode)
+    summary["pasted"] = 0 if opts.from_inversions else \
+        paste_edits(inv_dir, outdir, list_sources(input_path, outdir)[0], opts.strengths)
     return summary
 
 

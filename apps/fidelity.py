@@ -37,6 +37,7 @@ from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 
+from dnnlib.image_io import blend, match_channels, resize
 from dnnlib.util import UserError, atomic_write
 
 CURVE_SUFFIX = "-fidelity.json"
@@ -111,7 +112,7 @@ def severity(reconstruction: np.ndarray, sharp: np.ndarray) -> float:
 def _detail(img: np.ndarray) -> float:
     import cv2
     a = np.asarray(img, np.float32)
-    grey = a.mean(axis=2) if a.ndim == 3 else a
+    grey = a.mean(axis=2) if a.ndim == 3 else a     # a statistic of the image, on the channel mean the curves were fitted with
     return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F)).mean())
 
 
@@ -165,15 +166,6 @@ def choose(setting: Fidelity, curve: FidelityCurve, reconstruction: Optional[np.
     return FidelityChoice(curve(s, d), s, d, q_norm)
 
 
-def match_channels(img: np.ndarray, channels: int) -> np.ndarray:
-    """[H, W, C] -> [H, W, channels]: grey repeated to RGB, RGB to grey by the channel mean."""
-    if img.shape[2] == channels:
-        return img
-    if img.shape[2] == 1:
-        return np.repeat(img, channels, axis=2)
-    return img.mean(axis=2, keepdims=True) if channels == 1 else img[:, :, :channels]
-
-
 def compose(image: np.ndarray, model_in: np.ndarray, model_out: np.ndarray, fidelity: float) -> np.ndarray:
     """The restored image at the input's size (aligned crops; ``photos`` pastes faces the same way).
 
@@ -186,13 +178,8 @@ def compose(image: np.ndarray, model_in: np.ndarray, model_out: np.ndarray, fide
     """
     h, w, c = image.shape
     if fidelity == 0:
-        from dnnlib.image_io import resize
-        out = resize(np.asarray(model_out), h, w)
-        if out.shape[2] != c:
-            out = np.repeat(out, c, axis=2) if out.shape[2] == 1 else out[:, :, :c]
-        return out
+        return match_channels(resize(np.asarray(model_out), h, w), c)
     if model_out.shape[:2] == (h, w) and model_out.shape[2] == c:
-        from dnnlib.image_io import blend
         return blend(model_out, image, fidelity)
     change = match_channels(model_out.astype(np.float32) - model_in.astype(np.float32), c)
     change = _resize_float(change, h, w)

@@ -22,9 +22,9 @@ from dnnlib.util import UserError, parse_range
 from training.generation import inference_format, seed_to_q, seed_to_z
 
 from inversion.api import load_inversion
-from inversion.config import InversionConfig
 from inversion.delta import apply_delta
-from .invert_folder import invert_folder
+from inversion.models import Models
+from .invert_folder import InvertOptions, invert_folder
 from inversion.official_outputs import is_official_outputs, pivot_ws, read_official_outputs
 
 SEEDS_PREFIX = "seeds:"
@@ -103,14 +103,15 @@ def load_latents(G, spec: str, device="cpu") -> List[Latent]:
     return [load_inversion_latent(G, os.path.join(spec, n), name=n) for n in names]
 
 
-def latents_from_images(models, input_path: str, inv_dir: str, config: Optional[InversionConfig] = None,
-                        face_pipeline=None) -> List[Latent]:
+def latents_from_images(models: Models, input_path: str, inv_dir: str,
+                        options: Optional[InvertOptions] = None) -> List[Latent]:
     """Invert the images under ``input_path`` into ``inv_dir`` (``apps.invert_folder.invert_folder``:
     each image written when it is finished, reused on a rerun, unreadable files reported in its
-    results.jsonl) with ``config`` (``InversionConfig``, default preset ``ours``) and ``models``
-    (``inversion.models.Models``: G, encoder, device); ``face_pipeline``: each face of a whole
-    photo is inverted aligned, as ``<name>_<k>``. Returns every latent of ``inv_dir``."""
-    invert_folder(models.G, input_path, inv_dir, models.E, config, device=models.device, face_pipeline=face_pipeline)
+    results.jsonl) with ``models`` (``inversion.models.Models``: G, encoder, device) and ``options``
+    (``InvertOptions``: the ``InversionConfig``, default preset ``ours``; its ``face_pipeline``:
+    each face of a whole photo is inverted aligned, as ``<name>_<k>``). Returns every latent of
+    ``inv_dir``."""
+    invert_folder(models, input_path, inv_dir, options)
     return load_latents(models.G, inv_dir, device=models.device)
 
 

@@ -15,10 +15,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from dnnlib import image_io
+from dnnlib.folder_job import log_stderr
 from faces.pipeline import FacePipeline, face_name, find_faces, save_face_info
 
-from inversion.api import load_inversion, save_inversion
-from .store import COMPARE_DIR, FACES_DIR, INVERSIONS_DIR, default_log, is_finished
+from inversion.api import save_inversion
+from .store import COMPARE_DIR, FACES_DIR, INVERSIONS_DIR, reuse_or_invert
+
+FACE_SCORES = ("psnr", "perceptual", "lpips", "perceptual_loss", "w_steps", "pti_steps")   # InversionStats per face
 
 
 def with_alpha(img: np.ndarray, alpha: Optional[np.ndarray]) -> np.ndarray:
@@ -33,8 +36,9 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
     """Restore the faces of whole photos and paste them back; returns one record per photo.
 
     photos: [(src, out_rel, rgb uint8 [H, W, 3])], ``alphas[src]``: its alpha (uint8 [H, W] or
-    None), both as read by the caller; ``invert_fn(crops, names)`` -> results (the
-    folder's inversion call, on the list of every face of these photos); ``renders_fn(result,
+    None), both as read by the caller; ``invert_fn(crops, names, on_result)`` (the folder's
+    inversion call, on the list of every face of these photos without a finished inversion in
+    ``inversions``: ``store.reuse_or_invert``); ``renders_fn(result,
     name)`` -> uint8 [R, R, 3] G(w, 0) and G(w, q); ``fidelity_fn(result, sharp, reconstruction,
     crop)`` -> ``fidelity.FidelityChoice`` of the face (``crop``: the aligned input); ``score_fn(src, photo, restored_photo)`` -> metrics
     fields or {}. A face of fidelity f > 0 gets (1 - f) of what the model changed added to the photo
@@ -42,24 +46,23 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
     pastes G(w, 0) itself (the paper's restoration). Computed in the faces' windows only: a large
     photo gets no float copy of itself.
     """
-    log = log or default_log
+    log = log or log_stderr
     stems = [os.path.splitext(o)[0] for _, o, _ in photos]
     found = find_faces(pipeline, [(s, im) for s, (_, _, im) in zip(stems, photos)], log)
-    results: Dict[str, Any] = {}
-    fresh: List[Tuple[str, np.ndarray]] = []
-    for stem, faces, _ in found:
-        for f in faces:
-            name = face_name(stem, f.index)
-            folder = os.path.join(inversions, name) if inversions else None
-            if is_finished(folder):
-                results[name] = (load_inversion(folder), True)
-            else:
-                fresh.append((name, f.crop))
-    t0 = time.perf_counter()
-    if fresh:
-        for (name, _), res in zip(fresh, invert_fn([c for _, c in fresh], [n for n, _ in fresh])):
-            results[name] = (res, False)
-    seconds = (time.perf_counter() - t0) / max(1, len(fresh))
+    wanted = [(face_name(stem, f.index), f.crop) for stem, faces, _ in found for f in faces]
+    results: Dict[str, Any] = {}                  # name -> (InversionResult, reused)
+    spent = [0.0]                                 # seconds of the inversion call
+
+    def invert(crops, names, on_result) -> None:
+        t0 = time.perf_counter()
+        invert_fn(crops, names, on_result)
+        spent[0] = time.perf_counter() - t0
+
+    def keep(i: int, res, reused: bool) -> None:
+        results[wanted[i][0]] = (res, reused)
+
+    reuse_or_invert([n for n, _ in wanted], [c for _, c in wanted], inversions, invert, keep)
+    seconds = spent[0] / max(1, sum(not reused for _, reused in results.values()))
     records = []
     for (src, out_rel, img), (stem, faces, notes) in zip(photos, found):
         alpha = alphas[src]
@@ -76,10 +79,8 @@ def restore_photos(pipeline: FacePipeline, photos: Sequence[Tuple[str, str, np.n
             if keep_inversions and not reused:
                 save_inversion(os.path.join(outdir, INVERSIONS_DIR, name), res)
                 save_face_info(os.path.join(outdir, INVERSIONS_DIR, name), f, src, img.shape)
-            s = dict(res.stats or {})
             face_recs.append({**f.record(), "tile": tile, "reused_inversion": reused, **choice.record(),
-                              "scores": {k: s.get(k) for k in ("psnr", "perceptual", "lpips", "perceptual_loss",
-                                                                 "w_steps", "pti_steps")}})
+                              "scores": res.stats.record(*FACE_SCORES)})
         whole = pipeline.paste_changes(img, faces, sharps, fidelities) if faces else img
         image_io.write_image(os.path.join(outdir, out_rel), with_alpha(whole, alpha))
         if compare:

@@ -13,7 +13,8 @@ generator θ (PTI), then render the sharp image G_θ(w, 0).
   the official release's pSp output folder (``latent/`` + ``org/``, ``inversion.official_outputs``)
   gives the pivot (w, q) of each input named like its ``org/`` image, and PTI runs from it (the
   release's stage 2; ``pti_steps=0``: the pSp codes alone);
-* the folder loop (inputs, resume, chunks, unreadable files) is ``apps.store.FolderRun``; the
+* the folder loop (inputs, resume, options file, chunks, unreadable files, the exit rule) is
+  ``dnnlib.folder_job.FolderJob``; the
   options are one ``RestoreOptions``, the inversion's settings one ``InversionConfig`` in it;
 * ``OUTDIR/restore.jsonl``: one line per image (file, source, seconds, steps, reconstruction
   PSNR / perceptual distance / LPIPS, and with ground truth the metrics of input and restored);
@@ -46,32 +47,34 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from dnnlib import image_io
-from dnnlib.util import UserError, append_jsonl, atomic_write, read_jsonl
+from dnnlib.folder_job import FolderJob, log_stderr
+from dnnlib.util import UserError, append_jsonl, atomic_write
 from faces.pipeline import FacePipeline, split_photos
-from metrics import image_metrics, niqe
-from metrics.compare import prepare_metrics, summarize
+from metrics.compare import GroundTruth, ImageScorer, summarize
 
-from inversion.api import invert_images, load_inversion, prepare_image, save_inversion
-from inversion.config import InversionConfig, split_overrides
+from inversion.api import invert_images, prepare_image, save_inversion
+from inversion.config import AppOptions, InversionConfig
+from inversion.models import Models
 from inversion.official_outputs import is_official_outputs, pivot_ws, read_official_outputs
-from .store import COMPARE_DIR, INVERSIONS_DIR, FolderRun, default_log, is_finished
+from .store import COMPARE_DIR, INVERSIONS_DIR, reuse_or_invert
 from apps import fidelity as fid
 from .latents import Latent, generator_for, render
 from .photos import restore_photos
 
 RECORDS_FILE = "restore.jsonl"
 SUMMARY_FILE = "restore-summary.json"
+RECORD_STATS = ("w_steps", "pti_steps", "psnr", "lpips", "perceptual", "perceptual_loss")   # InversionStats in a record
 OPTIONS_FILE = "restore_options.json"
 
 
 @dataclasses.dataclass
-class RestoreOptions:
+class RestoreOptions(AppOptions):
     """What ``restore_folder`` does besides restoring (``restore.py``'s options)."""
     inversions: Optional[str] = None          # an invert.py run folder whose finished DIR/<stem>/ are reused
     gt: Optional[str] = None                  # ground-truth folder (same relative paths): metrics
@@ -80,54 +83,13 @@ class RestoreOptions:
     metrics: Optional[Sequence[str]] = None   # with gt: psnr, ssim, lpips, niqe; None = all (lpips when available)
     lpips_backbone: str = "imagenet"          # 'random': debugging only
     inversion: InversionConfig = dataclasses.field(default_factory=InversionConfig)   # every inversion setting
-    device: Any = "cpu"
-    progress: bool = True
+    progress: bool = True                     # progress bar on stderr
     face_pipeline: Optional[FacePipeline] = None   # whole photos (faces.pipeline); None = aligned crops
     fidelity: fid.Fidelity = "auto"           # 'auto': per image from the model's severity (fidelity.py); f in [0, 1]:
                                               # input + (1 - f) (restored - input) (0: G(w, 0) itself; 1: the input)
     fidelity_curve: Optional[fid.FidelityCurve] = None   # for 'auto'; None: fidelity.GENERIC_CURVE
     on_step: Optional[Callable[[str, int, int], None]] = None   # progress: (stage, step, steps) of each inversion step
-
-
-def find_gt(gt_dir: str, source: str) -> Optional[str]:
-    exact = os.path.join(gt_dir, source)
-    if os.path.isfile(exact):
-        return exact
-    stem = os.path.splitext(source)[0]
-    folder = os.path.join(gt_dir, os.path.dirname(source))
-    if os.path.isdir(folder):
-        cands = [f for f in sorted(os.listdir(folder))
-                 if os.path.splitext(f)[0] == os.path.basename(stem) and image_io.is_image_file(f)]
-        if len(cands) == 1:
-            return os.path.join(folder, cands[0])
-    return None
-
-
-class ImageScorer:
-    """PSNR / SSIM / LPIPS / NIQE of an image against its ground truth (metrics package)."""
-
-    def __init__(self, names: Sequence[str], lpips_backbone: str = "imagenet", device="cpu", log=None):
-        # default list: LPIPS skipped with a note when its weights are absent
-        self.names, self.lpips = prepare_metrics(list(names) if names else None, True, "alex", lpips_backbone,
-                                                 device, log)
-
-    def __call__(self, img: np.ndarray, gt: np.ndarray) -> Dict[str, Optional[float]]:
-        out: Dict[str, Optional[float]] = {}
-        if "psnr" in self.names:
-            out["psnr"] = float(image_metrics.psnr(img, gt))
-        if "ssim" in self.names:
-            out["ssim"] = float(image_metrics.ssim(img, gt))
-        if "lpips" in self.names:
-            try:
-                out["lpips"] = float(self.lpips(img, gt))
-            except RuntimeError:     # too small for the AlexNet/VGG feature stack
-                out["lpips"] = None
-        if "niqe" in self.names:
-            try:
-                out["niqe"] = float(niqe.niqe(img))
-            except UserError:        # too small for NIQE's 96-px blocks
-                out["niqe"] = None
-        return out
+    log: Optional[Callable[[str], None]] = None   # notes and skipped files; None: stderr
 
 
 def summarize_records(records: Sequence[dict], names: Sequence[str]) -> Dict[str, dict]:
@@ -155,44 +117,45 @@ def choose_fidelity(opts: "RestoreOptions", res, sharp: np.ndarray, reconstructi
     return fid.choose(opts.fidelity, opts.fidelity_curve or fid.GENERIC_CURVE, reconstruction, sharp, q_norm, model_in)
 
 
-def restore_folder(G, input_path: str, outdir: str, encoder=None, options: Optional[RestoreOptions] = None,
-                   log: Optional[Callable[[str], None]] = None, **overrides) -> Dict[str, Any]:
-    """Restore every image under ``input_path`` into ``outdir`` (see the module docstring).
-    ``options`` (``RestoreOptions``; keyword ``overrides`` replace its fields, and those named
-    like an ``InversionConfig`` field, e.g. ``pti_steps``, its ``inversion``'s): ``batch_size``
-    images are inverted together, each written as soon as it is finished; ``face_pipeline``:
-    whole photos get their faces restored and pasted back (``photos.restore_photos``). Returns
-    counts (inputs, written, skipped, failed, reused, faces, no_face) and, with ``gt``, the summary."""
-    inv, rest = split_overrides(overrides)
-    opts = dataclasses.replace(options or RestoreOptions(), **rest)
-    opts = dataclasses.replace(opts, inversion=opts.inversion.replace(**inv))
-    return _Restoration(G, encoder, input_path, outdir, opts, log or default_log).run()
+def restore_folder(models: Models, input_path: str, outdir: str, options: Optional[RestoreOptions] = None
+                   ) -> Dict[str, Any]:
+    """Restore every image under ``input_path`` into ``outdir`` (see the module docstring) with
+    ``models`` (G, encoder, device) and ``options`` (``RestoreOptions``; its ``inversion`` an
+    ``InversionConfig``; ``options.replace(pti_steps=..., gt=...)`` for a changed copy):
+    ``batch_size`` images are inverted together, each written as soon as it is finished;
+    ``face_pipeline``: whole photos get their faces restored and pasted back
+    (``photos.restore_photos``). Returns counts (inputs, written, skipped, failed, reused, faces,
+    no_face) and, with ``gt``, the summary."""
+    return _Restoration(models, input_path, outdir, options or RestoreOptions()).run()
 
 
 class _Restoration:
     """One ``restore_folder`` call: its checks, options file, resumable loop and summary."""
 
-    def __init__(self, G, encoder, input_path: str, outdir: str, opts: RestoreOptions, log):
+    def __init__(self, models: Models, input_path: str, outdir: str, opts: RestoreOptions):
+        G = models.G
         if G.q_dim == 0:
             raise UserError("restoration needs a QC generator (q_dim > 0); this network is plain StyleGAN2")
         if opts.gt is not None and not os.path.isdir(opts.gt):
             raise UserError(f"--gt must be a folder: {opts.gt}")
-        opts.fidelity = fid.check_fidelity(opts.fidelity)
+        opts = dataclasses.replace(opts, fidelity=fid.check_fidelity(opts.fidelity))
         if opts.inversions is not None and not os.path.isdir(opts.inversions):
             raise UserError(f"--inversions folder not found: {opts.inversions}")
-        self.G, self.encoder, self.outdir, self.opts, self.log = G, encoder, outdir, opts, log
+        log = opts.log or log_stderr
+        self.G, self.encoder, self.device, self.outdir, self.opts, self.log = G, models.E, models.device, outdir, opts, log
         self.pivots: Dict[str, tuple] = {}           # the release's pSp output folder as --inversions: name -> (ws, q)
         if opts.inversions is not None and is_official_outputs(opts.inversions):
             self.pivots = {p.name: (pivot_ws(p, G.num_ws), p.q)
                            for p in read_official_outputs(opts.inversions, G.w_dim, G.q_dim)}
-        self.run_ = FolderRun(input_path, outdir, RECORDS_FILE, "restore", opts.progress, log)
-        self.scorer = ImageScorer(opts.metrics or (), opts.lpips_backbone, opts.device, log) if opts.gt is not None else None
+        self.run_ = FolderJob.of_input(input_path, outdir, RECORDS_FILE, "restore", opts.progress, log, OPTIONS_FILE)
+        # default list: LPIPS skipped with a note when its weights are absent
+        self.scorer = ImageScorer(list(opts.metrics) if opts.metrics else None, lpips_backbone=opts.lpips_backbone,
+                                  device=self.device, log=log) if opts.gt is not None else None
+        self.truth = GroundTruth(opts.gt) if opts.gt is not None else None
         stems = image_io.output_stems(self.run_.sources)
         self.jobs = [(src, stems[src] + ".png") for src in self.run_.sources]
-        in_paths = {os.path.abspath(os.path.join(self.run_.root, s)) for s in self.run_.sources}
-        if any(os.path.abspath(os.path.join(outdir, o)) in in_paths for _, o in self.jobs):
-            raise UserError("an output would overwrite an input; choose another --outdir")
-        self.batch_size = opts.inversion.batch_for(opts.device)
+        self.run_.refuse_overwrite(o for _, o in self.jobs)
+        self.batch_size = opts.inversion.batch_for(self.device)
         self.config = opts.inversion.replace(batch_size=self.batch_size)
         self.input_path = input_path
         self.summary = {"inputs": len(self.jobs), "written": 0, "skipped": 0, "failed": 0, "reused": 0, "faces": 0,
@@ -200,17 +163,14 @@ class _Restoration:
 
     def run(self) -> Dict[str, Any]:
         opts, run, summary = self.opts, self.run_, self.summary
-        os.makedirs(self.outdir, exist_ok=True)
-        self._write_options()
-        done = {r["file"] for r in read_jsonl(run.records) if "error" not in r}
-        todo = [(src, out_rel) for src, out_rel in self.jobs
-                if not (out_rel in done and os.path.isfile(os.path.join(self.outdir, out_rel)))]
-        summary["skipped"] = len(self.jobs) - len(todo)
-        run.start(summary["skipped"])
+        done = run.finished()
+        todo = run.pending(self.jobs, done=lambda job: job[1] in done)
+        summary["skipped"] = run.skipped
+        run.start(self._options())
         for chunk in run.chunks(todo, self.batch_size, source_of=lambda job: job[0],
                                 error_record=lambda job, why: {"file": job[1], "source": job[0], "error": why}):
-            alphas = {src: alpha for (src, _), _, alpha in chunk}     # whole photos are pasted back with theirs
-            crops, photos = split_photos(opts.face_pipeline, [(src, out_rel, rgb) for (src, out_rel), rgb, _ in chunk])
+            alphas = {src: alpha for (src, _), (_, alpha) in chunk}     # whole photos are pasted back with theirs
+            crops, photos = split_photos(opts.face_pipeline, [(src, out_rel, rgb) for (src, out_rel), (rgb, _) in chunk])
             if photos:
                 for rec in self._restore_photos(photos, alphas):
                     append_jsonl(run.records, rec)
@@ -219,58 +179,54 @@ class _Restoration:
                     summary["no_face"] += int(not rec["faces"])
                     run.tick()
             self._restore_crops(crops)
-        summary["failed"] = run.failed
+        summary["failed"] = len(run.failed)
         run.finish(summary["written"] + summary["skipped"])
         if self.scorer is not None:
-            latest = {r["file"]: r for r in read_jsonl(run.records) if "error" not in r}   # a rerun's line replaces the old one
+            latest = run.latest_records()                  # a rerun's line replaces the old one
             summary["metrics"] = summarize_records(list(latest.values()), self.scorer.names)
             with atomic_write(os.path.join(self.outdir, SUMMARY_FILE), "w") as f:
                 json.dump(summary["metrics"], f, indent=2)
                 f.write("\n")
         return summary
 
-    def _write_options(self) -> None:
+    def _options(self) -> Dict[str, Any]:
+        """What ``restore_options.json`` records."""
         opts = self.opts
-        with atomic_write(os.path.join(self.outdir, OPTIONS_FILE), "w") as f:
-            json.dump({"input": os.path.abspath(self.input_path), "outdir": os.path.abspath(self.outdir),
-                       "inversions": opts.inversions, "gt": opts.gt, "compare": opts.compare,
-                       "metrics": self.scorer.names if self.scorer else None,
-                       "align": opts.face_pipeline.options() if opts.face_pipeline is not None else None,
-                       "fidelity": opts.fidelity,
-                       "fidelity_curve": (opts.fidelity_curve or fid.GENERIC_CURVE).to_dict() if opts.fidelity == "auto" else None,
-                       "inversion": self.config.record()}, f, indent=2)
-            f.write("\n")
+        return {"input": os.path.abspath(self.input_path), "outdir": os.path.abspath(self.outdir),
+                "inversions": opts.inversions, "gt": opts.gt, "compare": opts.compare,
+                "metrics": self.scorer.names if self.scorer else None,
+                "align": opts.face_pipeline.options() if opts.face_pipeline is not None else None,
+                "fidelity": opts.fidelity,
+                "fidelity_curve": (opts.fidelity_curve or fid.GENERIC_CURVE).to_dict() if opts.fidelity == "auto" else None,
+                "inversion": self.config.record()}
 
     def _invert(self, images: List[np.ndarray], names: List[str], on_result=None, pivots=None) -> list:
         """One batched inversion of a list of uint8 images; ``on_result(i, result)`` as each finishes;
         ``pivots``: given stage-1 starts (the release's pSp codes) instead of the encoder's."""
-        return invert_images(self.G, images, self.encoder, self.config, device=self.opts.device, names=names,
+        return invert_images(self.G, images, self.encoder, self.config, device=self.device, names=names,
                              progress=False, on_result=on_result, pivots=pivots, on_step=self.opts.on_step)
 
-    def _restore_crops(self, crops: Sequence[tuple]) -> None:
-        """Aligned crops: reuse a finished ``--inversions`` folder, else invert (all of them in one call)."""
-        fresh = []
-        for src, out_rel, img in crops:
-            folder = os.path.join(self.opts.inversions, os.path.splitext(out_rel)[0]) if self.opts.inversions else None
-            if is_finished(folder):
-                self._write(load_inversion(folder), src, out_rel, img, 0.0, True)
-            else:
-                fresh.append((src, out_rel, img))
-        stem = lambda job: os.path.splitext(job[1])[0]                     # noqa: E731
-        pivoted = [job for job in fresh if stem(job) in self.pivots]      # the release's pSp codes: PTI from them
-        others = [job for job in fresh if stem(job) not in self.pivots]
-        for group, pivots in ((pivoted, [self.pivots[stem(j)] for j in pivoted]), (others, None)):
+    def _invert_crops(self, images: List[np.ndarray], names: List[str], on_result) -> None:
+        """``_invert`` once per kind of start: the names with a pivot of the release's pSp output
+        folder (PTI from its codes) first, then the others (the encoder's start)."""
+        pivoted = [i for i, n in enumerate(names) if n in self.pivots]
+        others = [i for i, n in enumerate(names) if n not in self.pivots]
+        for group, pivots in ((pivoted, [self.pivots[names[i]] for i in pivoted]), (others, None)):
             if group:
-                self._invert([im for _, _, im in group], [stem(j) for j in group], on_result=self._on_result(group),
-                             pivots=pivots)
+                self._invert([images[i] for i in group], [names[i] for i in group], pivots=pivots,
+                             on_result=lambda k, res, group=group: on_result(group[k], res))
 
-    def _on_result(self, group: Sequence[tuple]):
-        def finished(i: int, res) -> None:          # as soon as image i of the group is finished
-            src, out_rel, img = group[i]
-            if self.opts.keep_inversions:
+    def _restore_crops(self, crops: Sequence[tuple]) -> None:
+        """Aligned crops: reuse a finished ``--inversions`` folder, else invert (all of them in one
+        call); each is written as soon as its inversion is there."""
+        def finished(i: int, res, reused: bool) -> None:
+            src, out_rel, img = crops[i]
+            if self.opts.keep_inversions and not reused:
                 save_inversion(os.path.join(self.outdir, INVERSIONS_DIR, os.path.splitext(out_rel)[0]), res)
-            self._write(res, src, out_rel, img, res.stats["seconds_stage1"] + res.stats["seconds_stage2"], False)
-        return finished
+            self._write(res, src, out_rel, img, 0.0 if reused else res.stats.seconds, reused)
+
+        reuse_or_invert([os.path.splitext(out_rel)[0] for _, out_rel, _ in crops], [img for _, _, img in crops],
+                        self.opts.inversions, self._invert_crops, finished)
 
     def _write(self, res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> None:
         append_jsonl(self.run_.records, self._finish_image(res, src, out_rel, img, seconds, reused))
@@ -280,56 +236,45 @@ class _Restoration:
 
     def _restore_photos(self, photos, alphas) -> list:
         """Whole photos: every face restored (one inversion call for all of them) and pasted back."""
-        gt, log = self.opts.gt, self.log
-
-        def score(src, inp, restored):
-            gt_path = find_gt(gt, src) if gt is not None else None
-            if gt_path is None:
-                return {}
-            gt_img = image_io.read_image(gt_path)
-            if gt_img.shape != restored.shape:
-                log(f"{src}: ground truth has another size; metrics skipped")
-                return {}
-            return {"gt": os.path.relpath(gt_path, gt).replace(os.sep, "/"), "input": self.scorer(inp, gt_img),
-                    "restored": self.scorer(restored, gt_img)}
-
         return restore_photos(self.opts.face_pipeline, photos, alphas, self.outdir, invert_fn=self._invert,
-                              renders_fn=lambda res, name: model_renders(self.G, res, name, self.opts.device),
+                              renders_fn=lambda res, name: model_renders(self.G, res, name, self.device),
                               fidelity_fn=lambda res, sharp, recon, crop: choose_fidelity(self.opts, res, sharp, recon, crop),
                               inversions=self.opts.inversions, keep_inversions=self.opts.keep_inversions,
-                              compare=self.opts.compare, score_fn=score if self.scorer is not None else None,
-                              log=log)
+                              compare=self.opts.compare,
+                              score_fn=(lambda src, inp, restored: self._score(src, inp, restored)[0])
+                              if self.scorer is not None else None,
+                              log=self.log)
+
+    def _score(self, src: str, image: np.ndarray, restored: np.ndarray) -> Tuple[Dict[str, Any], Optional[np.ndarray]]:
+        """The record fields of ``image`` (the input) and ``restored`` against the ground truth of
+        ``src``, and that ground truth; ({}, None) without ``gt``, and with a note when ``src`` has
+        none or one of another size."""
+        if self.truth is None:
+            return {}, None
+        rel = self.truth.match(src)
+        if rel is None:
+            self.log(f"{src}: no ground truth in {self.opts.gt}; metrics skipped")
+            return {}, None
+        gt_img = image_io.read_image(os.path.join(self.truth.root, rel))
+        if gt_img.shape != image.shape:
+            self.log(f"{src}: ground truth {rel} is {gt_img.shape[1]}x{gt_img.shape[0]}, the input "
+                     f"{image.shape[1]}x{image.shape[0]}; metrics skipped")
+            return {}, None
+        return {"gt": rel, "input": self.scorer(image, gt_img), "restored": self.scorer(restored, gt_img)}, gt_img
 
     def _finish_image(self, res, src: str, out_rel: str, img: np.ndarray, seconds: float, reused: bool) -> dict:
         """Render (or take) G_θ(w, 0), resize back, write it, score it. Returns its record."""
-        gt, log = self.opts.gt, self.log
         h, w = img.shape[:2]
-        sharp, recon = model_renders(self.G, res, out_rel, self.opts.device)
+        sharp, recon = model_renders(self.G, res, out_rel, self.device)
         model_in = prepare_image(img, sharp.shape[0], sharp.shape[2])
         choice = choose_fidelity(self.opts, res, sharp, recon, model_in)
         restored = fid.compose(img, model_in, sharp, choice.fidelity)
         image_io.write_image(os.path.join(self.outdir, out_rel), restored)
-        stats = dict(res.stats or {})
         rec: Dict[str, Any] = {"file": out_rel, "source": src, "size": [h, w], "seconds": round(seconds, 3),
-                               "reused_inversion": reused, "w_steps": stats.get("w_steps"),
-                               "pti_steps": stats.get("pti_steps"), "psnr": stats.get("psnr"),
-                               "lpips": stats.get("lpips"), "perceptual": stats.get("perceptual"),
-                               "perceptual_loss": stats.get("perceptual_loss"), **choice.record()}
-        tiles = [img, restored]
-        if gt is not None:
-            gt_path = find_gt(gt, src)
-            if gt_path is None:
-                log(f"{src}: no ground truth in {gt}; metrics skipped")
-            else:
-                gt_img = image_io.read_image(gt_path)
-                if gt_img.shape != img.shape:
-                    log(f"{src}: ground truth {os.path.relpath(gt_path, gt)} is {gt_img.shape[1]}x{gt_img.shape[0]}, "
-                        f"the input {w}x{h}; metrics skipped")
-                else:
-                    rec["gt"] = os.path.relpath(gt_path, gt).replace(os.sep, "/")
-                    rec["input"] = self.scorer(img, gt_img)
-                    rec["restored"] = self.scorer(restored, gt_img)
-                    tiles.append(gt_img)
+                               "reused_inversion": reused, **res.stats.record(*RECORD_STATS), **choice.record()}
+        fields, gt_img = self._score(src, img, restored)
+        rec.update(fields)
         if self.opts.compare:
+            tiles = [img, restored] + ([gt_img] if gt_img is not None else [])
             image_io.write_image(os.path.join(self.outdir, COMPARE_DIR, out_rel), np.concatenate(tiles, axis=1))
         return rec

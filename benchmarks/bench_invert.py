@@ -116,21 +116,21 @@ def main():
         res = invert_images(G, images[:b], w_steps=args.w_steps, pti_steps=args.pti_steps, batch_size=b, **kw)
         sync(device)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        s1 = sum(r.stats["seconds_stage1"] for r in res) / b
-        s2 = sum(r.stats["seconds_stage2"] for r in res) / b
+        s1 = sum(r.stats.seconds_stage1 for r in res) / b
+        s2 = sum(r.stats.seconds_stage2 for r in res) / b
         if tuner is None:
             perc = PerceptualLoss(args.perceptual, device=device)
             tuner = PivotalTuner(G, ReconstructionLoss(perc.to(device), opts.l2_weight, opts.perceptual_weight), opts)
         out = {"network": name, "resolution": G.img_resolution, "device": str(device),
                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-               "threads": torch.get_num_threads(), "batch": b, "perceptual_loss": res[0].stats["perceptual_loss"],
+               "threads": torch.get_num_threads(), "batch": b, "perceptual_loss": res[0].stats.perceptual_loss,
                "tune_blocks": args.tune_blocks, "w_steps": args.w_steps, "pti_steps": args.pti_steps,
                "images_per_sec": b / wall, "wall_sec": wall, "cpu_sec": cpu,
                "stage1_sec_per_step_per_image": s1 / max(args.w_steps, 1),
                "stage2_sec_per_step_per_image": s2 / max(args.pti_steps, 1),
                f"sec_per_image_at_{args.report_steps}_pti_steps": s1 + s2 / max(args.pti_steps, 1) * args.report_steps,
                "tuned_tensor_mib_per_image": 4 * 4 * tuner.tuned_numel / 2 ** 20,
-               "psnr": sum(r.stats["psnr"] for r in res) / b}
+               "psnr": sum(r.stats.psnr for r in res) / b}
         if args.reference and args.pti_steps > 0:
             target = img_all[:b]
             sync(device)

@@ -59,14 +59,13 @@ def main():
         torch.set_num_threads(args.threads)
     from degradations.folder import degrade_folder
     from inversion.api import default_batch_size
-    from apps.restore import restore_folder
+    from apps.restore import RestoreOptions, restore_folder
     from inversion.models import load_models
 
     clean, degraded = os.path.join(args.outdir, "clean"), os.path.join(args.outdir, "degraded")
     extract_faces(args.data, args.images, clean)
     degrade_folder(clean, degraded, "paper", seed=0, progress=False)
     models = load_models(None, None, args.device, announce=False)        # the shipped model and encoder
-    G, E = models.G, models.E
     batch = args.batch or default_batch_size(args.device)
     arms = {"one at a time": 1, f"batch {batch}": batch}
     times = {label: [0.0, 0.0] for label in arms}                  # wall, CPU seconds
@@ -85,9 +84,9 @@ def main():
             if os.path.isdir(out):
                 shutil.rmtree(out)                   # time a full run, not a resumed one
             t0, c0 = time.perf_counter(), time.process_time()
-            restore_folder(G, src, out, encoder=E, gt=clean, metrics=["psnr", "ssim"], pti_steps=args.pti_steps,
-                           w_steps=args.w_steps, batch_size=b, perceptual=args.perceptual, device=args.device,
-                           progress=False)
+            settings = dict(pti_steps=args.pti_steps, w_steps=args.w_steps, batch_size=b, perceptual=args.perceptual)
+            restore_folder(models, src, out, RestoreOptions(gt=clean, metrics=["psnr", "ssim"], progress=False).replace(
+                **{k: v for k, v in settings.items() if v is not None}))    # None: restore.py's default
             times[label][0] += time.perf_counter() - t0
             times[label][1] += time.process_time() - c0
             recs[label] += [json.loads(line) for line in open(os.path.join(out, "restore.jsonl"))]

@@ -9,23 +9,22 @@ would share an output name, e.g. ``b.jpg`` and ``b.png``, they keep their extens
 
 The seed of an output is derived from (seed, source path, copy), so results do not depend on the
 order or on which files were already done: outputs that exist are skipped (resume by running the
-same command again). Unreadable files are reported and skipped. Alpha is kept: the colour is
+same command again). Unreadable files are reported and skipped (when none can be read, the run
+fails: ``dnnlib.folder_job``'s exit rule). Alpha is kept: the colour is
 degraded and the original alpha channel is written back (RGBA PNG); grayscale inputs come out RGB.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dnnlib import image_io
-from dnnlib.util import UserError, append_jsonl, atomic_write, read_jsonl
+from dnnlib.folder_job import FolderJob
+from dnnlib.util import UserError, append_jsonl
 
 from .pipeline import Pipeline, build_pipeline, load_spec
 
@@ -56,73 +55,55 @@ def degrade_folder(input_path: str, outdir: str, pipeline: Any = "paper", seed: 
                    dry_run: bool = False, log=None) -> Dict[str, Any]:
     """Degrade every image under ``input_path`` into ``outdir``. ``pipeline``: preset name, dict
     or JSON path. ``resolution`` None: each image's min(H, W) sets the relative ranges (``mode``
-    None: relative below 256). Returns counts: written, skipped (already there), failed."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    None: relative below 256). The folder loop (resume, options file, unreadable files, the exit
+    rule) is ``dnnlib.folder_job.FolderJob``. Returns counts of outputs: written, skipped (already
+    there), failed."""
     if copies < 1:
         raise UserError("--copies must be at least 1")
     spec = load_spec(pipeline)
     build_pipeline(spec, resolution or 256, mode=mode)   # validate the spec before any work
-    root, sources = image_io.list_sources(input_path, outdir)
-    if not sources:
-        raise UserError(f"no images found under {input_path}")
-    jobs = plan_outputs(sources, copies)
-    in_paths = {os.path.abspath(os.path.join(root, s)) for s in sources}
-    for _, _, out_rel in jobs:
-        if os.path.abspath(os.path.join(outdir, out_rel)) in in_paths:
-            raise UserError(f"output {out_rel} would overwrite an input; choose another --outdir")
-    summary = {"inputs": len(sources), "outputs": len(jobs), "written": 0, "skipped": 0, "failed": 0}
+    job = FolderJob.of_input(input_path, outdir, RECORDS_FILE, progress=progress, log=log, options_file=OPTIONS_FILE)
+    jobs = plan_outputs(job.sources, copies)
+    job.refuse_overwrite(out_rel for _, _, out_rel in jobs)
+    summary = {"inputs": len(job.sources), "outputs": len(jobs), "written": 0, "skipped": 0, "failed": 0}
     if dry_run:
-        log(f"dry run: {len(sources)} images -> {len(jobs)} outputs under {outdir}")
+        job.log(f"dry run: {len(job.sources)} images -> {len(jobs)} outputs under {outdir}")
         return summary
-    os.makedirs(outdir, exist_ok=True)
-    options = {"input": os.path.abspath(input_path), "outdir": os.path.abspath(outdir), "pipeline": spec,
-               "seed": int(seed), "copies": int(copies), "resolution": resolution, "mode": mode}
-    with atomic_write(os.path.join(outdir, OPTIONS_FILE), "w") as f:
-        json.dump(options, f, indent=2)
-    records_path = os.path.join(outdir, RECORDS_FILE)
-    have = {r.get("file") for r in read_jsonl(records_path)}
+    done = job.finished()
+    per_source: Dict[str, List[Tuple[str, int, str]]] = {}
+    for entry in jobs:
+        per_source.setdefault(entry[0], []).append(entry)
+    todo = job.pending([(src, [e for e in outs if e[2] not in done]) for src, outs in per_source.items()],
+                       done=lambda entry: not entry[1])
+    summary["skipped"] = len(jobs) - sum(len(outs) for _, outs in todo)
+    job.start({"input": os.path.abspath(input_path), "outdir": os.path.abspath(outdir), "pipeline": spec,
+               "seed": int(seed), "copies": int(copies), "resolution": resolution, "mode": mode})
     pipes: Dict[int, Pipeline] = {}
-    failed_sources = set()
-    bar = None
-    if progress:
-        bar = tqdm(total=len(jobs), unit="img", file=sys.stderr)
-    cache: Tuple[Optional[str], Any] = (None, None)
-    for source, k, out_rel in jobs:
-        if bar is not None:
-            bar.update(1)
-        out_path = os.path.join(outdir, out_rel)
-        exists = os.path.isfile(out_path)
-        if exists and out_rel in have:
-            summary["skipped"] += 1
-            continue
-        if source in failed_sources:
-            summary["failed"] += 1
-            continue
-        if cache[0] != source:
-            try:
-                cache = (source, image_io.read_image_alpha(os.path.join(root, source)))
-            except UserError as exc:
-                log(f"skipped {source}: {exc}")
-                failed_sources.add(source)
-                summary["failed"] += 1
-                continue
-        rgb, alpha = cache[1]
+    for [((source, outputs), (rgb, alpha))] in job.chunks(todo, 1, source_of=lambda entry: entry[0]):
         res = int(resolution or min(rgb.shape[:2]))
         if res not in pipes:
             pipes[res] = Pipeline(spec, res, mode=mode)
-        pipe = pipes[res]
-        s = output_seed(seed, source, k)
-        record = pipe.sample(1, torch.Generator().manual_seed(s))[0]
-        if not exists:
-            out = pipe.replay_numpy(rgb, record)
-            if alpha is not None:
-                out = np.concatenate([out, alpha[:, :, None]], axis=2)
-            image_io.write_image(out_path, out)
-            summary["written"] += 1
-        else:
-            summary["skipped"] += 1   # written before its record line: add the line only
-        append_jsonl(records_path, {"file": out_rel, "source": source, "copy": k, "seed": s, "record": record})
-    if bar is not None:
-        bar.close()
-    image_io.require_progress(summary["written"] + summary["skipped"], summary["failed"], "the messages above")
+        for _, k, out_rel in outputs:
+            written = _degrade_one(pipes[res], rgb, alpha, output_seed(seed, source, k), os.path.join(outdir, out_rel),
+                                   job.records, {"file": out_rel, "source": source, "copy": k})
+            summary["written" if written else "skipped"] += 1
+        job.tick()
+    summary["failed"] = sum(len(outputs) for (_, outputs), _ in job.failed)
+    job.finish(summary["written"] + summary["skipped"], reasons="the messages above")
     return summary
+
+
+def _degrade_one(pipe: Pipeline, rgb: np.ndarray, alpha: Optional[np.ndarray], seed: int, out_path: str,
+                 records: str, fields: Dict[str, Any]) -> bool:
+    """Sample the degradation of one output from its seed, write the image unless it is there
+    (written before its record line: only the line is added) and append its record line.
+    Returns whether the image was written."""
+    record = pipe.sample(1, torch.Generator().manual_seed(seed))[0]
+    written = not os.path.isfile(out_path)
+    if written:
+        out = pipe.replay_numpy(rgb, record)
+        if alpha is not None:
+            out = np.concatenate([out, alpha[:, :, None]], axis=2)
+        image_io.write_image(out_path, out)
+    append_jsonl(records, {**fields, "seed": seed, "record": record})
+    return written

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dnnlib.image_io import PIXEL_RANGE, from_uint8_hwc, to_uint8_hwc
+from dnnlib.image_io import LUMA_BT601, PIXEL_RANGE, from_uint8_hwc, to_uint8_hwc
 
 from . import kernels
 
@@ -184,7 +184,8 @@ def poisson_noise_field(x: torch.Tensor, photons: float, seed: int, gray: bool) 
     g = torch.Generator().manual_seed(int(seed))
     scale = float(photons) / _MAX
     if gray:
-        lum = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).unsqueeze(0) if x.shape[0] == 3 else x[:1]
+        wr, wg, wb = LUMA_BT601                      # BT.601 luma
+        lum = (wr * x[0] + wg * x[1] + wb * x[2]).unsqueeze(0) if x.shape[0] == 3 else x[:1]
         n = torch.poisson(lum.double() * scale, generator=g) / scale - lum.double()
         return (x.double() + n).float()
     return (torch.poisson(x.double() * scale, generator=g) / scale).float()

@@ -335,14 +335,29 @@ class MotionBlur(Op):
         return Fn.cv2_motion(img, e["ksize"], kernels.motion_taps(e["ksize"], e["line"]))
 
 
-@register_op
-class MedianBlur(Op):
-    """Median blur (albumentations MedianBlur / cv2.medianBlur), odd kernel size."""
-    name = "median_blur"
+class _SquareKernelOp(Op):
+    """A filter of one odd kernel size ``ksize``, images of one size applied together;
+    ``torch_fn`` / ``cv2_fn``: its batched and per-image primitives."""
     params = {"ksize": Param("ksize", [3, 7], _KSIZE_BOUNDS, pixels=True)}
+    torch_fn = None                # (x, ksize) -> x
+    cv2_fn = None                  # (img, ksize) -> img
 
     def group_key(self, e):
         return e["ksize"]
+
+    def apply_torch_group(self, x, entries):
+        return self.torch_fn(x, entries[0]["ksize"])
+
+    def apply_cv2(self, img, e):
+        return self.cv2_fn(img, e["ksize"])
+
+
+@register_op
+class MedianBlur(_SquareKernelOp):
+    """Median blur (albumentations MedianBlur / cv2.medianBlur), odd kernel size."""
+    name = "median_blur"
+    torch_fn = staticmethod(Fn.median_blur)
+    cv2_fn = staticmethod(Fn.cv2_median)
 
     def apply_torch_group(self, x, entries):
         if not x.is_cuda and entries[0]["ksize"] > 7:
@@ -350,82 +365,70 @@ class MedianBlur(Op):
             u8 = to_uint8_hwc(x, PIXEL_RANGE)
             return from_uint8_hwc(np.stack([Fn.cv2_median(v, entries[0]["ksize"]) for v in u8]), PIXEL_RANGE,
                                   x.dtype, x.device)
-        return Fn.median_blur(x, entries[0]["ksize"])
-
-    def apply_cv2(self, img, e):
-        return Fn.cv2_median(img, e["ksize"])
+        return super().apply_torch_group(x, entries)
 
 
 @register_op
-class BoxBlur(Op):
+class BoxBlur(_SquareKernelOp):
     """Box (mean) blur (albumentations Blur / cv2.blur), odd kernel size."""
     name = "box_blur"
-    params = {"ksize": Param("ksize", [3, 7], _KSIZE_BOUNDS, pixels=True)}
-
-    def group_key(self, e):
-        return e["ksize"]
-
-    def apply_torch_group(self, x, entries):
-        return Fn.box_blur(x, entries[0]["ksize"])
-
-    def apply_cv2(self, img, e):
-        return Fn.cv2_box(img, e["ksize"])
+    torch_fn = staticmethod(Fn.box_blur)
+    cv2_fn = staticmethod(Fn.cv2_box)
 
 
 # ---------------------------------------------------------------------------------------------
 # Noise.
 
+def _noise_params(level: str, spec: Param) -> Dict[str, Param]:
+    """A noise op's parameters: its level (first), and the probability of grey noise."""
+    return {level: spec, "gray_p": Param("prob", 0.0)}
+
+
+class _NoiseOp(Op):
+    """Noise at one sampled level (the first parameter), grey (the same field in every channel)
+    with probability ``gray_p``; ``torch_fn`` / ``cv2_fn``: its batched and per-image primitives."""
+    torch_fn = None                # (x, levels, grays, seeds) -> x
+    cv2_fn = None                  # (img, level, gray, seed) -> img
+
+    @property
+    def level(self) -> str:
+        return next(iter(self.params))
+
+    def sample(self, cfg, s):
+        value = self.draw(self.params[self.level], cfg[self.level], s)
+        gray = bool(self.draw(self.params["gray_p"], cfg["gray_p"], s))
+        return {"op": self.name, self.level: value, "gray": gray, "seed": s.seed()}
+
+    def entry_keys(self):
+        return [self.level, "gray", "seed"]
+
+    def apply_torch(self, x, entries):
+        return self.torch_fn(x, [e[self.level] for e in entries], [e["gray"] for e in entries],
+                             [e["seed"] for e in entries])
+
+    def apply_cv2(self, img, e):
+        return self.cv2_fn(img, e[self.level], e["gray"], e["seed"])
+
+
 @register_op
-class GaussianNoise(Op):
+class GaussianNoise(_NoiseOp):
     """Additive Gaussian noise (albumentations GaussNoise): ``var`` is the variance on the 0-255
     scale, sigma = sqrt(var) per pixel and channel (the same value in all channels with
     probability ``gray_p``), clipped to [0, 255]."""
     name = "gaussian_noise"
-    params = {
-        "var": Param("float", [10.0, 50.0], (0.0, 65025.0)),
-        "gray_p": Param("prob", 0.0),
-    }
-
-    def sample(self, cfg, s):
-        var = self.draw(self.params["var"], cfg["var"], s)
-        gray = bool(self.draw(self.params["gray_p"], cfg["gray_p"], s))
-        return {"op": self.name, "var": var, "gray": gray, "seed": s.seed()}
-
-    def entry_keys(self):
-        return ["var", "gray", "seed"]
-
-    def apply_torch(self, x, entries):
-        return Fn.add_gaussian_noise(x, [e["var"] for e in entries], [e["gray"] for e in entries],
-                                     [e["seed"] for e in entries])
-
-    def apply_cv2(self, img, e):
-        return Fn.cv2_gaussian_noise(img, e["var"], e["gray"], e["seed"])
+    params = _noise_params("var", Param("float", [10.0, 50.0], (0.0, 65025.0)))
+    torch_fn = staticmethod(Fn.add_gaussian_noise)
+    cv2_fn = staticmethod(Fn.cv2_gaussian_noise)
 
 
 @register_op
-class PoissonNoise(Op):
+class PoissonNoise(_NoiseOp):
     """Poisson (shot) noise: counts ~ Poisson(v / 255 * photons), so the output variance at value
     v is v * 255 / photons; grey with probability ``gray_p`` (one luminance field)."""
     name = "poisson_noise"
-    params = {
-        "photons": Param("float", [50.0, 1000.0], (1e-3, 1e9)),
-        "gray_p": Param("prob", 0.0),
-    }
-
-    def sample(self, cfg, s):
-        photons = self.draw(self.params["photons"], cfg["photons"], s)
-        gray = bool(self.draw(self.params["gray_p"], cfg["gray_p"], s))
-        return {"op": self.name, "photons": photons, "gray": gray, "seed": s.seed()}
-
-    def entry_keys(self):
-        return ["photons", "gray", "seed"]
-
-    def apply_torch(self, x, entries):
-        return Fn.add_poisson_noise(x, [e["photons"] for e in entries], [e["gray"] for e in entries],
-                                    [e["seed"] for e in entries])
-
-    def apply_cv2(self, img, e):
-        return Fn.cv2_poisson_noise(img, e["photons"], e["gray"], e["seed"])
+    params = _noise_params("photons", Param("float", [50.0, 1000.0], (1e-3, 1e9)))
+    torch_fn = staticmethod(Fn.add_poisson_noise)
+    cv2_fn = staticmethod(Fn.cv2_poisson_noise)
 
 
 # ---------------------------------------------------------------------------------------------

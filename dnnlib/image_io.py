@@ -28,6 +28,9 @@ Arrays (the one place every package converts, tiles and resizes images):
   truncated, the StyleGAN convention: the same seeds give the same files as the official tools),
   ``drange=(0, 255)`` for pixel values between degradation steps (rounded half to even, as a
   uint8 pipeline holds them); ``from_uint8_hwc`` is the way back;
+- ``as_hwc``: a model's input checked (uint8, [H, W] or [H, W, 1 | 3]);
+- ``match_channels``: the one channel conversion of the project: grey repeated to RGB, RGB to
+  grey by its BT.601 luma (``LUMA_BT601``), extra channels dropped;
 - ``make_grid``: uint8 ``[H, W, C]`` tiles in rows of ``cols``;
 - ``resize``: Lanczos (Pillow) to a given height and width.
 """
@@ -117,14 +120,6 @@ def list_sources(input_path: str, outdir: str) -> Tuple[str, List[str]]:
     if not sources:
         raise UserError(f"no images found under {input_path}")
     return input_path, sources
-
-
-def require_progress(done: int, failed: int, records: str) -> None:
-    """The exit rule of folder jobs: status 0 when at least one input was processed (now or by an
-    earlier run); a ``UserError`` (status 1) when there were inputs and none could be, with the
-    per-file reasons in ``records``."""
-    if done == 0 and failed > 0:
-        raise UserError(f"none of the {failed} input(s) could be processed; the reasons are in {records}")
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -263,9 +258,7 @@ def read_image_alpha(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     if arr.shape[2] in (2, 4):
         alpha = np.ascontiguousarray(arr[:, :, -1])
         arr = arr[:, :, :-1]
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    return np.ascontiguousarray(arr), alpha
+    return np.ascontiguousarray(match_channels(arr, 3)), alpha
 
 
 def read_image(path: str) -> np.ndarray:
@@ -311,6 +304,40 @@ def write_image(path: str, array: np.ndarray, quality: int = 95) -> None:
 
 GENERATOR_RANGE = (-1, 1)     # a generator's images, about [-1, 1]
 PIXEL_RANGE = (0, 255)        # pixel values held as floats (degradations)
+LUMA_BT601 = (0.299, 0.587, 0.114)   # ITU-R BT.601 luma weights of R, G, B
+
+
+def as_hwc(image: np.ndarray) -> np.ndarray:
+    """A model's input image checked: uint8 [H, W] or [H, W, C] (C = 1 or 3) -> [H, W, C]; anything
+    else is a ``UserError`` naming what it got."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise UserError(f"images must be uint8, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise UserError(f"expected an image [H, W, 3] or [H, W], got shape {arr.shape}")
+    return arr
+
+
+def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """[H, W, C] -> [H, W, channels]: grey (C = 1) repeated; RGB to grey by its BT.601 luma
+    (``LUMA_BT601``; computed in float32, uint8 rounded, other dtypes as float32); channels beyond
+    ``channels`` (alpha) dropped. The array itself when C already matches."""
+    arr = np.asarray(image)
+    if arr.ndim != 3:
+        raise ValueError(f"match_channels expects [H, W, C], got {arr.shape}")
+    c = arr.shape[2]
+    if c == channels:
+        return arr
+    if c == 1:
+        return np.repeat(arr, channels, axis=2)
+    if channels == 1:
+        luma = arr[:, :, :3].astype(np.float32) @ np.array(LUMA_BT601, np.float32)       # [H, W]
+        if arr.dtype == np.uint8:
+            luma = np.clip(np.rint(luma), 0, 255).astype(np.uint8)
+        return luma[:, :, None]
+    return arr[:, :, :channels]
 
 
 def to_uint8(images: torch.Tensor, drange: Tuple[int, int] = GENERATOR_RANGE) -> torch.Tensor:
@@ -383,4 +410,4 @@ def save_grid(path: str, batches: Sequence[torch.Tensor], cols: int) -> None:
     """uint8 batches [N, C, H, W] (concatenated in order) tiled ``cols`` per row -> an RGB image
     file (grey tiles repeated to three channels): the training and encoder-training grids."""
     grid = make_grid(torch.cat(list(batches)).permute(0, 2, 3, 1).cpu().numpy(), cols)
-    write_image(path, np.repeat(grid, 3, axis=2) if grid.shape[2] == 1 else grid)
+    write_image(path, match_channels(grid, 3))

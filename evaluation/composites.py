@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from degradations import build_pipeline
+from dnnlib.image_io import match_channels
 from dnnlib.util import UserError, atomic_write, cli_main
 
 from faces.detection import dlib, require_faces
@@ -81,7 +82,7 @@ def background(name: str) -> np.ndarray:
     img = np.asarray(getattr(skimage.data, name)())
     if img.dtype != np.uint8:
         img = (img > 0).astype(np.uint8) * 255 if img.dtype == bool else img.astype(np.uint8)
-    img = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img[:, :, :3]
+    img = match_channels(img[:, :, None] if img.ndim == 2 else img, 3)
     h, w = img.shape[:2]
     s = PHOTO_LONG_SIDE / max(h, w)
     return cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)

@@ -39,11 +39,10 @@ def _mean(values: Sequence[float]) -> float:
 def _restorer(models, inversion: Optional[Dict[str, object]] = None):
     """restore.py's library call at its defaults, quietly: ``run(inp, out, **overrides)``.
     ``inversion``: inversion settings replaced in every run (tests shorten PTI; None in reports)."""
-    opts = RestoreOptions(device=models.device, progress=False, fidelity_curve=load_curve(models.network)[0])
+    opts = RestoreOptions(progress=False, fidelity_curve=load_curve(models.network)[0], log=lambda _m: None)
 
     def run(inp: str, out: str, **kw) -> None:
-        restore_folder(models.G, inp, out, encoder=models.E, options=opts, log=lambda _m: None,
-                       **{**(inversion or {}), **kw})
+        restore_folder(models, inp, out, opts.replace(**{**(inversion or {}), **kw}))
     return run
 
 

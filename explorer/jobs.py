@@ -3,7 +3,7 @@
 Each upload is written into a private temporary folder (never next to the user's files), checked
 with ``dnnlib.image_io`` (formats, size limits; a bad file is a ``UserError`` at once), then
 restored by one worker thread with the library call of ``restore.py``:
-``restore_folder(G, input, outdir, encoder=E, options=RestoreOptions(...))`` with restore.py's
+``restore_folder(models, input, outdir, RestoreOptions(...))`` with restore.py's
 defaults (``RESTORE_DEFAULTS``: faces of a whole photo found, aligned, restored and pasted back;
 an R x R image taken as an aligned face). The worker reports each inversion step
 (``RestoreOptions.on_step``), so the page shows progress while the sliders keep rendering.
@@ -49,7 +49,7 @@ def restore_options(models, on_step=None, pti_steps: Optional[int] = None, w_ste
     inversion = InversionConfig().replace(**{k: v for k, v in (("pti_steps", pti_steps), ("w_steps", w_steps))
                                              if v is not None})
     return RestoreOptions(fidelity=d["fidelity"], fidelity_curve=curve, inversion=inversion,
-                          device=models.device, progress=False, keep_inversions=True, on_step=on_step,
+                          progress=False, keep_inversions=True, on_step=on_step,
                           face_pipeline=models.face_pipeline(d["align"], d["max_faces"], d["min_face"]))
 
 
@@ -179,8 +179,7 @@ class RestoreJobs:
         notes: List[str] = []
         opts = restore_options(models, on_step, self.pti_steps, self.w_steps)
         out = os.path.join(job.folder, OUTPUT_DIR)
-        restore_folder(models.G, os.path.join(job.folder, INPUT_DIR), out, encoder=models.E, options=opts,
-                       log=notes.append)
+        restore_folder(models, os.path.join(job.folder, INPUT_DIR), out, opts.replace(log=notes.append))
         job.stage = "writing"
         records = [r for r in read_jsonl(os.path.join(out, RECORDS_FILE)) if "error" not in r]
         if not records:

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dnnlib.image_io import write_image
+from dnnlib.image_io import match_channels, write_image
 from dnnlib.util import UserError, atomic_write
 
 from .alignment import (DEFAULT_FEATHER, apply_transform, crop_box, crop_face, paste_back, paste_change,
@@ -67,13 +67,8 @@ def is_grey(img: np.ndarray) -> bool:
 def match_colour(img: np.ndarray, grey: bool) -> np.ndarray:
     """A processed crop as uint8 [S, S, 3]; its luma (BT.601) repeated when the photo is grey."""
     img = np.asarray(img)
-    img = img[:, :, None] if img.ndim == 2 else img[:, :, :3]
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    if grey:
-        luma = np.rint(img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
-        img = np.repeat(np.clip(luma, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
-    return img
+    img = match_channels(img[:, :, None] if img.ndim == 2 else img, 3)
+    return match_channels(match_channels(img, 1), 3) if grey else img
 
 
 def align_enabled(mode: str, log=None) -> bool:

@@ -13,8 +13,9 @@ Library API (applications such as restore.py and edit.py build on exactly this):
         #   keywords such as pti_steps=0 replace config fields
         # on_result(i, result) runs as soon as image i is finished
     InversionResult: w [num_ws, w_dim] tensor, q [q_dim] tensor, delta (dict of tuned tensors,
-                     compact; see inversion/delta.py) or None, stats dict, reconstruction and
-                     sharp (uint8 [R, R, C] renders of the tuned generator), name
+                     compact; see inversion/delta.py) or None, stats (InversionStats: typed fields,
+                     .record() = result.json), reconstruction and sharp (uint8 [R, R, C] renders
+                     of the tuned generator), name
     res = load_inversion(DIR / name)       # reads what `invert.py run` (save_inversion) wrote
     G_tuned = apply_delta(G, res.delta)    # a copy of G with the tuned tensors applied
     img_degraded = G_tuned.synthesis(res.w[None], res.q[None], noise_mode='const')
@@ -31,7 +32,7 @@ CLIs' inversion options), ``pti`` (stage 1 optimisation, stage 2 pivotal tuning)
 pipeline's output folders). The applications built on it live in ``apps/``.
 """
 
-from .api import InversionResult, invert_images, load_inversion, save_inversion  # noqa: F401
+from .api import InversionResult, InversionStats, invert_images, load_inversion, save_inversion  # noqa: F401
 from .delta import apply_delta  # noqa: F401
 from .config import InversionConfig, resolve_config  # noqa: F401
 from .pti import PTIOptions, TuneResult  # noqa: F401

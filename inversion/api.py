@@ -1,5 +1,5 @@
-"""The library entry points: ``invert_images``, ``InversionResult``, ``save_inversion`` /
-``load_inversion`` (the per-image folder that ``invert.py run`` writes)."""
+"""The library entry points: ``invert_images``, ``InversionResult`` (with its ``InversionStats``),
+``save_inversion`` / ``load_inversion`` (the per-image folder that ``invert.py run`` writes)."""
 from __future__ import annotations
 
 import copy
@@ -7,14 +7,14 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from dnnlib.image_io import from_uint8_hwc, read_image, resize, to_uint8_hwc, write_image
+from dnnlib.image_io import as_hwc, from_uint8_hwc, match_channels, read_image, resize, to_uint8_hwc, write_image
 from dnnlib.util import UserError, atomic_write
 from metrics.image_metrics import psnr
 from torch_utils.misc import assert_shape, keep_freed_cpu_memory
@@ -29,6 +29,50 @@ RESULT_FILES = dict(w="w.npy", q="q.npy", delta="delta.pt", reconstruction="reco
                     sharp="sharp.png", result="result.json")
 
 
+@dataclasses.dataclass(frozen=True)
+class InversionStats:
+    """What one inversion measured: its ``result.json`` (besides the name), and the fields that
+    ``results.jsonl``, ``restore.jsonl`` and whole photos' face records take from it. Declared in
+    the order ``record()`` writes them; a field an older result file lacks is None."""
+    psnr_stage1: Optional[float] = None       # dB: stage-1 render G(w, q) vs the input, uint8 at the model's resolution
+    psnr: Optional[float] = None              # dB: the final reconstruction G_tuned(w, q) vs the input
+    perceptual: Optional[float] = None        # perceptual term of the reconstruction (loss: perceptual_loss)
+    perceptual_loss: Optional[str] = None     # which perceptual loss ran (objectives.PerceptualLoss.name)
+    lpips: Optional[float] = None             # = perceptual when real LPIPS ran, else None
+    pti_steps: Optional[int] = None           # PTI steps the image took (it may stop early)
+    seconds_stage2: Optional[float] = None    # wall time of the batch's PTI steps, shared among the images of each step
+    delta_bytes: Optional[int] = None         # bytes of the stored delta (0 without one)
+    delta_encoding: Optional[str] = None      # 'fp16' | 'lowrank:R'; None: no delta
+    w_steps: Optional[int] = None             # stage-1 optimisation steps
+    seconds_stage1: Optional[float] = None    # stage-1 wall time of the batch per image
+    input_size: Optional[Tuple[int, int]] = None   # [H, W] of the input before resizing
+    encoder: Optional[bool] = None            # stage 1 started from the encoder's (w, q)
+    batch: Optional[int] = None               # images inverted together
+
+    @property
+    def seconds(self) -> Optional[float]:
+        """Both stages' seconds (None when a file lacks one)."""
+        if self.seconds_stage1 is None or self.seconds_stage2 is None:
+            return None
+        return self.seconds_stage1 + self.seconds_stage2
+
+    def record(self, *names: str) -> Dict[str, Any]:
+        """Plain data for JSON: every field in declaration order (``result.json``), or the named
+        fields (and ``seconds``) in the order given (the records of the folder jobs)."""
+        return {n: getattr(self, n) for n in (names or STATS_FIELDS)}
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any]) -> "InversionStats":
+        """The stats of a ``result.json`` of any version: missing fields None, unknown keys ignored."""
+        known = {k: rec[k] for k in STATS_FIELDS if k in rec}
+        if known.get("input_size") is not None:
+            known["input_size"] = tuple(known["input_size"])
+        return cls(**known)
+
+
+STATS_FIELDS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(InversionStats))
+
+
 @dataclasses.dataclass
 class InversionResult:
     """One inverted image.
@@ -37,17 +81,15 @@ class InversionResult:
     q:      [q_dim] float32 tensor (CPU); empty for a plain StyleGAN2 generator.
     delta:  the tuned synthesis tensors as a compact delta (``inversion.delta``), or None when
             stage 2 did not run; ``apply_delta(G, delta)`` gives the tuned generator.
-    stats:  plain data: psnr_stage1, psnr (dB, uint8 images at the model's resolution),
-            perceptual, perceptual_loss (which loss ran), lpips (when real LPIPS ran, else None),
-            w_steps, pti_steps, seconds_stage1, seconds_stage2 (wall time of the batch's steps
-            shared among the images in each step), delta_bytes, input_size [H, W], batch.
+    stats:  ``InversionStats`` (PSNR of both stages, perceptual terms, steps, seconds, delta
+            size, input size, batch).
     reconstruction: uint8 [R, R, C] = G_tuned(w, q) (the degraded render), when produced.
     sharp:  uint8 [R, R, C] = G_tuned(w, 0), when produced.
     """
     w: torch.Tensor
     q: torch.Tensor
     delta: Optional[dict]
-    stats: Dict[str, Any]
+    stats: InversionStats
     reconstruction: Optional[np.ndarray] = None
     sharp: Optional[np.ndarray] = None
     name: Optional[str] = None
@@ -61,21 +103,9 @@ def prepare_image(image: np.ndarray, resolution: int, channels: int) -> np.ndarr
 
     Images whose size differs from the model's are resized to R x R with Lanczos filtering (the
     aspect ratio is not kept: crop first if that matters); grey images are replicated to RGB and
-    RGB is averaged for a one-channel model.
+    RGB becomes its BT.601 luma for a one-channel model (``image_io.match_channels``).
     """
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        raise UserError(f"images must be uint8, got {arr.dtype}")
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
-        raise UserError(f"expected an image [H, W, 3], got shape {arr.shape}")
-    arr = resize(arr, resolution, resolution)
-    if channels == 3 and arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    elif channels == 1 and arr.shape[2] == 3:
-        arr = np.round(arr.astype(np.float32).mean(axis=2, keepdims=True)).astype(np.uint8)
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(match_channels(resize(as_hwc(image), resolution, resolution), channels))
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -153,10 +183,10 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
 
         def done(i: int, out: TuneResult) -> None:
             qi = None if q is None else q[i:i + 1]
-            res = _result(ws[i:i + 1], qi, target[i:i + 1], prepared[i], stage1[i], out, perc)
+            res = _result(ws[i:i + 1], qi, target[i:i + 1], prepared[i], stage1[i], out, perc,
+                          dict(w_steps=w_steps, seconds_stage1=sec1, input_size=tuple(sizes[i]),
+                               encoder=encoder is not None, batch=len(batch)))
             res.name = names[lo + i]
-            res.stats.update(w_steps=w_steps, seconds_stage1=sec1, input_size=sizes[i], encoder=encoder is not None,
-                             batch=len(batch))
             results[lo + i] = res
             bar.update(1)
             if on_result is not None:
@@ -179,18 +209,19 @@ def invert_images(G: nn.Module, images: Sequence[np.ndarray], encoder: Optional[
 
 
 def _result(ws, q, target, prepared: np.ndarray, stage1: np.ndarray, out: TuneResult,
-            perc: PerceptualLoss) -> InversionResult:
-    """One image's ``InversionResult`` from its stage-2 output (``PivotalTuner.tune_batch``)."""
+            perc: PerceptualLoss, batch_stats: Dict[str, Any]) -> InversionResult:
+    """One image's ``InversionResult`` from its stage-2 output (``PivotalTuner.tune_batch``);
+    ``batch_stats``: the stage-1 and batch fields of its ``InversionStats``."""
     degraded, sharp, delta = out.degraded, out.sharp, out.delta
     if sharp is None:
         sharp = degraded
     with torch.no_grad():
         p = float(perc(degraded, target)[0])
     recon = to_uint8_hwc(degraded)[0]
-    stats = {"psnr_stage1": _psnr(stage1, prepared), "psnr": _psnr(recon, prepared),
-             "perceptual": p, "perceptual_loss": perc.name, "lpips": p if perc.kind == "lpips" else None,
-             "pti_steps": out.steps, "seconds_stage2": out.seconds, "delta_bytes": delta_nbytes(delta),
-             "delta_encoding": delta["encoding"] if delta else None}
+    stats = InversionStats(psnr_stage1=_psnr(stage1, prepared), psnr=_psnr(recon, prepared), perceptual=p,
+                           perceptual_loss=perc.name, lpips=p if perc.kind == "lpips" else None,
+                           pti_steps=out.steps, seconds_stage2=out.seconds, delta_bytes=delta_nbytes(delta),
+                           delta_encoding=delta["encoding"] if delta else None, **batch_stats)
     q_out = q[0].detach().cpu().float() if q is not None else torch.zeros([0])
     return InversionResult(w=ws[0].detach().cpu().float(), q=q_out, delta=delta, stats=stats,
                            reconstruction=recon, sharp=to_uint8_hwc(sharp)[0])
@@ -216,17 +247,18 @@ def save_inversion(folder: str, result: InversionResult) -> None:
         if img is not None:
             write_image(os.path.join(folder, RESULT_FILES[key]), img if img.shape[2] == 3 else img[:, :, 0])
     with atomic_write(os.path.join(folder, RESULT_FILES["result"]), "w") as f:
-        json.dump({"name": result.name, **result.stats}, f, indent=2)
+        json.dump({"name": result.name, **result.stats.record()}, f, indent=2)
 
 
 def load_inversion(folder: str) -> InversionResult:
-    """Read a folder written by ``save_inversion`` / ``invert.py run`` (``DIR/<name>``)."""
+    """Read a folder written by ``save_inversion`` / ``invert.py run`` (``DIR/<name>``; result
+    files of earlier versions too: ``InversionStats.from_record``)."""
     meta_path = os.path.join(folder, RESULT_FILES["result"])
     if not os.path.isfile(meta_path):
         raise UserError(f"{folder}: no finished inversion here ({RESULT_FILES['result']} missing)")
     with open(meta_path, "r", encoding="utf-8") as f:
-        stats = json.load(f)
-    name = stats.pop("name", None)
+        meta = json.load(f)
+    name, stats = meta.get("name"), InversionStats.from_record(meta)
     w = torch.from_numpy(np.load(os.path.join(folder, RESULT_FILES["w"]), allow_pickle=False))
     q = torch.from_numpy(np.load(os.path.join(folder, RESULT_FILES["q"]), allow_pickle=False))
     delta_path = os.path.join(folder, RESULT_FILES["delta"])

@@ -6,8 +6,10 @@ stage 1 (latent optimisation), the loss weights of both stages, stage 2 (pivotal
 al. 2022, with the QC release's residual-statistics term and PTI's locality regulariser), how the
 per-image delta is stored, and how many images are inverted together. It is validated once, when
 it is built (``UserError``, one line naming the option). Every inversion job takes one:
-``invert_images(G, images, encoder, config)``, ``invert_folder``, ``restore_folder``,
-``edit_folder``; the CLIs build it with ``inversion.cli_options.inversion_options``.
+``invert_images(G, images, encoder, config)``, and the applications' options (``AppOptions``:
+``InvertOptions``, ``RestoreOptions``, ``EditOptions`` of ``invert_folder``, ``restore_folder``,
+``edit_folder``) hold one as ``inversion``; the CLIs build it with
+``inversion.cli_options.inversion_options``.
 
 Presets (``PRESETS``, data): ``ours`` is the dataclass defaults; ``official`` the official
 QC-StyleGAN restoration pipeline's stage 2 (see ``OFFICIAL``). A preset fills only the settings
@@ -158,3 +160,16 @@ def split_overrides(kwargs: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str
     """Split keyword arguments into (inversion settings, the rest)."""
     inv = {k: v for k, v in kwargs.items() if k in FIELDS}
     return inv, {k: v for k, v in kwargs.items() if k not in FIELDS}
+
+
+class AppOptions:
+    """Base of an application's options dataclass (``apps``: ``InvertOptions``, ``RestoreOptions``,
+    ``EditOptions``), each with an ``inversion: InversionConfig`` field, so that every application
+    is called the same way: ``app(models, input, outdir, options)``."""
+
+    def replace(self, **overrides):
+        """A copy with ``overrides``: the options' own fields, and those named like an
+        ``InversionConfig`` field (``pti_steps=2``) its ``inversion``'s (validated)."""
+        inv, rest = split_overrides(overrides)
+        opts = dataclasses.replace(self, **rest)
+        return dataclasses.replace(opts, inversion=opts.inversion.replace(**inv)) if inv else opts

@@ -32,10 +32,16 @@ from .encoders import load_encoder
 class Models:
     G: nn.Module                    # the generator (eval, gradients off) on ``device``
     E: Optional[nn.Module]          # the w/q encoder, or None (inversion optimises from w_avg)
-    network: str                    # path of the network file (the shipped one when omitted)
+    network: Optional[str]          # path of the network file (the shipped one when omitted); None: made in memory
     encoder: Optional[str]          # path of the encoder file, or None
     device: torch.device
     meta: Dict[str, Any]            # the network file's ``metadata`` and ``source`` (face template)
+
+    @classmethod
+    def of(cls, G: nn.Module, E: Optional[nn.Module] = None, device: Any = None) -> "Models":
+        """Networks already in memory (tests, reports): ``device`` None = where ``G`` is."""
+        dev = torch.device(device) if device is not None else next(G.parameters()).device
+        return cls(G=G, E=E, network=None, encoder=None, device=dev, meta={})
 
     def face_pipeline(self, align: str, max_faces: Optional[int] = None,
                       min_face: Optional[int] = None) -> Optional[FacePipeline]:

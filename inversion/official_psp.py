@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from dnnlib.image_io import as_hwc, match_channels
 from dnnlib.util import BadFileError
 from torch_utils.misc import assert_shape
 
@@ -163,15 +164,7 @@ def preprocess(images: Sequence[np.ndarray]) -> torch.Tensor:
     """
     out = []
     for arr in images:
-        arr = np.asarray(arr)
-        if arr.dtype != np.uint8:
-            raise ValueError(f"images must be uint8, got {arr.dtype}")
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[:, :, 0]
-        if arr.ndim == 2:
-            arr = np.repeat(arr[:, :, None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] != 3:
-            raise ValueError(f"expected an image [H, W, 3] or [H, W], got shape {arr.shape}")
+        arr = match_channels(as_hwc(arr), 3)
         img = Image.fromarray(np.ascontiguousarray(arr), "RGB")
         if img.size != (INPUT_SIZE, INPUT_SIZE):
             img = img.resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR)

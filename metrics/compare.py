@@ -13,9 +13,9 @@ import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from tqdm import tqdm
 
 import dnnlib
+from dnnlib.folder_job import FolderJob
 from dnnlib.image_io import list_images, read_image
 from dnnlib.util import UserError
 from metrics import image_metrics
@@ -63,8 +63,25 @@ def prepare_metrics(spec, have_gt: bool, lpips_net: str = "alex", lpips_backbone
     return names, lp
 
 
-def _read(path: str) -> np.ndarray:
-    return read_image(path)
+class GroundTruth:
+    """The ground-truth files of a folder (``list_images``), matched to a result by relative path,
+    else by the path without extension when exactly one file has it (``a/0001.png`` pairs with
+    ``a/0001.jpg``): ``calc_metrics.py compare`` and ``restore.py --gt``."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.files = list_images(root)
+        self._exact = set(self.files)
+        self._by_stem: Dict[str, List[str]] = {}
+        for g in self.files:
+            self._by_stem.setdefault(os.path.splitext(g)[0], []).append(g)
+
+    def match(self, rel: str) -> Optional[str]:
+        """The ground truth (relative path, '/'-separated) of result ``rel``, or None."""
+        if rel in self._exact:
+            return rel
+        cands = self._by_stem.get(os.path.splitext(rel)[0], [])
+        return cands[0] if len(cands) == 1 else None
 
 
 def match_files(pred_dir: str, gt_dir: Optional[str]) -> Tuple[List[Tuple[str, Optional[str]]], List[str]]:
@@ -74,26 +91,62 @@ def match_files(pred_dir: str, gt_dir: Optional[str]) -> Tuple[List[Tuple[str, O
         raise UserError(f"no images found in {pred_dir}")
     if gt_dir is None:
         return [(p, None) for p in preds], []
-    gts = list_images(gt_dir)
-    if not gts:
+    truth = GroundTruth(gt_dir)
+    if not truth.files:
         raise UserError(f"no images found in {gt_dir}")
-    exact = set(gts)
-    by_stem: Dict[str, List[str]] = {}
-    for g in gts:
-        by_stem.setdefault(os.path.splitext(g)[0], []).append(g)
     pairs, unmatched = [], []
     for p in preds:
-        if p in exact:
-            pairs.append((p, p))
-            continue
-        cands = by_stem.get(os.path.splitext(p)[0], [])
-        if len(cands) == 1:
-            pairs.append((p, cands[0]))
+        g = truth.match(p)
+        if g is not None:
+            pairs.append((p, g))
         else:
             unmatched.append(p)
     if not pairs:
         raise UserError(f"no file of {pred_dir} has a counterpart in {gt_dir} (matched by relative path)")
     return pairs, unmatched
+
+
+class ImageScorer:
+    """The image metrics of a comparison, the same for ``calc_metrics.py compare`` and ``restore.py
+    --gt``: the names of ``prepare_metrics`` (LPIPS loaded once), PSNR / SSIM in ``channel`` ('rgb'
+    or 'y') with ``crop_border``, NIQE on the Y channel with ``niqe_crop_border`` (default
+    ``crop_border``)."""
+
+    def __init__(self, spec, have_gt: bool = True, lpips_net: str = "alex", lpips_backbone: str = "imagenet",
+                 device="cpu", channel: str = "rgb", crop_border: int = 0, niqe_crop_border: Optional[int] = None,
+                 log=None):
+        if channel not in image_metrics.CHANNEL_MODES:
+            raise UserError(f"unknown channel mode '{channel}' (expected rgb or y)")
+        self.names, self.lpips = prepare_metrics(spec, have_gt, lpips_net, lpips_backbone, device, log)
+        self.channel, self.crop_border = channel, crop_border
+        self.niqe_crop = crop_border if niqe_crop_border is None else niqe_crop_border
+
+    def measure(self, pred: np.ndarray, gt: Optional[np.ndarray] = None) -> Tuple[Dict[str, Optional[float]], List[str]]:
+        """Each metric of uint8 ``pred`` [H, W, 3] against ``gt`` (same shape; None: NIQE only),
+        and notes: a metric the image is too small for is None with a note (LPIPS below the
+        feature stack's size, NIQE below its 96-px blocks)."""
+        out: Dict[str, Optional[float]] = {}
+        notes: List[str] = []
+        if "psnr" in self.names:
+            out["psnr"] = float(image_metrics.psnr(pred, gt, self.channel, self.crop_border))
+        if "ssim" in self.names:
+            out["ssim"] = float(image_metrics.ssim(pred, gt, self.channel, self.crop_border))
+        if "lpips" in self.names:
+            try:
+                out["lpips"] = float(self.lpips(pred, gt))
+            except RuntimeError as exc:       # too small for the AlexNet/VGG feature stack
+                out["lpips"] = None
+                notes.append(f"lpips: {exc}")
+        if "niqe" in self.names:
+            try:
+                out["niqe"] = float(niqe_mod.niqe(pred, crop_border=self.niqe_crop))
+            except UserError as exc:          # too small for NIQE's blocks
+                out["niqe"] = None
+                notes.append(f"niqe: {exc}")
+        return out, notes
+
+    def __call__(self, pred: np.ndarray, gt: Optional[np.ndarray] = None) -> Dict[str, Optional[float]]:
+        return self.measure(pred, gt)[0]
 
 
 def summarize(records: Sequence[dict], names: Sequence[str]) -> Dict[str, dict]:
@@ -130,7 +183,8 @@ def compare_folders(pred_dir: str, gt_dir: Optional[str] = None, metrics=None, c
     channel (crop: ``niqe_crop_border``, default ``crop_border``). Writes ``out`` (summary JSON,
     default ``<pred_dir>-metrics.json`` beside the folder) and ``out`` with ``.jsonl`` (one line
     per image; a file that cannot be read or whose ground truth has another size gets a line with
-    ``error`` and is left out of the summary; only when none can be compared is it an error).
+    ``error`` and is left out of the summary; only when none can be compared is it an error: the
+    exit rule of ``dnnlib.folder_job``).
     A default metric list skips LPIPS with a note when its weights are missing
     (``prepare_metrics``). Returns ``{'summary', 'records', 'errors', 'unmatched', 'out', 'per_image'}``.
     """
@@ -138,50 +192,33 @@ def compare_folders(pred_dir: str, gt_dir: Optional[str] = None, metrics=None, c
         raise UserError(f"--pred must be a folder: {pred_dir}")
     if gt_dir is not None and not os.path.isdir(gt_dir):
         raise UserError(f"--gt must be a folder: {gt_dir}")
-    if channel not in image_metrics.CHANNEL_MODES:
-        raise UserError(f"unknown channel mode '{channel}' (expected rgb or y)")
-    names, lp = prepare_metrics(metrics, gt_dir is not None, lpips_net, lpips_backbone, device)
+    scorer = ImageScorer(metrics, gt_dir is not None, lpips_net, lpips_backbone, device, channel, crop_border,
+                         niqe_crop_border)
     pairs, unmatched = match_files(pred_dir, gt_dir)
-    niqe_crop = crop_border if niqe_crop_border is None else niqe_crop_border
 
+    def read(pair: Tuple[str, Optional[str]]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        rel_pred, rel_gt = pair
+        pred = read_image(os.path.join(pred_dir, rel_pred))
+        gt = read_image(os.path.join(gt_dir, rel_gt)) if rel_gt is not None else None
+        if gt is not None and gt.shape != pred.shape:
+            raise UserError(f"{rel_pred}: size {pred.shape[1]}x{pred.shape[0]} differs from the ground "
+                            f"truth {rel_gt} ({gt.shape[1]}x{gt.shape[0]})")
+        return pred, gt
+
+    job = FolderJob(pred_dir, [p for p, _ in pairs], None, desc="compare", progress=progress)
+    job.start()
     records = []
-    iterator = pairs
-    if progress:
-        iterator = tqdm(pairs, desc="compare", unit="img", leave=False)
-    errors = []
-    for rel_pred, rel_gt in iterator:
-        rec = {"file": rel_pred}
-        if rel_gt is not None:
-            rec["gt"] = rel_gt
-        try:                       # an unreadable or mismatched pair is reported, the others go on
-            pred = _read(os.path.join(pred_dir, rel_pred))
-            gt = _read(os.path.join(gt_dir, rel_gt)) if rel_gt is not None else None
-            if gt is not None and gt.shape != pred.shape:
-                raise UserError(f"{rel_pred}: size {pred.shape[1]}x{pred.shape[0]} differs from the ground "
-                                f"truth {rel_gt} ({gt.shape[1]}x{gt.shape[0]})")
-        except UserError as exc:
-            rec["error"] = str(exc)
-            errors.append(rec)
-            print(f"skipped {rel_pred}: {exc}", file=sys.stderr)
-            continue
-        if "psnr" in names:
-            rec["psnr"] = image_metrics.psnr(pred, gt, channel, crop_border)
-        if "ssim" in names:
-            rec["ssim"] = image_metrics.ssim(pred, gt, channel, crop_border)
-        if "lpips" in names:
-            rec["lpips"] = lp(pred, gt)
-        if "niqe" in names:
-            try:
-                rec["niqe"] = niqe_mod.niqe(pred, crop_border=niqe_crop)
-            except UserError as exc:          # too small for NIQE's blocks: null, as in restore.jsonl
-                rec["niqe"] = None
-                rec["note"] = f"niqe: {exc}"
+    for [((rel_pred, rel_gt), (pred, gt))] in job.chunks(pairs, 1, source_of=lambda pair: pair[0], read=read):
+        values, notes = scorer.measure(pred, gt)
+        rec = {"file": rel_pred, **({"gt": rel_gt} if rel_gt is not None else {}), **values}
+        if notes:
+            rec["note"] = "; ".join(notes)
         records.append(rec)
-    if not records:
-        raise UserError(f"none of the {len(errors)} image(s) of {pred_dir} could be compared "
-                        f"(first: {errors[0]['error']})")
+        job.tick()
+    job.finish(len(records), reasons="the messages above")      # an unreadable or mismatched pair: reported
+    errors = [{"file": p, **({"gt": g} if g is not None else {}), "error": why} for (p, g), why in job.failed]
 
-    summary = summarize(records, names)
+    summary = summarize(records, scorer.names)
     out = out or default_out_path(pred_dir)
     per_image = os.path.splitext(out)[0] + ".jsonl"
     with dnnlib.util.atomic_write(per_image, "w") as f:

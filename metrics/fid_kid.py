@@ -60,11 +60,16 @@ def kernel_distance(real: np.ndarray, gen: np.ndarray, num_subsets: int = KID_SU
     return float(total / num_subsets / m)
 
 
+def _feature_stats(opts: metric_utils.MetricOptions, mode: str, num_gen: int, max_real: Optional[int], **capture):
+    """(real, generated) feature statistics, with what ``capture`` asks for (mean/cov or all)."""
+    net = metric_utils.get_feature_net(opts)
+    return (metric_utils.compute_real_stats(opts, net, mode, max_real, **capture),
+            metric_utils.compute_generator_stats(opts, net, mode, num_gen, **capture))
+
+
 def compute_fid(opts: metric_utils.MetricOptions, mode: str, num_gen: int,
                 max_real: Optional[int] = None) -> float:
-    net = metric_utils.get_feature_net(opts)
-    real = metric_utils.compute_real_stats(opts, net, mode, max_real, capture_mean_cov=True)
-    gen = metric_utils.compute_generator_stats(opts, net, mode, num_gen, capture_mean_cov=True)
+    real, gen = _feature_stats(opts, mode, num_gen, max_real, capture_mean_cov=True)
     if opts.rank != 0:
         return float("nan")
     return frechet_distance(*real.get_mean_cov(), *gen.get_mean_cov())
@@ -72,9 +77,7 @@ def compute_fid(opts: metric_utils.MetricOptions, mode: str, num_gen: int,
 
 def compute_kid(opts: metric_utils.MetricOptions, mode: str, num_gen: int,
                 max_real: Optional[int] = None) -> float:
-    net = metric_utils.get_feature_net(opts)
-    real = metric_utils.compute_real_stats(opts, net, mode, max_real, capture_all=True)
-    gen = metric_utils.compute_generator_stats(opts, net, mode, num_gen, capture_all=True)
+    real, gen = _feature_stats(opts, mode, num_gen, max_real, capture_all=True)
     if opts.rank != 0:
         return float("nan")
     return kernel_distance(real.get_all(), gen.get_all(), seed=opts.seed)

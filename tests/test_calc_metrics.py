@@ -131,3 +131,25 @@ def test_cli_compare_niqe_without_gt_and_errors(folders, tmp_path):
     res = run_inproc("compare", "--pred", pred, "--gt", _gt, "--metrics", "lpips",
                   env={"TORCH_HOME": str(tmp_path / "empty")})
     assert res.returncode == 1 and "alexnet-owt-7be5be79.pth" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_ground_truth_matching_is_one_rule(tmp_path):
+    """calc_metrics.py compare and restore.py --gt pair files the same way (metrics.compare.GroundTruth)."""
+    from metrics.compare import GroundTruth
+    img = np.zeros((8, 8, 3), np.uint8)
+    for rel in ("a/0001.jpg", "b/x.png", "c/y.png", "c/y.jpg"):
+        write_image(str(tmp_path / rel), img)
+    truth = GroundTruth(str(tmp_path))
+    assert truth.match("b/x.png") == "b/x.png"                 # same relative path
+    assert truth.match("a/0001.png") == "a/0001.jpg"           # the one file with that path but the extension
+    assert truth.match("c/y.webp") is None                     # two candidates: no guess
+    assert truth.match("0001.png") is None                     # another folder is another image
+
+
+def test_image_scorer_notes_what_an_image_is_too_small_for():
+    from metrics.compare import ImageScorer
+    rng = np.random.RandomState(0)
+    a, b = (rng.randint(0, 256, (32, 32, 3)).astype(np.uint8) for _ in range(2))
+    values, notes = ImageScorer(["psnr", "ssim", "niqe"]).measure(a, b)
+    assert values["psnr"] == pytest.approx(image_metrics.psnr(a, b)) and values["ssim"] == pytest.approx(image_metrics.ssim(a, b))
+    assert values["niqe"] is None and len(notes) == 1 and notes[0].startswith("niqe: ")

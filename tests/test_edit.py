@@ -129,7 +129,7 @@ def test_edit_cli_bad_input_is_one_clean_line(tmp_path, args, needle):
 def test_fit_boundary_cli_recovers_a_hidden_direction(tmp_path):
     """Inversions labelled by the side of a hidden hyperplane in W: the CLI's boundary separates
     held-out images and points along the hidden normal."""
-    from inversion.api import InversionResult, save_inversion
+    from inversion.api import InversionResult, InversionStats, save_inversion
     net = tmp_path / "G.pt"
     G = save_tiny_checkpoint(net)
     with torch.no_grad():
@@ -140,7 +140,7 @@ def test_fit_boundary_cli_recovers_a_hidden_direction(tmp_path):
     labels = []
     for i, w in enumerate(ws):
         save_inversion(str(tmp_path / "inv" / f"img{i:03d}"),
-                       InversionResult(w=w, q=torch.zeros(G.q_dim), delta=None, stats={}, name=f"img{i:03d}"))
+                       InversionResult(w=w, q=torch.zeros(G.q_dim), delta=None, stats=InversionStats(), name=f"img{i:03d}"))
         labels.append([f"img{i:03d}.png", int(score[i] > 0)])
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels}))
     out = tmp_path / "hidden.npy"

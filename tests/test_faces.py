@@ -337,14 +337,16 @@ def test_invert_folder_stopped_between_two_faces_of_a_photo_resumes(tmp_path, mo
     import apps.invert_folder as folder
     from faces.pipeline import build_face_pipeline
     from training.checkpoint import load_network
+    from inversion.models import Models
     from inversion.pretrained import resolve_network
     path = resolve_network(None, announce=False)
     nets = load_network(path)
     G = nets["G_ema"]
     half = np.ascontiguousarray(_astronaut()[::2, ::2])
     write_image(str(tmp_path / "in" / "two.png"), np.concatenate([half, half[:, ::-1]], axis=1))
-    kw = dict(pti_steps=0, w_steps=0, device="cpu", progress=False, perceptual="fallback",
-              face_pipeline=build_face_pipeline("auto", G, path, nets))
+    models = Models.of(G, device="cpu")
+    opts = folder.InvertOptions(face_pipeline=build_face_pipeline("auto", G, path, nets)).replace(
+        pti_steps=0, w_steps=0, progress=False, perceptual="fallback")
     out = tmp_path / "out"
     saves, real_save = [], folder.save_inversion
 
@@ -356,16 +358,16 @@ def test_invert_folder_stopped_between_two_faces_of_a_photo_resumes(tmp_path, mo
 
     monkeypatch.setattr(folder, "save_inversion", die_at_second_face)
     with pytest.raises(KeyboardInterrupt):
-        folder.invert_folder(G, str(tmp_path / "in"), str(out), **kw)
+        folder.invert_folder(models, str(tmp_path / "in"), str(out), opts)
     assert saves == ["two_0", "two_1"] and os.path.isfile(out / "two_0" / "result.json")
     first = os.path.getmtime(out / "two_0" / "result.json")
     monkeypatch.setattr(folder, "save_inversion", real_save)
-    counts = folder.invert_folder(G, str(tmp_path / "in"), str(out), **kw)
+    counts = folder.invert_folder(models, str(tmp_path / "in"), str(out), opts)
     faces = sorted(f for f in os.listdir(out) if f.startswith("two_"))
     assert len(faces) >= 2 and counts == {"done": len(faces) - 1, "skipped": 0, "failed": 0}, (faces, counts)
     assert all(os.path.isfile(out / f / "result.json") and os.path.isfile(out / f / "face.json") for f in faces)
     assert os.path.getmtime(out / "two_0" / "result.json") == first          # the finished face is kept
-    again = folder.invert_folder(G, str(tmp_path / "in"), str(out), **kw)
+    again = folder.invert_folder(models, str(tmp_path / "in"), str(out), opts)
     assert again == {"done": 0, "skipped": 1, "failed": 0}                    # now the whole photo is done
 
 

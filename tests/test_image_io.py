@@ -207,3 +207,33 @@ def test_blend_rounds_and_refuses_bad_arguments():
         image_io.blend(a, b[:, :, :2], 0.5)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         image_io.blend(a, b, 1.5)
+
+
+def test_match_channels_is_the_one_channel_conversion():
+    """Grey repeated, RGB to grey by BT.601 luma (uint8 rounded, as Pillow's convert('L') up to
+    its fixed-point rounding), extra channels dropped; the array itself when nothing changes."""
+    rng = np.random.RandomState(0)
+    rgb = rng.randint(0, 256, (5, 7, 3)).astype(np.uint8)
+    assert image_io.match_channels(rgb, 3) is rgb
+    grey = image_io.match_channels(rgb, 1)
+    expected = np.rint(rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+    assert grey.shape == (5, 7, 1) and grey.dtype == np.uint8 and np.abs(grey[:, :, 0] - expected).max() == 0
+    pil = np.asarray(Image.fromarray(rgb).convert("L")).astype(int)
+    assert np.abs(grey[:, :, 0].astype(int) - pil).max() <= 1
+    assert np.array_equal(image_io.match_channels(grey, 3), np.repeat(grey, 3, axis=2))
+    rgba = np.dstack([rgb, np.full((5, 7), 9, np.uint8)])
+    assert np.array_equal(image_io.match_channels(rgba, 3), rgb)
+    change = rgb.astype(np.float32) - 100.0                                   # floats stay floats, unrounded
+    assert np.allclose(image_io.match_channels(change, 1)[:, :, 0], change @ np.float32([0.299, 0.587, 0.114]))
+    with pytest.raises(ValueError):
+        image_io.match_channels(rgb[:, :, 0], 3)
+
+
+def test_as_hwc_checks_a_models_input():
+    """inversion.api.prepare_image and the pSp preprocessing take images through one check."""
+    grey = np.zeros((4, 5), np.uint8)
+    assert image_io.as_hwc(grey).shape == (4, 5, 1) and image_io.as_hwc(np.zeros((4, 5, 3), np.uint8)).shape == (4, 5, 3)
+    with pytest.raises(UserError, match="must be uint8"):
+        image_io.as_hwc(grey.astype(np.float32))
+    with pytest.raises(UserError, match=r"expected an image \[H, W, 3\] or \[H, W\], got shape \(4, 5, 4\)"):
+        image_io.as_hwc(np.zeros((4, 5, 4), np.uint8))

@@ -1,11 +1,14 @@
 """Inversion library: encoders, split synthesis, deltas, two-stage inversion (acceptance: PTI beats
 stage 1 on self-generated images; the synthetic-mode encoder recovers q)."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from dnnlib.util import UserError
 from inversion import PTIOptions, apply_delta, invert_images, load_inversion, save_inversion
+from inversion.api import InversionResult, InversionStats
 from inversion.delta import load_delta, make_delta, save_delta
 from inversion.encoders import InversionEncoder, load_encoder, save_encoder
 from inversion.encoder_training import train_encoder
@@ -129,13 +132,13 @@ def test_pti_beats_stage1_on_self_generated_images(G, tmp_path):
     opts = PTIOptions(lpips_threshold=0.0)
     res = invert_images(G, list(images), w_steps=100, pti_steps=100, progress=False, perceptual="fallback",
                         config=opts, names=["a", "b", "c"])
-    s1 = np.array([r.stats["psnr_stage1"] for r in res])
-    s2 = np.array([r.stats["psnr"] for r in res])
+    s1 = np.array([r.stats.psnr_stage1 for r in res])
+    s2 = np.array([r.stats.psnr for r in res])
     assert np.all(s2 > s1 + 1.5), (s1, s2)
     assert s2.mean() > 24.0 and (s2 - s1).mean() > 3.0, (s1, s2)
     r = res[0]
     assert r.w.shape == (G.num_ws, G.w_dim) and r.q.shape == (G.q_dim,)
-    assert r.stats["perceptual_loss"] == "lap1+msssim" and r.stats["pti_steps"] == 100
+    assert r.stats.perceptual_loss == "lap1+msssim" and r.stats.pti_steps == 100
     # Files: load_inversion + apply_delta reproduce the saved reconstruction exactly.
     save_inversion(str(tmp_path / "a"), r)
     back = load_inversion(str(tmp_path / "a"))
@@ -144,7 +147,7 @@ def test_pti_beats_stage1_on_self_generated_images(G, tmp_path):
         sharp, deg = Gt.synthesis(back.w[None], back.q[None], pair=True, noise_mode="const")
     u8 = lambda t: (t * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
     assert np.array_equal(u8(deg), back.reconstruction) and np.array_equal(u8(sharp), back.sharp)
-    assert back.stats["psnr"] == r.stats["psnr"] and back.name == "a"
+    assert back.stats == r.stats and back.name == "a"                    # every measured field, exactly
 
 
 def test_degradation_term_keeps_residual_statistics(G):
@@ -169,8 +172,8 @@ def test_resize_and_encoder_path(G):
     E = InversionEncoder.for_generator(G, width=8)
     img = np.random.RandomState(0).randint(0, 255, [40, 24, 3], dtype=np.uint8)
     res = invert_images(G, [img, img[:, :, 0]], encoder=E, pti_steps=0, progress=False, perceptual="fallback")
-    assert res[0].stats["input_size"] == [40, 24] and res[1].stats["input_size"] == [40, 24]
-    assert res[0].stats["w_steps"] == 0 and res[0].delta is None
+    assert res[0].stats.input_size == (40, 24) and res[1].stats.input_size == (40, 24)
+    assert res[0].stats.w_steps == 0 and res[0].delta is None
     assert torch.allclose(res[0].w, G.mapping.w_avg.expand(G.num_ws, G.w_dim))  # untrained encoder
     assert res[0].reconstruction.shape == (16, 16, 3)
 
@@ -206,3 +209,35 @@ def test_synthetic_encoder_recovers_q_longer(G, tmp_path):
     """600 steps: measured q 0.84."""
     corr_q, corr_w, _ = _q_correlation(G, tmp_path, 600)
     assert corr_q > 0.75 and corr_w > 0.85, (corr_q, corr_w)
+
+
+STATS = InversionStats(psnr_stage1=21.5, psnr=24.25, perceptual=0.125, perceptual_loss="lap1+msssim", lpips=None,
+                       pti_steps=7, seconds_stage2=1.5, delta_bytes=1024, delta_encoding="fp16", w_steps=5,
+                       seconds_stage1=0.5, input_size=(40, 24), encoder=True, batch=4)
+
+
+def test_stats_record_is_result_json_and_loads_back(tmp_path):
+    """InversionStats.record() is result.json's content, key order included, and load_inversion
+    reads it back to the same stats; the folder jobs' lines take named fields in their order."""
+    res = InversionResult(w=torch.zeros(2, 3), q=torch.zeros(4), delta=None, stats=STATS, name="a")
+    save_inversion(str(tmp_path / "a"), res)
+    text = (tmp_path / "a" / "result.json").read_text()
+    assert list(json.loads(text)) == ["name", "psnr_stage1", "psnr", "perceptual", "perceptual_loss", "lpips",
+                                      "pti_steps", "seconds_stage2", "delta_bytes", "delta_encoding", "w_steps",
+                                      "seconds_stage1", "input_size", "encoder", "batch"]
+    assert json.loads(text)["input_size"] == [40, 24]
+    back = load_inversion(str(tmp_path / "a"))
+    assert back.stats == STATS and back.name == "a"
+    assert STATS.seconds == 2.0
+    assert STATS.record("psnr", "seconds", "batch") == {"psnr": 24.25, "seconds": 2.0, "batch": 4}
+    assert list(STATS.record("w_steps", "psnr")) == ["w_steps", "psnr"]
+
+
+def test_an_older_result_file_still_loads(tmp_path):
+    """A result.json without the newer fields (and with keys this version no longer writes)."""
+    folder = tmp_path / "old"
+    save_inversion(str(folder), InversionResult(w=torch.zeros(2, 3), q=torch.zeros(4), delta=None, stats=STATS))
+    (folder / "result.json").write_text(json.dumps({"name": "old", "psnr": 20.0, "pti_steps": 3, "steps": 9}))
+    back = load_inversion(str(folder))
+    assert back.name == "old" and back.stats.psnr == 20.0 and back.stats.pti_steps == 3
+    assert back.stats.batch is None and back.stats.seconds is None and back.stats.input_size is None

@@ -12,6 +12,7 @@ from test_inversion_utils import sample_images, tiny_generator
 from dnnlib.image_io import write_image
 from inversion import PTIOptions, invert_images
 from inversion.delta import decode_entry
+from inversion.models import Models
 from inversion.objectives import PerceptualLoss, ReconstructionLoss
 from inversion.pti import PivotalTuner
 
@@ -85,8 +86,8 @@ def test_invert_images_result_does_not_depend_on_batch():
     three = invert_images(G, list(images), batch_size=3, **kw)
     for a, b in zip(one, three):
         assert torch.allclose(a.w, b.w, atol=1e-4) and torch.allclose(a.q, b.q, atol=1e-4)
-        assert a.stats["pti_steps"] == b.stats["pti_steps"] == 3
-        assert b.stats["batch"] == 3 and a.stats["batch"] == 1
+        assert a.stats.pti_steps == b.stats.pti_steps == 3
+        assert b.stats.batch == 3 and a.stats.batch == 1
         assert np.abs(a.reconstruction.astype(int) - b.reconstruction.astype(int)).max() <= 1   # uint8 rounding
 
 
@@ -99,7 +100,8 @@ def test_folder_run_interrupted_mid_batch_resumes(tmp_path, monkeypatch):
     inp, out = tmp_path / "in", tmp_path / "out"
     for i, im in enumerate(images):
         write_image(str(inp / f"{i}.png"), im)
-    kw = dict(pti_steps=2, w_steps=2, batch_size=3, progress=False, perceptual="fallback")
+    models = Models.of(G)
+    opts = folder.InvertOptions().replace(pti_steps=2, w_steps=2, batch_size=3, progress=False, perceptual="fallback")
     saved, real_save = [], folder.save_inversion
 
     def save_then_die(path, res):
@@ -109,10 +111,10 @@ def test_folder_run_interrupted_mid_batch_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(folder, "save_inversion", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        folder.invert_folder(G, str(inp), str(out), **kw)
+        folder.invert_folder(models, str(inp), str(out), opts)
     assert len(saved) == 1 and os.path.isfile(out / saved[0] / "result.json")
     monkeypatch.setattr(folder, "save_inversion", real_save)
-    counts = folder.invert_folder(G, str(inp), str(out), **kw)
+    counts = folder.invert_folder(models, str(inp), str(out), opts)
     assert counts == {"done": 2, "skipped": 1, "failed": 0}
     assert all(os.path.isfile(out / str(i) / "result.json") for i in range(3))
 
@@ -127,7 +129,8 @@ def test_restore_interrupted_mid_batch_resumes(tmp_path, monkeypatch):
     inp, out = tmp_path / "in", tmp_path / "out"
     for i, im in enumerate(images):
         write_image(str(inp / f"{i}.png"), im)
-    kw = dict(pti_steps=2, w_steps=2, batch_size=3, perceptual="fallback", progress=False)
+    models = Models.of(G)
+    opts = restore.RestoreOptions().replace(pti_steps=2, w_steps=2, batch_size=3, perceptual="fallback", progress=False)
     real_append = restore.append_jsonl
 
     def append_then_die(path, rec):
@@ -136,11 +139,11 @@ def test_restore_interrupted_mid_batch_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(restore, "append_jsonl", append_then_die)
     with pytest.raises(KeyboardInterrupt):
-        restore.restore_folder(G, str(inp), str(out), **kw)
+        restore.restore_folder(models, str(inp), str(out), opts)
     first = [r["file"] for r in read_jsonl(str(out / "restore.jsonl"))]
     assert len(first) == 1 and os.path.isfile(out / first[0])
     monkeypatch.setattr(restore, "append_jsonl", real_append)
-    s = restore.restore_folder(G, str(inp), str(out), **kw)
+    s = restore.restore_folder(models, str(inp), str(out), opts)
     assert s["skipped"] == 1 and s["written"] == 2
     assert sorted(r["file"] for r in read_jsonl(str(out / "restore.jsonl"))) == ["0.png", "1.png", "2.png"]
 

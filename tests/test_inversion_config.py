@@ -78,6 +78,22 @@ def test_config_is_frozen_and_helpers():
     assert list(c.record()) == list(FIELDS)
 
 
+def test_app_options_replace_own_fields_and_inversion_settings():
+    """Every application's options (AppOptions) change the same way: own fields and inversion
+    settings by name, validated; the original is left as it was."""
+    from apps.editing import EditOptions
+    from apps.invert_folder import InvertOptions
+    from apps.restore import RestoreOptions
+    base = RestoreOptions(gt="clean/")
+    opts = base.replace(pti_steps=2, compare=True)
+    assert (opts.inversion.pti_steps, opts.compare, opts.gt) == (2, True, "clean/")
+    assert base.inversion == InversionConfig() and base.compare is False
+    assert InvertOptions().replace(batch_size=3).inversion.batch_size == 3
+    assert EditOptions(direction=None, strengths=[1.0]).replace(mode="set-distance").mode == "set-distance"
+    with pytest.raises(UserError, match="--pti-steps"):
+        base.replace(pti_steps=-1)
+
+
 def _inversion_params(command: click.Command) -> dict:
     names = set(SETTINGS) | {"preset"}
     return {p.name: (tuple(p.opts), p.default, str(p.type), p.is_flag if isinstance(p, click.Option) else None,
