@@ -91,16 +91,22 @@ def test_invert_images_result_does_not_depend_on_batch():
         assert np.abs(a.reconstruction.astype(int) - b.reconstruction.astype(int)).max() <= 1   # uint8 rounding
 
 
+def _folder_of_renders(tmp_path, seed: int, n: int = 3):
+    """A tiny generator's models and a folder ``in/`` of ``n`` of its renders (``0.png`` ...);
+    returns ``(models, input folder, output folder)``."""
+    G = tiny_generator()
+    images, _, _ = sample_images(G, n, seed=seed)
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for i, im in enumerate(images):
+        write_image(str(inp / f"{i}.png"), im)
+    return Models.of(G), inp, out
+
+
 def test_folder_run_interrupted_mid_batch_resumes(tmp_path, monkeypatch):
     """Images are written as they finish: a run killed after the first one keeps it, and the rerun
     inverts only the others."""
     import apps.invert_folder as folder
-    G = tiny_generator()
-    images, _, _ = sample_images(G, 3, seed=5)
-    inp, out = tmp_path / "in", tmp_path / "out"
-    for i, im in enumerate(images):
-        write_image(str(inp / f"{i}.png"), im)
-    models = Models.of(G)
+    models, inp, out = _folder_of_renders(tmp_path, seed=5)
     opts = folder.InvertOptions().replace(pti_steps=2, w_steps=2, batch_size=3, progress=False, perceptual="fallback")
     saved, real_save = [], folder.save_inversion
 
@@ -124,12 +130,7 @@ def test_restore_interrupted_mid_batch_resumes(tmp_path, monkeypatch):
     run killed after the first record keeps it; the rerun restores only the other two."""
     import apps.restore as restore
     from dnnlib.util import read_jsonl
-    G = tiny_generator()
-    images, _, _ = sample_images(G, 3, seed=6)
-    inp, out = tmp_path / "in", tmp_path / "out"
-    for i, im in enumerate(images):
-        write_image(str(inp / f"{i}.png"), im)
-    models = Models.of(G)
+    models, inp, out = _folder_of_renders(tmp_path, seed=6)
     opts = restore.RestoreOptions().replace(pti_steps=2, w_steps=2, batch_size=3, perceptual="fallback", progress=False)
     real_append = restore.append_jsonl
 

@@ -161,9 +161,10 @@ class AugmentPipe(torch.nn.Module):
         x = self._blit(x, generator)
         x = self._geom(x, generator)
         x = self._color(x, generator)
-        x = self._filter(x, generator)
-        x = self._noise(x, generator)
-        x = self._cutout(x, generator)
+        for name, stage in (("imgfilter", self._filter), ("noise", self._noise), ("cutout", self._cutout)):
+            prob = self._prob(name)
+            if prob > 0:   # a stage at probability 0 draws no random numbers
+                x = stage(x, prob, generator)
         return x.to(dtype)
 
     # --- helpers: random draws on the image's device -----------------------------------------
@@ -280,10 +281,7 @@ class AugmentPipe(torch.nn.Module):
         return x * gain + offset
 
     # --- image-space filtering (band amplification, energy normalised) -----------------------
-    def _filter(self, x: torch.Tensor, gen) -> torch.Tensor:
-        prob = self._prob("imgfilter")
-        if prob <= 0:
-            return x
+    def _filter(self, x: torch.Tensor, prob: float, gen) -> torch.Tensor:
         n, c, h, w = x.shape
         dev = x.device
         nb = len(FILTER_EXPECTED_POWER)
@@ -304,19 +302,13 @@ class AugmentPipe(torch.nn.Module):
         return torch.fft.irfft2(spectrum, s=(h, w))
 
     # --- additive RGB noise --------------------------------------------------------------------
-    def _noise(self, x: torch.Tensor, gen) -> torch.Tensor:
-        prob = self._prob("noise")
-        if prob <= 0:
-            return x
+    def _noise(self, x: torch.Tensor, prob: float, gen) -> torch.Tensor:
         n = x.shape[0]
         sigma = self._gate(self._randn(n, x.device, gen).abs() * NOISE_STD, prob, 0, gen)
         return x + torch.randn(x.shape, device=x.device, generator=gen) * sigma.view(n, 1, 1, 1)
 
     # --- cutout ----------------------------------------------------------------------------------
-    def _cutout(self, x: torch.Tensor, gen) -> torch.Tensor:
-        prob = self._prob("cutout")
-        if prob <= 0:
-            return x
+    def _cutout(self, x: torch.Tensor, prob: float, gen) -> torch.Tensor:
         n, _, h, w = x.shape
         dev = x.device
         size = self._gate(torch.full([n], CUTOUT_SIZE, device=dev), prob, 0, gen)
