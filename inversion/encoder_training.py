@@ -11,7 +11,9 @@ Two kinds of rows, mixed in any proportion per batch (``mode``):
   input G(w, q); loss ``latent_weight * (MSE(w) + MSE(q))``. Needs no dataset and no pretrained
   backbone.
 
-Run folder: ``training_options.json``, ``stats.jsonl`` (one line per log interval),
+Run folder: ``training_options.json``, ``stats.jsonl`` (one line per log interval: the loss terms'
+means, and with synthetic rows ``q_r2``, 1 - MSE(q) / Var(q) of the known q: how much of q the
+encoder reads),
 ``val-<step>.png`` (rows: input, G(w, q), G(w, 0)), ``encoder-<step>.pt`` snapshots and
 ``encoder.pt`` (latest, with optimiser state and step). Running the same command again resumes
 from ``encoder.pt``; every step draws its randomness from (seed, step), so a resumed run repeats
@@ -176,7 +178,10 @@ class EncoderTrainer:
         if n_syn:
             latent = (ws[:n_syn] - ws_t).square().mean()
             if q is not None:
-                latent = latent + (q[:n_syn] - q_t).square().mean()
+                q_err = (q[:n_syn] - q_t).square().mean()
+                latent = latent + q_err
+                # The campaign's q curve (issue 31): R^2 of the known q, this batch (q_t ~ N(0, I)).
+                terms["q_r2"] = float(1 - q_err.detach() / q_t.var().clamp(min=1e-8))
             terms["latent"] = float(latent.detach())
             loss = loss + o.latent_weight * latent
         if n_real:

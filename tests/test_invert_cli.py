@@ -90,7 +90,8 @@ def test_train_encoder_real_rows(network, tmp_path):
                  "--device", "cpu"])
     assert r.exit_code == 0, r.output
     line = read_jsonl(os.path.join(out, "stats.jsonl"))[-1]
-    assert {"latent", "rec_degraded", "rec_sharp", "w_norm"} <= set(line)
+    assert {"latent", "rec_degraded", "rec_sharp", "w_norm", "q_r2"} <= set(line)
+    assert np.isfinite(line["q_r2"]) and line["q_r2"] <= 1      # R^2 of the synthetic rows' known q
     r = CliRunner().invoke(invert.main, ["train-encoder", "--network", path, "--outdir", out, "--mode", "real"])
     assert r.exit_code == 1 and "error: --mode real needs --data" in r.output
 
