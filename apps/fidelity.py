@@ -17,7 +17,10 @@ The output keeps a share f of the input (``compose``; ``restore.py --fidelity``)
     f = floor + (1 - floor) exp(-(s - sharp_below) / scale)      else
 
 ``sharp_below`` and the detail band come from clean faces (mean + 3 standard deviations of their
-severity; their mean ratio +- 3 standard deviations), so a sharp input is left as it is; ``floor`` and
+severity; their mean ratio +- 3 standard deviations), so a sharp input is left as it is. The severity
+is used only where it tells the calibration's degraded faces from its clean ones (ROC AUC >=
+``SEVERITY_MIN_AUC``); else ``sharp_below`` is infinite: a q that does not read the degradation
+must not decide to redraw a sharp face (the shipped model's q does not yet, issue 31). ``floor`` and
 ``scale`` maximise the mean PSNR gain over degraded faces (``fit_curve``, on *training* faces,
 never on held-out ones: ``evaluation.calibrate_fidelity``). A model whose q reads the degradation restores through s; a
 model whose q does not (the shipped one, so far) still restores what the detail ratio flags.
@@ -43,6 +46,7 @@ from dnnlib.util import UserError, atomic_write
 CURVE_SUFFIX = "-fidelity.json"
 CURVE_FORMAT = "qc-stylegan-fidelity-curve"
 CLEAN_SIGMAS = 3.0              # thresholds: the clean faces' mean + (detail: +-) this many standard deviations
+SEVERITY_MIN_AUC = 0.8          # the severity decides only when it tells degraded from clean this well
 FLOORS = tuple(np.round(np.arange(0.0, 0.951, 0.05), 2))
 SCALES = tuple(np.round(np.geomspace(0.002, 0.2, 25), 5))
 
@@ -201,12 +205,20 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
 
 
+def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """P(a positive score > a negative one) + half the ties (the ROC AUC; Mann-Whitney U / n1 n2)."""
+    p = np.asarray(positive, np.float64)[:, None]
+    n = np.asarray(negative, np.float64)[None, :]
+    return float((p > n).mean() + 0.5 * (p == n).mean())
+
+
 def fit_curve(severities: np.ndarray, restored: np.ndarray, inputs: np.ndarray, clean: np.ndarray,
               is_clean: np.ndarray, details: Optional[np.ndarray] = None) -> Tuple[FidelityCurve, dict]:
     """Fit the curve on calibration faces: severities [N], uint8 images [N, R, R, C] (restored
     G(w, 0), inputs at the model's size, their clean originals), ``is_clean`` [N] bool (input ==
     clean), ``details`` [N] detail ratios (None: computed from inputs and restored). sharp_below:
-    the clean inputs' mean severity + ``CLEAN_SIGMAS`` standard deviations; the detail band: their
+    the clean inputs' mean severity + ``CLEAN_SIGMAS`` standard deviations (infinite when the
+    severity's AUC, degraded vs clean, is below ``SEVERITY_MIN_AUC``); the detail band: their
     mean ratio +- as many (each at least their whole range, so every clean calibration face is
     kept as it is: the margin is for clean faces the calibration did not see); floor and scale:
     the grid point of best mean PSNR gain over the degraded faces. Returns the curve and
@@ -220,7 +232,10 @@ def fit_curve(severities: np.ndarray, restored: np.ndarray, inputs: np.ndarray, 
         details = [detail_ratio(a, b) for a, b in zip(inputs, restored)]
     dr = np.asarray(details, np.float64)
     k = CLEAN_SIGMAS
+    auc = roc_auc(s[~is_clean], s[is_clean])
     sharp_below = float(max(s[is_clean].mean() + k * s[is_clean].std(ddof=1), s[is_clean].max()))
+    if auc < SEVERITY_MIN_AUC:
+        sharp_below = float("inf")          # q does not read the degradation: only the detail band decides
     spread = k * dr[is_clean].std(ddof=1)
     low = float(min(dr[is_clean].mean() - spread, dr[is_clean].min()))
     high = float(max(dr[is_clean].mean() + spread, dr[is_clean].max()))
@@ -241,6 +256,7 @@ def fit_curve(severities: np.ndarray, restored: np.ndarray, inputs: np.ndarray, 
     report = {"faces": int(len(s)), "clean": int(is_clean.sum()),
               "severity_clean": {"median": float(np.median(s[is_clean])), "max": float(s[is_clean].max())},
               "severity_degraded": {"median": float(np.median(s[~is_clean])), "min": float(s[~is_clean].min())},
+              "severity_auc": auc, "severity_used": bool(np.isfinite(sharp_below)),
               "detail_clean": [float(dr[is_clean].min()), float(dr[is_clean].max())],
               "degraded_flagged": int(sum(not low <= v <= high or sv > sharp_below
                                           for v, sv in zip(dr[~is_clean], s[~is_clean]))),

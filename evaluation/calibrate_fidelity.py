@@ -4,7 +4,9 @@ defaults, and fit the network's ``FidelityCurve`` (``apps.fidelity.fit_curve``).
 only: the held-out set is for measuring.
 
     python -m evaluation.calibrate_fidelity --data ../shared/datasets/utkface64.zip \\
-        --count 64 --out pretrained/qc-faces64-fidelity.json
+        --count 64 --out pretrained/qc-faces64-fidelity.json --measurements runs/calib.npz
+
+With ``--measurements``, a second run refits from the saved restorations in a second.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from apps.fidelity import FidelityCurve, curve_path, fit_curve, severity
-from dnnlib.util import UserError
+from dnnlib.util import UserError, atomic_write
 from inversion.api import invert_images
 from inversion.models import load_models
 
@@ -38,10 +40,18 @@ def read_training_faces(path: str, count: int, start: int) -> List[np.ndarray]:
         return [np.asarray(Image.open(io.BytesIO(z.read(n))).convert("RGB")) for n in names]
 
 
+MEASURED = ("severities", "restored", "inputs", "clean", "is_clean")     # what --measurements keeps
+
+
 def calibrate(models, faces: Sequence[np.ndarray], seeds: Sequence[int] = (123, 7), progress: bool = True,
-              **invert_kwargs) -> Tuple[FidelityCurve, dict]:
+              measurements: Optional[str] = None, **invert_kwargs) -> Tuple[FidelityCurve, dict]:
     """Restore ``faces`` as they are and degraded by the ``paper`` pipeline (one draw per seed),
-    with ``restore.py``'s inversion defaults (``invert_kwargs`` override them), and fit the curve."""
+    with ``restore.py``'s inversion defaults (``invert_kwargs`` override them), and fit the curve.
+    ``measurements``: an ``.npz`` of what the restorations gave (``MEASURED``), written after them,
+    and read instead of restoring again when it exists (a refit after a change of the fit)."""
+    if measurements and os.path.isfile(measurements):
+        with np.load(measurements, allow_pickle=False) as m:
+            return fit_curve(*(m[k] for k in MEASURED))
     faces = list(faces)
     draws = [degrade_faces(faces, seed) for seed in seeds]
     inputs, clean = [], []                    # interleaved: face i clean, then its degraded draws
@@ -52,7 +62,11 @@ def calibrate(models, faces: Sequence[np.ndarray], seeds: Sequence[int] = (123, 
                             **invert_kwargs)
     sev = np.array([severity(r.reconstruction, r.sharp) for r in results])
     is_clean = np.arange(len(inputs)) % (1 + len(draws)) == 0
-    return fit_curve(sev, np.stack([r.sharp for r in results]), np.stack(inputs), np.stack(clean), is_clean)
+    measured = (sev, np.stack([r.sharp for r in results]), np.stack(inputs), np.stack(clean), is_clean)
+    if measurements:
+        with atomic_write(measurements, "wb") as f:
+            np.savez(f, **dict(zip(MEASURED, measured)))
+    return fit_curve(*measured)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -63,6 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--count", type=int, default=64, help="Clean faces (each also restored degraded, twice)")
     ap.add_argument("--start", type=int, default=5000, help="Index of the first face (name order)")
     ap.add_argument("--out", default=None, help="Curve file [default: <network stem>-fidelity.json]")
+    ap.add_argument("--measurements", default=None, metavar="NPZ",
+                    help="Keep the restorations' measurements here; when the file exists, refit from it without restoring")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     try:
@@ -70,7 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UserError("calibrate on training faces: the held-out set (utkface64-mini) is for measuring")
         models = load_models(args.network, args.encoder, args.device)
         faces = read_training_faces(args.data, args.count, args.start)
-        curve, report = calibrate(models, faces)
+        curve, report = calibrate(models, faces, measurements=args.measurements)
         report.update({"data": os.path.basename(args.data), "start": args.start, "network": os.path.basename(models.network),
                        "encoder": os.path.basename(models.encoder) if models.encoder else None})
         out = args.out or curve_path(models.network)

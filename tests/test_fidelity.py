@@ -74,6 +74,7 @@ def test_fit_curve_finds_the_threshold_and_helps_degraded_faces(tmp_path):
     assert 0.01 <= curve.sharp_below < 0.05 and rep["clean"] == 20 and rep["degraded_flagged"] == 20
     assert rep["mean_fidelity"]["clean"] == 1.0 and rep["mean_fidelity"]["degraded"] < 0.6
     assert rep["psnr_gain_db"]["degraded"] > 1.0 and rep["psnr_gain_db"]["clean"] == 0.0
+    assert rep["severity_auc"] == 1.0 and rep["severity_used"]
     path = tmp_path / "net.pt"
     curve.save(fid.curve_path(str(path)), rep)
     loaded, where = fid.load_curve(str(path))
@@ -83,6 +84,32 @@ def test_fit_curve_finds_the_threshold_and_helps_degraded_faces(tmp_path):
     (tmp_path / "bad-fidelity.json").write_text(json.dumps({"format": "x"}))
     with pytest.raises(UserError, match="not a fidelity curve"):
         fid.load_curve(str(tmp_path / "bad.pt"))
+
+
+def test_fit_curve_ignores_a_severity_that_does_not_read_the_degradation(tmp_path):
+    """Clean and degraded faces with the same severities (a q that does not read the degradation):
+    the severity never lowers f, so a clean face with an unusually high severity is kept; the detail
+    band still flags what it sees."""
+    rng = np.random.RandomState(4)
+    clean = rng.randint(40, 215, (40, 8, 8, 3)).astype(np.float64)
+    is_clean = np.arange(40) < 20
+    inputs = np.clip(clean + np.where(is_clean[:, None, None, None], 0, rng.normal(0, 20, clean.shape)), 0, 255)
+    restored = np.clip(clean + rng.normal(0, 8, clean.shape), 0, 255)
+    sev = rng.uniform(0.01, 0.03, 40)                                              # same law for both
+    details = rng.uniform(0.4, 0.6, 40)
+    details[30:] = 2.0                                                             # 10 degraded flagged by detail
+    curve, rep = fid.fit_curve(sev, restored, inputs, clean, is_clean, details=details)
+    assert 0.3 < rep["severity_auc"] < 0.8 and not rep["severity_used"] and curve.sharp_below == np.inf
+    assert curve(1.0, 0.5) == 1.0                                                  # any severity: kept
+    assert curve(0.0, 2.0) == curve.floor < 1.0 and rep["degraded_flagged"] == 10
+    path = tmp_path / "n.pt"
+    curve.save(fid.curve_path(str(path)), rep)
+    assert fid.load_curve(str(path))[0] == curve                                   # infinity survives the JSON
+
+
+def test_roc_auc():
+    assert fid.roc_auc([2, 3], [0, 1]) == 1.0 and fid.roc_auc([0, 1], [2, 3]) == 0.0
+    assert fid.roc_auc([1, 1], [1, 1]) == 0.5 and fid.roc_auc([1, 3], [2]) == 0.5
 
 
 def test_paste_change_keeps_the_photo_and_its_detail():
@@ -97,3 +124,19 @@ def test_paste_change_keeps_the_photo_and_its_detail():
     out = alignment.paste_change(photo, crop, brighter, m, 64, opacity=0.5).astype(int) - photo
     assert np.array_equal(out[outer], np.zeros_like(out[outer]))
     assert np.abs(out[inner] - 5).max() <= 3 and abs(np.median(out[inner]) - 5) <= 0.5   # the texture stays
+
+
+def test_calibration_keeps_its_measurements_and_refits_from_them(tmp_path, monkeypatch):
+    """calibrate(measurements=F) writes what the restorations gave; a second call reads F and
+    fits the same curve without restoring anything."""
+    from test_inversion_utils import sample_images, tiny_generator
+    import evaluation.calibrate_fidelity as cal
+    from inversion.models import Models
+    G = tiny_generator()
+    faces, _, _ = sample_images(G, 3, seed=3)
+    npz = str(tmp_path / "m.npz")
+    kw = dict(w_steps=1, pti_steps=1, perceptual="fallback", progress=False)
+    curve, rep = cal.calibrate(Models.of(G), list(faces), measurements=npz, **kw)
+    assert rep["faces"] == 9 and rep["clean"] == 3
+    monkeypatch.setattr(cal, "invert_images", lambda *a, **k: pytest.fail("restored again"))
+    assert cal.calibrate(Models.of(G), list(faces), measurements=npz, **kw) == (curve, rep)
