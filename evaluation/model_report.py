@@ -190,9 +190,11 @@ def model_report(G, encoder, heldout: str, G_teacher=None, probe_images: int = 3
                  q_samples: int = 256, teacher_seeds: int = 64, w_steps: int = 50, pti_steps: int = 100,
                  seed: int = 0, device="cpu", sections: Sequence[str] = ("teacher", "q_recovery", "probe",
                                                                           "restoration"),
-                 reals: Optional[str] = None, baseline=None, swd_images: int = SWD_IMAGES, models=None) -> dict:
+                 reals: Optional[str] = None, baseline=None, swd_images: int = SWD_IMAGES, models=None,
+                 workdir: Optional[str] = None) -> dict:
     """Run the named sections; returns the JSON-ready report. ``models`` (``inversion.models``)
-    is needed by the sections that run ``restore.py``'s library call (restore_crops, restore_photos)."""
+    is needed by the sections that run ``restore.py``'s library call (restore_crops, restore_photos);
+    ``workdir``: keep those sections' restorations there (else a temporary folder)."""
     G = G.eval().requires_grad_(False).to(device)
     if G.q_dim == 0:
         raise UserError("the report needs a QC generator (q_dim > 0)")
@@ -231,7 +233,8 @@ def model_report(G, encoder, heldout: str, G_teacher=None, probe_images: int = 3
                 raise UserError(f"section {section} needs the loaded models")
             faces = load_heldout_faces(heldout, restore_images, G.img_resolution)
             report[section] = restore_report.run_section(section, models, heldout, faces,
-                                                         degrade_faces(faces, seed), nlm_denoise, seed)
+                                                         degrade_faces(faces, seed), nlm_denoise, seed,
+                                                         workdir=workdir)
         else:
             raise UserError(f"unknown section '{section}'")
         report[section]["seconds_section"] = time.perf_counter() - t0
@@ -255,9 +258,11 @@ def model_report(G, encoder, heldout: str, G_teacher=None, probe_images: int = 3
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", default="model_report.json", show_default=True, help="JSON report.")
+@click.option("--workdir", default=None, type=click.Path(file_okay=False),
+              help="Keep the restorations of restore_crops / restore_photos here (their restore.jsonl: fidelity, severity, detail) [default: a temporary folder].")
 @cli_main
 def main(network, encoder, teacher, heldout, sections, probe_images, restore_images, q_samples, w_steps,
-         pti_steps, reals, baseline, swd_images, seed, device, out):
+         pti_steps, reals, baseline, swd_images, seed, device, out, workdir):
     """Measure a QC model and its encoders on held-out faces (the model card's numbers)."""
     if teacher is None and pretrained.is_shipped(network):
         teacher = pretrained.DEFAULT_TEACHER
@@ -268,7 +273,7 @@ def main(network, encoder, teacher, heldout, sections, probe_images, restore_ima
     report = model_report(G, E, heldout, G_teacher=T, probe_images=probe_images, restore_images=restore_images,
                           q_samples=q_samples, w_steps=w_steps, pti_steps=pti_steps, seed=seed, device=device,
                           sections=[s.strip() for s in sections.split(",") if s.strip()],
-                          reals=reals, baseline=B, swd_images=swd_images, models=models)
+                          reals=reals, baseline=B, swd_images=swd_images, models=models, workdir=workdir)
     report["files"] = {"network": net_path, "encoder": enc_path, "teacher": teacher, "baseline": baseline}
     with atomic_write(out) as f:
         f.write(json.dumps(report, indent=2).encode())

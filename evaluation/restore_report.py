@@ -134,9 +134,17 @@ def restore_photos(models, heldout_zip: str, workdir: str, photos: int = PHOTOS,
 
 
 def run_section(section: str, models, heldout: str, faces, degraded, nlm, seed: int,
-                inversion: Optional[Dict[str, object]] = None) -> dict:
-    """``model_report``'s entry: a temporary work folder per section."""
+                inversion: Optional[Dict[str, object]] = None, workdir: Optional[str] = None) -> dict:
+    """``model_report``'s entry: the restorations go to ``workdir/<section>`` (kept, with their
+    restore.jsonl records: fidelity, severity and detail per image or face), or to a temporary
+    folder when ``workdir`` is None."""
+    if workdir is not None:
+        return _run_in(section, models, heldout, faces, degraded, nlm, seed, inversion, os.path.join(workdir, section))
     with tempfile.TemporaryDirectory(prefix=f"qc-{section}-") as work:
-        if section == "restore_crops":
-            return restore_crops(models, faces, degraded, nlm, work, inversion)
-        return restore_photos(models, heldout, work, seed=seed, inversion=inversion)
+        return _run_in(section, models, heldout, faces, degraded, nlm, seed, inversion, work)
+
+
+def _run_in(section, models, heldout, faces, degraded, nlm, seed, inversion, work: str) -> dict:
+    if section == "restore_crops":
+        return restore_crops(models, faces, degraded, nlm, work, inversion)
+    return restore_photos(models, heldout, work, seed=seed, inversion=inversion)

@@ -86,7 +86,10 @@ def test_restore_crops_section_scores_restore_py_outputs(tmp_path):
     rng = np.random.RandomState(0)
     faces = [rng.randint(0, 256, (G.img_resolution, G.img_resolution, 3)).astype(np.uint8) for _ in range(3)]
     out = restore_report.run_section("restore_crops", models, "", faces, degrade_faces(faces, 0), nlm_denoise, 0,
-                                     inversion={"pti_steps": 1, "w_steps": 2, "perceptual": "fallback"})
+                                     inversion={"pti_steps": 1, "w_steps": 2, "perceptual": "fallback"},
+                                     workdir=str(tmp_path / "work"))
+    kept = restore_report.restore_records(str(tmp_path / "work" / "restore_crops" / "clean-auto"))
+    assert len(kept) == 3 and all(0 <= r["fidelity"] <= 1 for r in kept)     # the records stay for a look
     assert out["images"] == 3 and set(out["scores"]) == {"degraded", "nlm", "restore_defaults", "restore_fidelity_0"}
     for row in out["scores"].values():
         assert np.isfinite(row["psnr_db"]) and -1 <= row["ssim"] <= 1
