@@ -86,6 +86,11 @@ class EncoderTrainer:
                 raise UserError(f"dataset resolution {self.dataset.resolution} differs from the network's "
                                 f"{G.img_resolution} (convert it with dataset_tool.py --resolution)")
         fresh = not os.path.isfile(os.path.join(run_dir, LATEST))
+        if o.init and not fresh:
+            # The same command again: a run that started from --init has that file's architecture,
+            # which is the run's own snapshot's (the command line's --width etc. do not apply).
+            kw = read_encoder_file(os.path.join(run_dir, LATEST))["kwargs"]
+            o.w_plus, o.depth, o.width = kw["w_plus"], kw["depth"], kw["width"]
         if o.init and fresh:
             # Fine-tune another run's encoder (e.g. the shipped one for a new generator of the same
             # shapes): its architecture and weights, this generator's w_avg.

@@ -196,3 +196,20 @@ def test_train_encoder_init_starts_from_another_encoder(network, tmp_path):
     fresh = read_encoder_file(os.path.join(tmp_path, "a", "encoder-000020.pt"))
     assert fresh["training_state"]["step"] == 20 and out["training_state"]["step"] == 1
     assert json.load(open(os.path.join(tmp_path, "b", "training_options.json")))["init"] == trained
+
+
+def test_train_encoder_from_init_resumes_with_the_same_command(network, tmp_path):
+    """A run started with --init (here width 8, though --width defaults to 64) is resumed by the
+    same command: the architecture is the run's own snapshot's, the step goes on from there."""
+    from inversion.encoders import read_encoder_file
+    path, G = network
+    base = ["train-encoder", "--network", path, "--batch", "4", "--perceptual", "fallback", "--device", "cpu"]
+    assert _invoke(base + ["--outdir", str(tmp_path / "a"), "--width", "8", "--steps", "2"]).exit_code == 0
+    init = os.path.join(tmp_path, "a", "encoder.pt")
+    cmd = base + ["--outdir", str(tmp_path / "b"), "--init", init, "--log-steps", "1", "--snap-steps", "1"]
+    assert _invoke(cmd + ["--steps", "2"]).exit_code == 0
+    r = _invoke(cmd + ["--steps", "3"])
+    assert r.exit_code == 0, r.output
+    out = read_encoder_file(os.path.join(tmp_path, "b", "encoder.pt"))
+    assert out["training_state"]["step"] == 3 and out["kwargs"]["width"] == 8
+    assert [l["step"] for l in read_jsonl(os.path.join(tmp_path, "b", "stats.jsonl"))] == [1, 2, 3]
