@@ -163,17 +163,35 @@ def compute_swd(opts: metric_utils.MetricOptions, mode: str, num_images: int,
     degraded in mode 'degraded') and n generated images of ``gen_mode`` (default: the same mode;
     'sharp' against degraded reals scores a plain generator trained on degraded images, the
     baseline of the paper's Table 1)."""
-    gen_mode = gen_mode or mode
+    real = real_descriptors(opts, mode, num_images)
+    fake = generated_descriptors(opts, gen_mode or mode, num_images)
+    if opts.rank != 0:
+        return {"avg": float("nan")}
+    return swd_between(real, fake, pyramid_resolutions(metric_utils.open_dataset(opts).resolution), opts.seed)
+
+
+def _sample_count(opts: metric_utils.MetricOptions, num_images: int) -> int:
+    return min(num_images, len(metric_utils.open_dataset(opts)))
+
+
+def real_descriptors(opts: metric_utils.MetricOptions, mode: str, num_images: int) -> List[torch.Tensor]:
+    """The real side of ``compute_swd`` (per-level descriptors; computed once, it serves many
+    generators: ``evaluation.campaign_curve``)."""
     ds = metric_utils.open_dataset(opts)
-    n = min(num_images, len(ds))
+    n = _sample_count(opts, num_images)
     order = np.random.RandomState(opts.seed).permutation(len(ds))[:n]
     real = PyramidDescriptors(ds.resolution, salt=1, seed=opts.seed)
-    fake = PyramidDescriptors(ds.resolution, salt=2, seed=opts.seed)
     chunks = [k for k, _s, _e in metric_utils._my_chunks(n, opts)]
     for k, imgs in zip(chunks, metric_utils.iterate_real_images(opts, mode, n, order=order, desc=f"real {mode} SWD")):
         real.add(imgs, k, opts)
+    return real.finalize() if opts.rank == 0 else []        # gathered on rank 0 (PyramidDescriptors.add)
+
+
+def generated_descriptors(opts: metric_utils.MetricOptions, gen_mode: str, num_images: int) -> List[torch.Tensor]:
+    """The generated side of ``compute_swd``: as many images of ``opts.G`` in ``gen_mode``."""
+    n = _sample_count(opts, num_images)
+    fake = PyramidDescriptors(opts.G.img_resolution, salt=2, seed=opts.seed)
+    chunks = [k for k, _s, _e in metric_utils._my_chunks(n, opts)]
     for k, imgs in zip(chunks, metric_utils.iterate_generated_images(opts, gen_mode, n, desc=f"generated {gen_mode} SWD")):
         fake.add(imgs, k, opts)
-    if opts.rank != 0:
-        return {"avg": float("nan")}
-    return swd_between(real.finalize(), fake.finalize(), real.resolutions, opts.seed)
+    return fake.finalize() if opts.rank == 0 else []
