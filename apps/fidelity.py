@@ -16,11 +16,13 @@ The output keeps a share f of the input (``compose``; ``restore.py --fidelity``)
     f = 1                                           else, when s <= sharp_below
     f = floor + (1 - floor) exp(-(s - sharp_below) / scale)      else
 
-``sharp_below`` and the detail band come from clean faces (mean + 3 standard deviations of their
-severity; their mean ratio +- 3 standard deviations), so a sharp input is left as it is. The severity
+``sharp_below`` and the detail band come from clean faces (mean + 4 standard deviations of their
+severity; their mean ratio +- 4 standard deviations), so a sharp input is left as it is. The severity
 is used only where it tells the calibration's degraded faces from its clean ones (ROC AUC >=
 ``SEVERITY_MIN_AUC``); else ``sharp_below`` is infinite: a q that does not read the degradation
-must not decide to redraw a sharp face (the shipped model's q does not yet, issue 31). ``floor`` and
+must not decide to redraw a sharp face (the shipped model's q does not yet, issue 31). Each side of
+the detail band is kept only where restoring what lies beyond it helps the calibration's degraded
+faces (a model that cannot undo blur leaves blurred inputs as they are). ``floor`` and
 ``scale`` maximise the mean PSNR gain over degraded faces (``fit_curve``, on *training* faces,
 never on held-out ones: ``evaluation.calibrate_fidelity``). A model whose q reads the degradation restores through s; a
 model whose q does not (the shipped one, so far) still restores what the detail ratio flags.
@@ -34,6 +36,7 @@ A model's curve lives beside its network file as ``<network stem>-fidelity.json`
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 from typing import Callable, Optional, Tuple, Union
@@ -45,7 +48,7 @@ from dnnlib.util import UserError, atomic_write
 
 CURVE_SUFFIX = "-fidelity.json"
 CURVE_FORMAT = "qc-stylegan-fidelity-curve"
-CLEAN_SIGMAS = 3.0              # thresholds: the clean faces' mean + (detail: +-) this many standard deviations
+CLEAN_SIGMAS = 4.0              # thresholds: the clean faces' mean + (detail: +-) this many standard deviations
 SEVERITY_MIN_AUC = 0.8          # the severity decides only when it tells degraded from clean this well
 FLOORS = tuple(np.round(np.arange(0.0, 0.951, 0.05), 2))
 SCALES = tuple(np.round(np.geomspace(0.002, 0.2, 25), 5))
@@ -220,9 +223,9 @@ def fit_curve(severities: np.ndarray, restored: np.ndarray, inputs: np.ndarray, 
     the clean inputs' mean severity + ``CLEAN_SIGMAS`` standard deviations (infinite when the
     severity's AUC, degraded vs clean, is below ``SEVERITY_MIN_AUC``); the detail band: their
     mean ratio +- as many (each at least their whole range, so every clean calibration face is
-    kept as it is: the margin is for clean faces the calibration did not see); floor and scale:
-    the grid point of best mean PSNR gain over the degraded faces. Returns the curve and
-    the fit's numbers."""
+    kept as it is: the margin is for clean faces the calibration did not see), each side opened
+    (+-inf) where that serves the degraded faces better; floor, scale and the sides: the grid
+    point of best mean PSNR gain over the degraded faces. Returns the curve and the fit's numbers."""
     s = np.asarray(severities, np.float64)
     r, x, c = (np.asarray(a, np.float64) for a in (restored, inputs, clean))
     is_clean = np.asarray(is_clean, bool)
@@ -241,15 +244,15 @@ def fit_curve(severities: np.ndarray, restored: np.ndarray, inputs: np.ndarray, 
     high = float(max(dr[is_clean].mean() + spread, dr[is_clean].max()))
     base = _psnr(x, c)
     best = None
-    for floor in FLOORS:
-        for scale in SCALES:
-            curve = FidelityCurve(sharp_below, float(floor), float(scale), low, high)
-            f = np.array([curve(v, d) for v, d in zip(s, dr)])[:, None, None, None]
-            out = np.clip(np.rint((1 - f) * r + f * x), 0, 255)
-            gain = _psnr(out, c) - base
-            score = float(gain[~is_clean].mean())     # clean faces sit inside both thresholds: f = 1
-            if best is None or score > best[0]:
-                best = (score, curve, gain, f[:, 0, 0, 0])
+    bands = [(low, high), (-np.inf, high), (low, np.inf), (-np.inf, np.inf)]   # ties: the first (both sides)
+    for (band_low, band_high), floor, scale in itertools.product(bands, FLOORS, SCALES):
+        curve = FidelityCurve(sharp_below, float(floor), float(scale), float(band_low), float(band_high))
+        f = np.array([curve(v, d) for v, d in zip(s, dr)])[:, None, None, None]
+        out = np.clip(np.rint((1 - f) * r + f * x), 0, 255)
+        gain = _psnr(out, c) - base
+        score = float(gain[~is_clean].mean())     # clean faces sit inside both thresholds: f = 1
+        if best is None or score > best[0]:
+            best = (score, curve, gain, f[:, 0, 0, 0])
     score, curve, gain, f = best
     fixed = {str(v): float((_psnr(np.clip(np.rint((1 - v) * r + v * x), 0, 255), c) - base)[~is_clean].mean())
              for v in (0.0, 0.25, 0.5)}
@@ -258,8 +261,8 @@ def fit_curve(severities: np.ndarray, restored: np.ndarray, inputs: np.ndarray, 
               "severity_degraded": {"median": float(np.median(s[~is_clean])), "min": float(s[~is_clean].min())},
               "severity_auc": auc, "severity_used": bool(np.isfinite(sharp_below)),
               "detail_clean": [float(dr[is_clean].min()), float(dr[is_clean].max())],
-              "degraded_flagged": int(sum(not low <= v <= high or sv > sharp_below
-                                          for v, sv in zip(dr[~is_clean], s[~is_clean]))),
+              "detail_band_from_clean": [low, high],
+              "degraded_flagged": int(sum(curve(sv, v) < 1 for v, sv in zip(dr[~is_clean], s[~is_clean]))),
               "psnr_gain_db": {"clean": float(gain[is_clean].mean()), "degraded": score},
               "mean_fidelity": {"clean": float(f[is_clean].mean()), "degraded": float(f[~is_clean].mean())},
               "fixed_fidelity_gain_db_degraded": fixed}

@@ -107,6 +107,23 @@ def test_fit_curve_ignores_a_severity_that_does_not_read_the_degradation(tmp_pat
     assert fid.load_curve(str(path))[0] == curve                                   # infinity survives the JSON
 
 
+def test_fit_curve_opens_the_side_where_restoring_hurts():
+    """Degraded faces above the clean detail band are restored well, those below it badly (a
+    model that cannot undo blur): the fit keeps the high side and opens the low one."""
+    rng = np.random.RandomState(5)
+    clean = rng.randint(40, 215, (40, 8, 8, 3)).astype(np.float64)
+    kind = np.repeat(["clean", "noisy", "blurred"], [20, 10, 10])
+    inputs = clean + np.where((kind == "noisy")[:, None, None, None], rng.normal(0, 20, clean.shape), 0)
+    inputs = np.clip(inputs + np.where((kind == "blurred")[:, None, None, None], 3.0, 0), 0, 255)
+    bad = (kind == "blurred")[:, None, None, None]
+    restored = np.clip(clean + rng.normal(0, 4, clean.shape) + np.where(bad, rng.normal(0, 30, clean.shape), 0), 0, 255)
+    details = np.select([kind == "noisy", kind == "blurred"], [2.0, -1.0], rng.uniform(0.4, 0.6, 40))
+    curve, rep = fid.fit_curve(np.zeros(40), restored, inputs, clean, kind == "clean", details=details)
+    assert curve.detail_low == -np.inf and np.isfinite(curve.detail_high)
+    assert curve(0.0, -1.0) == 1.0 and curve(0.0, 2.0) < 1.0 and rep["degraded_flagged"] == 10
+    assert rep["mean_fidelity"]["clean"] == 1.0 and rep["psnr_gain_db"]["degraded"] > 0
+
+
 def test_roc_auc():
     assert fid.roc_auc([2, 3], [0, 1]) == 1.0 and fid.roc_auc([0, 1], [2, 3]) == 0.0
     assert fid.roc_auc([1, 1], [1, 1]) == 0.5 and fid.roc_auc([1, 3], [2]) == 0.5
