@@ -58,7 +58,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     from degradations.folder import degrade_folder
-    from inversion.api import default_batch_size
+    from inversion.config import default_batch_size
     from apps.restore import RestoreOptions, restore_folder
     from inversion.models import load_models
 

@@ -34,7 +34,8 @@ from dnnlib import image_io
 from dnnlib.image_io import PIXEL_RANGE, from_uint8_hwc, to_uint8_hwc
 from dnnlib.util import UserError, atomic_write, cli_main
 
-from inversion.api import DEFAULT_W_STEPS, invert_images, prepare_image
+from inversion.api import invert_images, prepare_image
+from inversion.config import DEFAULT_W_STEPS
 from apps.latents import render, seed_latents
 from apps.linear import DEFAULT_TEST_FRACTION, fit_and_evaluate
 from inversion.objectives import PerceptualLoss, ReconstructionLoss

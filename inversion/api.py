@@ -19,7 +19,7 @@ from dnnlib.util import UserError, atomic_write
 from metrics.image_metrics import psnr
 from torch_utils.misc import assert_shape, keep_freed_cpu_memory
 
-from .config import DEFAULT_BATCH, DEFAULT_W_STEPS, InversionConfig, default_batch_size  # noqa: F401 (re-exported)
+from .config import InversionConfig
 from .delta import delta_nbytes, load_delta, save_delta
 from .encoders import encode_images
 from .objectives import PerceptualLoss, ReconstructionLoss
