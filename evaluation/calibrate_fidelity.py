@@ -51,7 +51,12 @@ def calibrate(models, faces: Sequence[np.ndarray], seeds: Sequence[int] = (123, 
     and read instead of restoring again when it exists (a refit after a change of the fit)."""
     if measurements and os.path.isfile(measurements):
         with np.load(measurements, allow_pickle=False) as m:
-            return fit_curve(*(m[k] for k in MEASURED))
+            saved = [m[k] for k in MEASURED]
+        expected = len(faces) * (1 + len(seeds))
+        if len(saved[0]) != expected:
+            raise UserError(f"{measurements}: holds {len(saved[0])} restorations, this calibration makes {expected} "
+                            f"({len(faces)} faces, {len(seeds)} degraded draws each); use another --measurements file")
+        return fit_curve(*saved)
     faces = list(faces)
     draws = [degrade_faces(faces, seed) for seed in seeds]
     inputs, clean = [], []                    # interleaved: face i clean, then its degraded draws

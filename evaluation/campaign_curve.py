@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from dnnlib.util import UserError, append_jsonl, cli_main, read_jsonl
 from metrics import swd
+from metrics import metric_utils
 from metrics.metric_utils import MetricOptions
 from training.checkpoint import load_generator
 
@@ -62,10 +63,9 @@ def measure_curve(networks: Sequence[str], reals: str, out: str, images: int = 2
     if not todo:
         return []
     dev = torch.device(device)
-    opts = MetricOptions(G=load_generator(todo[0], device=dev), dataset_kwargs={"path": reals}, device=dev,
-                         seed=seed, progress=False)
-    real = swd.real_descriptors(opts, "degraded", images)
-    resolutions = swd.pyramid_resolutions(opts.G.img_resolution)
+    opts = MetricOptions(dataset_kwargs={"path": reals}, device=dev, seed=seed, progress=False)
+    real = swd.real_descriptors(opts, "degraded", images)          # once; each generator is loaded once, below
+    resolutions = swd.pyramid_resolutions(metric_utils.open_dataset(opts).resolution)
     points = []
     for path in tqdm(todo, desc="snapshots", unit="snapshot"):
         t0 = time.perf_counter()

@@ -86,10 +86,11 @@ class EncoderTrainer:
                 raise UserError(f"dataset resolution {self.dataset.resolution} differs from the network's "
                                 f"{G.img_resolution} (convert it with dataset_tool.py --resolution)")
         fresh = not os.path.isfile(os.path.join(run_dir, LATEST))
+        saved = None if fresh else read_encoder_file(os.path.join(run_dir, LATEST))
         if o.init and not fresh:
             # The same command again: a run that started from --init has that file's architecture,
             # which is the run's own snapshot's (the command line's --width etc. do not apply).
-            kw = read_encoder_file(os.path.join(run_dir, LATEST))["kwargs"]
+            kw = saved["kwargs"]
             o.w_plus, o.depth, o.width = kw["w_plus"], kw["depth"], kw["width"]
         if o.init and fresh:
             # Fine-tune another run's encoder (e.g. the shipped one for a new generator of the same
@@ -113,14 +114,13 @@ class EncoderTrainer:
         self.step = 0
         perc = PerceptualLoss(o.perceptual, device=self.device).to(self.device)
         self.recon = ReconstructionLoss(perc, o.l2_weight, o.lpips_weight)
-        self._resume()
+        if saved is not None:
+            self._resume(saved)
 
     # -- state ------------------------------------------------------------------------------
-    def _resume(self) -> None:
+    def _resume(self, payload: dict) -> None:
+        """Continue from the run's ``encoder.pt`` (``payload``: ``read_encoder_file`` of it)."""
         path = os.path.join(self.run_dir, LATEST)
-        if not os.path.isfile(path):
-            return
-        payload = read_encoder_file(path)
         state = payload.get("training_state") or {}
         if payload["kwargs"] != self.E.init_kwargs:
             raise UserError(f"{path}: was trained with other encoder settings ({payload['kwargs']}); "

@@ -157,3 +157,5 @@ def test_calibration_keeps_its_measurements_and_refits_from_them(tmp_path, monke
     assert rep["faces"] == 9 and rep["clean"] == 3
     monkeypatch.setattr(cal, "invert_images", lambda *a, **k: pytest.fail("restored again"))
     assert cal.calibrate(Models.of(G), list(faces), measurements=npz, **kw) == (curve, rep)
+    with pytest.raises(UserError, match="holds 9 restorations, this calibration makes 6"):
+        cal.calibrate(Models.of(G), list(faces[:2]), measurements=npz, **kw)   # other faces: not refit from it
