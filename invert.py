@@ -24,7 +24,8 @@ from inversion.cli_options import inversion_options
 from inversion.encoders import export_encoder
 from apps.invert_folder import InvertOptions, invert_folder
 from inversion.models import load_models
-from inversion.encoder_training import train_encoder
+from inversion.encoder_training import DEFAULTS as ENC, train_encoder
+from torch_utils.misc import AUTOCAST_PRECISIONS
 from training.dataset import ImageDataset
 
 
@@ -58,30 +59,32 @@ def run(network_path, encoder_path, input_path, outdir, device, align, max_faces
 @click.option("--data", default=None, help="Sharp real images (ZIP or folder, dataset_tool.py layout); needed for real/mixed")
 @click.option("--outdir", required=True, help="Run folder (running again resumes from DIR/encoder.pt)")
 @click.option("--mode", type=click.Choice(["synthetic", "real", "mixed"]), default=None, help="[default: real with --data, else synthetic]")
-@click.option("--synthetic-frac", type=float, default=0.5, show_default=True, help="mixed: share of synthetic rows")
-@click.option("--steps", type=int, default=10000, show_default=True, help="Total optimisation steps")
-@click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--w-space", type=click.Choice(["w+", "w"]), default="w+", show_default=True, help="One w per layer or one for all")
-@click.option("--depth", type=click.Choice(["18", "34"]), default="18", show_default=True, help="ResNet depth")
-@click.option("--width", type=int, default=64, show_default=True, help="Backbone width (64 = torchvision)")
+@click.option("--synthetic-frac", type=float, default=ENC.synthetic_frac, show_default=True, help="mixed: share of synthetic rows")
+@click.option("--steps", type=int, default=ENC.steps, show_default=True, help="Total optimisation steps")
+@click.option("--batch", type=int, default=ENC.batch, show_default=True)
+@click.option("--lr", type=float, default=ENC.lr, show_default=True)
+@click.option("--w-space", type=click.Choice(["w+", "w"]), default="w+" if ENC.w_plus else "w", show_default=True, help="One w per layer or one for all")
+@click.option("--depth", type=click.Choice(["18", "34"]), default=str(ENC.depth), show_default=True, help="ResNet depth")
+@click.option("--width", type=int, default=ENC.width, show_default=True, help="Backbone width (64 = torchvision)")
 @click.option("--backbone-weights", default=None, help="torchvision resnet18/34 weights file for both backbones")
 @click.option("--init", "init", default=None, help="Encoder file to start a new run from (its architecture and weights; e.g. the shipped encoder for a new generator of the same shapes)")
-@click.option("--degradations", default="psp", show_default=True, help="Pipeline for real rows (preset name or JSON spec)")
-@click.option("--l2-weight", type=float, default=1.0, show_default=True)
-@click.option("--lpips-weight", type=float, default=0.8, show_default=True)
-@click.option("--w-norm-weight", type=float, default=0.005, show_default=True, help="||w - w_avg||^2 regulariser (real rows)")
-@click.option("--latent-weight", type=float, default=1.0, show_default=True, help="MSE to the known (w, q) (synthetic rows)")
-@click.option("--perceptual", type=click.Choice(["auto", "lpips", "lpips-random", "fallback"]), default="auto", show_default=True)
-@click.option("--log-steps", type=int, default=50, show_default=True, help="Steps per stats.jsonl line")
-@click.option("--snap-steps", type=int, default=1000, show_default=True, help="Steps per snapshot and validation image")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--degradations", default=ENC.degradations, show_default=True, help="Pipeline for real rows (preset name or JSON spec)")
+@click.option("--l2-weight", type=float, default=ENC.l2_weight, show_default=True)
+@click.option("--lpips-weight", type=float, default=ENC.lpips_weight, show_default=True)
+@click.option("--w-norm-weight", type=float, default=ENC.w_norm_weight, show_default=True, help="||w - w_avg||^2 regulariser (real rows)")
+@click.option("--latent-weight", type=float, default=ENC.latent_weight, show_default=True, help="MSE to the known (w, q) (synthetic rows)")
+@click.option("--perceptual", type=click.Choice(["auto", "lpips", "lpips-random", "fallback"]), default=ENC.perceptual, show_default=True)
+@click.option("--log-steps", type=int, default=ENC.log_steps, show_default=True, help="Steps per stats.jsonl line")
+@click.option("--snap-steps", type=int, default=ENC.snap_steps, show_default=True, help="Steps per snapshot and validation image")
+@click.option("--seed", type=int, default=ENC.seed, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
+@click.option("--precision", type=click.Choice(AUTOCAST_PRECISIONS), default=ENC.precision, show_default=True,
+              help="auto: bf16 autocast where the CPU computes bf16 natively (AMX, AVX-512 BF16) or the GPU supports it, else fp32")
 @click.option("--dry-run", is_flag=True, help="Print the resolved options and exit")
 @cli_main
 def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, batch, lr, w_space, depth, width,
                       backbone_weights, init, degradations, l2_weight, lpips_weight, w_norm_weight, latent_weight, perceptual,
-                      log_steps, snap_steps, seed, device, dry_run):
+                      log_steps, snap_steps, seed, device, precision, dry_run):
     """Train the content (w) and quality (q) encoders for one generator."""
     mode = mode or ("real" if data else "synthetic")
     if mode != "synthetic" and not data:
@@ -93,7 +96,7 @@ def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, b
     opts = dict(mode=mode, synthetic_frac=synthetic_frac, steps=steps, batch=batch, lr=lr, w_plus=(w_space == "w+"),
                 depth=int(depth), width=width, backbone_weights=backbone_weights, init=init, degradations=degradations,
                 l2_weight=l2_weight, lpips_weight=lpips_weight, w_norm_weight=w_norm_weight, latent_weight=latent_weight,
-                perceptual=perceptual, log_steps=log_steps, snap_steps=snap_steps, seed=seed)
+                perceptual=perceptual, log_steps=log_steps, snap_steps=snap_steps, seed=seed, precision=precision)
     if dry_run:
         click.echo(json.dumps({"network": network_path, "data": data, "outdir": outdir, **opts}, indent=2))
         return
@@ -103,9 +106,9 @@ def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, b
     out = train_encoder(outdir, models.G, opts, dataset,
                         progress_fn=lambda s: click.echo(f"step {s['step']:<7d} loss {s['loss']:<9.4f} "
                                                          f"sec/step {s['sec_per_step']:.3f}"))
-    if out["stopped"]:
-        click.echo(f"stopped by {out['stopped']} at step {out['step']}; run the same command again to resume")
-    click.echo(f"encoder: {out['encoder']} (step {out['step']})")
+    if out.stopped:
+        click.echo(f"stopped by {out.stopped} at step {out.step}; run the same command again to resume")
+    click.echo(f"encoder: {out.encoder} (step {out.step}, precision {out.trainer.precision})")
 
 
 @main.command("export-encoder")

@@ -184,7 +184,7 @@ def test_resize_and_encoder_path(G):
 def _q_correlation(G, tmp_path, steps):
     out = train_encoder(str(tmp_path), G, dict(mode="synthetic", steps=steps, batch=16, lr=1e-3, width=16,
                                                log_steps=50, snap_steps=10 ** 6, val_images=4, perceptual="fallback"))
-    trainer = out["trainer"]
+    trainer = out.trainer
     E = trainer.E.eval()
     img, ws, q = trainer.synthetic_rows(128, torch.Generator().manual_seed(12345))    # held-out samples
     with torch.no_grad():
@@ -192,7 +192,7 @@ def _q_correlation(G, tmp_path, steps):
     corr_q = np.corrcoef(q_p.flatten().numpy(), q.flatten().numpy())[0, 1]
     dw = lambda t: (t - G.mapping.w_avg).flatten().numpy()
     corr_w = np.corrcoef(dw(ws_p), dw(ws))[0, 1]
-    return corr_q, corr_w, out["history"]
+    return corr_q, corr_w, out.history
 
 
 def test_synthetic_encoder_recovers_q(G, tmp_path):

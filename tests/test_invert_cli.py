@@ -67,15 +67,40 @@ def test_train_encoder_sigterm_snapshots_and_resume_repeats_the_run(network, tmp
     run = str(tmp_path / "run")
     handler = signal.getsignal(signal.SIGTERM)
     first = train_encoder(run, G, dict(opts), progress_fn=stop_at_20)
-    assert first["stopped"] == "SIGTERM" and first["step"] == 20
+    assert first.stopped == "SIGTERM" and first.step == 20
     assert signal.getsignal(signal.SIGTERM) == handler                   # the handler is put back
     append_jsonl(os.path.join(run, "stats.jsonl"), {"step": 30, "loss": 0.0})   # as if killed after logging 30
     second = train_encoder(run, G, dict(opts))
-    assert second["stopped"] is None and second["step"] == 40
+    assert second.stopped is None and second.step == 40
     assert [l["step"] for l in read_jsonl(os.path.join(run, "stats.jsonl"))] == [10, 20, 30, 40]
     assert read_jsonl(os.path.join(run, "stats.jsonl"))[2]["loss"] != 0.0
-    a, b = whole["trainer"].E.state_dict(), second["trainer"].E.state_dict()
+    a, b = whole.trainer.E.state_dict(), second.trainer.E.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_encoder_bf16_autocast_tracks_fp32(network, tmp_path):
+    """--precision bf16 (what 'auto' picks on CPUs with native bf16; emulated, slower, elsewhere):
+    the passes run under autocast while the weights, Adam and the losses stay float32, so the run
+    follows the float32 one up to bf16 rounding; each stats line names the precision, and a run
+    resumes under another precision (a machine of another kind)."""
+    path, G = network
+    data = tmp_path / "data"
+    images, _, _ = sample_images(G, 6, seed=7)
+    for i, im in enumerate(images):
+        write_image(str(data / f"{i}.png"), im)
+    from training.dataset import ImageDataset
+    dataset = ImageDataset(str(data))
+    opts = dict(mode="mixed", steps=12, batch=4, lr=1e-3, width=8, log_steps=4, snap_steps=1000,
+                perceptual="fallback", val_images=2)
+    runs = {p: train_encoder(str(tmp_path / p), G, dict(opts, precision=p), dataset) for p in ("fp32", "bf16")}
+    for p, run in runs.items():
+        assert [l["precision"] for l in run.history] == [p] * 3
+        assert all(v.dtype == torch.float32 for v in run.trainer.E.state_dict().values() if v.is_floating_point())
+    a, b = ([l["loss"] for l in runs[p].history] for p in ("fp32", "bf16"))
+    assert np.allclose(a, b, rtol=0.1), (a, b)                 # bf16 rounding, not another run
+    assert a[0] != b[0]                                          # ... but the bf16 passes did run
+    more = train_encoder(str(tmp_path / "bf16"), G, dict(opts, steps=16, precision="fp32"), dataset)
+    assert more.step == 16 and more.history[-1]["precision"] == "fp32"
 
 
 def test_train_encoder_real_rows(network, tmp_path):

@@ -115,3 +115,21 @@ def test_training_options_record_the_choice(cpu, tmp_path):
         saved = json.load(f)
     assert saved["precision"] == "fp32" and saved["precision_info"]["cpu_capability"] == "AVX2"
     assert run_dir.endswith("-plain-ada0.6")          # 'auto' does not rename the run
+
+
+def test_encoder_training_precision_follows_the_same_rule(cpu, monkeypatch):
+    """invert.py train-encoder --precision: autocast only (fp32 or bf16); the CPU rule is
+    resolve_precision's; on CUDA 'auto' is bf16 where the GPU supports it."""
+    cpu(AVX2, 26.0)
+    assert misc.resolve_autocast_precision("auto", "cpu") == "fp32"
+    assert misc.resolve_autocast_precision("bf16", "cpu") == "bf16"
+    cpu(AMX, 0.4)
+    assert misc.resolve_autocast_precision("auto", "cpu") == "bf16"
+    assert misc.resolve_autocast_precision("fp32", "cpu") == "fp32"
+    monkeypatch.setenv(misc.AUTO_PRECISION_ENV, "fp32")
+    assert misc.resolve_autocast_precision("auto", "cpu") == "fp32"
+    for supported, want in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
+        assert misc.resolve_autocast_precision("auto", "cuda") == want
+    with pytest.raises(UserError, match="--precision must be one of auto, fp32, bf16"):
+        misc.resolve_autocast_precision("fp16", "cpu")

@@ -235,6 +235,24 @@ def resolve_precision(requested: str, device) -> dict:
     return info
 
 
+AUTOCAST_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_autocast_precision(requested: str, device) -> str:
+    """'fp32' or 'bf16' for networks trained under ``torch.autocast`` with float32 master weights
+    (the encoders: ``invert.py train-encoder --precision``). On CPU the rule of
+    ``resolve_precision`` (bf16 where native, ``$QC_AUTO_PRECISION`` honoured); on CUDA 'auto' is
+    bf16 where the GPU supports it (no loss scaling needed), else fp32."""
+    if requested not in AUTOCAST_PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(AUTOCAST_PRECISIONS)}, got {requested}")
+    device = torch.device(device)
+    if device.type == "cuda":
+        if requested == "auto":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return requested
+    return resolve_precision(requested, device)["precision"]
+
+
 def resolve_inference_dtype(requested: str, device) -> str:
     """``--dtype`` of the inference scripts: 'auto' -> 'bfloat16' on a CPU with native bf16, else
     'float32' (on CUDA 'float32' keeps the networks' per-block float16, as StyleGAN2-ADA does).
