@@ -74,6 +74,8 @@ def run(network_path, encoder_path, input_path, outdir, device, align, max_faces
 @click.option("--w-norm-weight", type=float, default=ENC.w_norm_weight, show_default=True, help="||w - w_avg||^2 regulariser (real rows)")
 @click.option("--latent-weight", type=float, default=ENC.latent_weight, show_default=True, help="MSE to the known (w, q) (synthetic rows)")
 @click.option("--perceptual", type=click.Choice(["auto", "lpips", "lpips-random", "fallback"]), default=ENC.perceptual, show_default=True)
+@click.option("--q-scale", default=",".join(f"{v:g}" for v in ENC.q_scale), show_default=True, metavar="LO,HI",
+              help="Synthetic rows: q = k * N(0, I) with k ~ U(LO, HI) per row; 0,1 spans sharp to fully degraded renders")
 @click.option("--log-steps", type=int, default=ENC.log_steps, show_default=True, help="Steps per stats.jsonl line")
 @click.option("--snap-steps", type=int, default=ENC.snap_steps, show_default=True, help="Steps per snapshot and validation image")
 @click.option("--seed", type=int, default=ENC.seed, show_default=True)
@@ -84,7 +86,7 @@ def run(network_path, encoder_path, input_path, outdir, device, align, max_faces
 @cli_main
 def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, batch, lr, w_space, depth, width,
                       backbone_weights, init, degradations, l2_weight, lpips_weight, w_norm_weight, latent_weight, perceptual,
-                      log_steps, snap_steps, seed, device, precision, dry_run):
+                      q_scale, log_steps, snap_steps, seed, device, precision, dry_run):
     """Train the content (w) and quality (q) encoders for one generator."""
     mode = mode or ("real" if data else "synthetic")
     if mode != "synthetic" and not data:
@@ -93,10 +95,17 @@ def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, b
         raise UserError("--steps, --batch, --log-steps and --snap-steps must be >= 1")
     if not 0 <= synthetic_frac <= 1:
         raise UserError("--synthetic-frac must be in [0, 1]")
+    try:
+        q_scale = tuple(float(v) for v in q_scale.split(","))
+    except ValueError:
+        raise UserError(f"--q-scale must be LO,HI (two numbers), got '{q_scale}'") from None
+    if len(q_scale) != 2 or not 0 <= q_scale[0] <= q_scale[1]:
+        raise UserError(f"--q-scale must be LO,HI with 0 <= LO <= HI, got '{','.join(f'{v:g}' for v in q_scale)}'")
     opts = dict(mode=mode, synthetic_frac=synthetic_frac, steps=steps, batch=batch, lr=lr, w_plus=(w_space == "w+"),
                 depth=int(depth), width=width, backbone_weights=backbone_weights, init=init, degradations=degradations,
                 l2_weight=l2_weight, lpips_weight=lpips_weight, w_norm_weight=w_norm_weight, latent_weight=latent_weight,
-                perceptual=perceptual, log_steps=log_steps, snap_steps=snap_steps, seed=seed, precision=precision)
+                perceptual=perceptual, q_scale=q_scale, log_steps=log_steps, snap_steps=snap_steps, seed=seed,
+                precision=precision)
     if dry_run:
         click.echo(json.dumps({"network": network_path, "data": data, "outdir": outdir, **opts}, indent=2))
         return

@@ -9,7 +9,10 @@ Two kinds of rows, mixed in any proportion per batch (``mode``):
   ``w_norm_weight * ||w - w_avg||^2`` (pSp's W-norm regulariser);
 * ``synthetic``: the generator's own samples with known targets: z ~ N(0, I) -> w, q ~ N(0, I),
   input G(w, q); loss ``latent_weight * (MSE(w) + MSE(q))``. Needs no dataset and no pretrained
-  backbone.
+  backbone. ``q_scale = (lo, hi)`` draws q = k * N(0, I) with k ~ U(lo, hi) per row instead: since
+  DB(f, kq) = k DB(f, q) (Sec. 3.2) the renders then span sharp (k = 0) to the training mode
+  (k = 1), so the encoder also learns how degraded an input is, sharp faces included (q = N(0, I)
+  alone never shows it a sharp face).
 
 Run folder: ``training_options.json``, ``stats.jsonl`` (one line per log interval: the loss terms'
 means, and with synthetic rows ``q_r2``, 1 - MSE(q) / Var(q) of the known q: how much of q the
@@ -62,6 +65,7 @@ DEFAULTS = dnnlib.EasyDict(
     l2_weight=1.0, lpips_weight=0.8, w_norm_weight=0.005, latent_weight=1.0,
     perceptual="auto",
     truncation_psi=1.0,        # synthetic rows: truncation of the sampled w
+    q_scale=(1.0, 1.0),        # synthetic rows: q = k * N(0, I), k ~ U(lo, hi) per row (Eq. 3's DB(f, kq) = k DB(f, q))
     log_steps=50, snap_steps=1000, val_images=8,
     seed=0, device="cpu",
     precision="auto",          # 'auto' | 'fp32' | 'bf16': autocast of the networks' passes (master weights fp32)
@@ -80,6 +84,9 @@ class EncoderTrainer:
         o = self.opts
         if o.mode not in MODES:
             raise UserError(f"unknown mode '{o.mode}' (expected one of {', '.join(MODES)})")
+        o.q_scale = tuple(float(v) for v in o.q_scale)
+        if len(o.q_scale) != 2 or not 0 <= o.q_scale[0] <= o.q_scale[1]:
+            raise UserError(f"q_scale must be two numbers 0 <= lo <= hi, got {o.q_scale}")
         if o.mode != "synthetic" and dataset is None:
             raise UserError(f"mode '{o.mode}' needs --data (or use --mode synthetic)")
         self.device = torch.device(o.device)
@@ -159,6 +166,10 @@ class EncoderTrainer:
         if G.c_dim > 0:
             c[torch.arange(n), torch.randint(G.c_dim, [n], generator=gen)] = 1
         q = torch.randn([n, G.q_dim], generator=gen).to(self.device) if G.q_dim > 0 else None
+        lo, hi = self.opts.q_scale
+        if q is not None and (lo, hi) != (1.0, 1.0):
+            # Severity from sharp (k = 0) to the training mode (k = 1): DB(f, kq) = k DB(f, q).
+            q = q * (lo + (hi - lo) * torch.rand([n, 1], generator=gen)).to(self.device)
         with torch.no_grad():
             ws = G.mapping(z, c, truncation_psi=self.opts.truncation_psi)
             img = G.synthesis(ws, q, noise_mode="const")
@@ -248,7 +259,10 @@ class EncoderTrainer:
 
 
 def _plain_opts(opts: dict) -> dict:
-    return {k: v for k, v in opts.items() if isinstance(v, (str, int, float, bool, type(None)))}
+    """The options as JSON values (numbers, strings, pairs as lists); other objects are left out."""
+    scalar = (str, int, float, bool, type(None))
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()
+            if isinstance(v, scalar) or (isinstance(v, tuple) and all(isinstance(x, scalar) for x in v))}
 
 
 @dataclass(frozen=True)

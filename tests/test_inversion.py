@@ -241,3 +241,27 @@ def test_an_older_result_file_still_loads(tmp_path):
     back = load_inversion(str(folder))
     assert back.name == "old" and back.stats.psnr == 20.0 and back.stats.pti_steps == 3
     assert back.stats.batch is None and back.stats.seconds is None and back.stats.input_size is None
+
+
+def test_q_scale_spans_sharp_to_degraded_renders(G, tmp_path):
+    """q_scale = (lo, hi): synthetic rows take q = k * N(0, I), k ~ U(lo, hi) per row. (0, 0) renders
+    G(w, 0) exactly (DB(f, 0) = 0); (0, 1) shrinks each row's q by its own factor in [0, 1]; the
+    default (1, 1) draws nothing extra (the rows of earlier runs are unchanged)."""
+    from inversion.encoder_training import EncoderTrainer
+    rows = {}
+    for scale in ((1.0, 1.0), (0.0, 0.0), (0.0, 1.0)):
+        tr = EncoderTrainer(str(tmp_path / str(scale)), G, dict(mode="synthetic", width=8, q_scale=scale,
+                                                                 perceptual="fallback", precision="fp32"))
+        rows[scale] = tr.synthetic_rows(6, torch.Generator().manual_seed(3))
+    img1, ws1, q1 = rows[(1.0, 1.0)]
+    gen = torch.Generator().manual_seed(3)
+    torch.randn([6, G.z_dim], generator=gen)
+    assert torch.equal(q1, torch.randn([6, G.q_dim], generator=gen))       # plain N(0, I), as before
+    img0, ws0, q0 = rows[(0.0, 0.0)]
+    assert torch.equal(ws0, ws1) and not q0.any()
+    with torch.no_grad():
+        assert torch.allclose(img0, G.synthesis(ws0, None, noise_mode="const"), atol=1e-6)
+    _, _, qk = rows[(0.0, 1.0)]
+    k = qk.norm(dim=1) / q1.norm(dim=1)
+    assert torch.allclose(qk / k[:, None], q1, atol=1e-5)                     # the same direction per row
+    assert k.min() >= 0 and k.max() <= 1 and k.std() > 0.05, k                 # one factor per row

@@ -238,3 +238,12 @@ def test_train_encoder_from_init_resumes_with_the_same_command(network, tmp_path
     out = read_encoder_file(os.path.join(tmp_path, "b", "encoder.pt"))
     assert out["training_state"]["step"] == 3 and out["kwargs"]["width"] == 8
     assert [l["step"] for l in read_jsonl(os.path.join(tmp_path, "b", "stats.jsonl"))] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("bad", ["1,0", "0.5", "a,b", "-1,1"])
+def test_train_encoder_refuses_a_bad_q_scale_before_writing(network, tmp_path, bad):
+    path, _ = network
+    out = tmp_path / "enc"
+    r = _invoke(["train-encoder", "--network", path, "--outdir", str(out), "--q-scale", bad, "--steps", "2"])
+    assert r.exit_code == 1 and "--q-scale must be LO,HI" in r.output, r.output
+    assert not out.exists()
