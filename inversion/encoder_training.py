@@ -6,7 +6,9 @@ Two kinds of rows, mixed in any proportion per batch (``mode``):
   stage's stronger mix), encoded to (w, q), and rendered in both domains with the frozen
   generator: G(w, q) vs the degraded image and G(w, 0) vs the sharp one, each
   ``l2_weight * L2 + lpips_weight * perceptual`` (defaults 1 and 0.8), plus
-  ``w_norm_weight * ||w - w_avg||^2`` (pSp's W-norm regulariser);
+  ``w_norm_weight * ||w - w_avg||^2`` (pSp's W-norm regulariser); ``clean_frac`` of the rows
+  skip the pipeline (input = sharp target), so the encoder also learns what a sharp real face's q
+  is (G(w, q) = G(w, 0): no degradation to draw);
 * ``synthetic``: the generator's own samples with known targets: z ~ N(0, I) -> w, q ~ N(0, I),
   input G(w, q); loss ``latent_weight * (MSE(w) + MSE(q))``. Needs no dataset and no pretrained
   backbone. ``q_scale = (lo, hi)`` draws q = k * N(0, I) with k ~ U(lo, hi) per row instead: since
@@ -62,6 +64,7 @@ DEFAULTS = dnnlib.EasyDict(
     backbone_weights=None,     # torchvision resnet file (depth 18/34, width 64)
     init=None,                 # encoder file to start from (a fresh run only; its architecture wins)
     degradations="psp",        # pipeline for real rows
+    clean_frac=0.0,            # real rows: share left sharp (input = target: teaches q ~ 0 on sharp real faces)
     l2_weight=1.0, lpips_weight=0.8, w_norm_weight=0.005, latent_weight=1.0,
     perceptual="auto",
     truncation_psi=1.0,        # synthetic rows: truncation of the sampled w
@@ -87,6 +90,8 @@ class EncoderTrainer:
         o.q_scale = tuple(float(v) for v in o.q_scale)
         if len(o.q_scale) != 2 or not 0 <= o.q_scale[0] <= o.q_scale[1]:
             raise UserError(f"q_scale must be two numbers 0 <= lo <= hi, got {o.q_scale}")
+        if not 0 <= o.clean_frac <= 1:
+            raise UserError(f"clean_frac must be in [0, 1], got {o.clean_frac}")
         if o.mode != "synthetic" and dataset is None:
             raise UserError(f"mode '{o.mode}' needs --data (or use --mode synthetic)")
         self.device = torch.device(o.device)
@@ -181,6 +186,9 @@ class EncoderTrainer:
         sharp = torch.from_numpy(np.stack([self.dataset[i][0] for i in idx])).float().to(self.device)
         x = sharp if sharp.shape[1] == 3 else sharp.repeat(1, 3, 1, 1)
         y, _ = self.pipe(x, generator=gen)
+        if self.opts.clean_frac > 0:
+            keep = torch.rand([n], generator=gen) < self.opts.clean_frac     # these rows stay sharp
+            y = torch.where(keep.view(-1, 1, 1, 1).to(y.device), x.to(y.dtype), y)
         if sharp.shape[1] == 1:
             y = y.mean(dim=1, keepdim=True)
         return y / 127.5 - 1, sharp / 127.5 - 1

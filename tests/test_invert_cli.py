@@ -247,3 +247,29 @@ def test_train_encoder_refuses_a_bad_q_scale_before_writing(network, tmp_path, b
     r = _invoke(["train-encoder", "--network", path, "--outdir", str(out), "--q-scale", bad, "--steps", "2"])
     assert r.exit_code == 1 and "--q-scale must be LO,HI" in r.output, r.output
     assert not out.exists()
+
+
+def test_clean_frac_leaves_that_share_of_real_rows_sharp(network, tmp_path):
+    """clean_frac: real rows that skip the pipeline (input = its sharp target); 0 (the default) draws
+    nothing extra, so the degraded rows of earlier runs are unchanged."""
+    from inversion.encoder_training import EncoderTrainer
+    from training.dataset import ImageDataset
+    path, G = network
+    data = tmp_path / "data"
+    images, _, _ = sample_images(G, 6, seed=7)
+    for i, im in enumerate(images):
+        write_image(str(data / f"{i}.png"), im)
+    dataset = ImageDataset(str(data))
+    rows = {}
+    for frac in (0.0, 0.5, 1.0):
+        tr = EncoderTrainer(str(tmp_path / f"r{frac}"), G, dict(mode="real", width=8, clean_frac=frac, degradations="paper",
+                                                                 perceptual="fallback", precision="fp32"), dataset)
+        rows[frac] = tr.real_rows(32, torch.Generator().manual_seed(5))
+    same = lambda deg, sharp: (deg - sharp).abs().flatten(1).amax(dim=1) < 1e-6     # noqa: E731
+    assert not same(*rows[0.0]).any()                                   # paper: every row degraded
+    assert same(*rows[1.0]).all()
+    kept = same(*rows[0.5])
+    assert 4 <= int(kept.sum()) <= 28, kept
+    assert torch.equal(rows[0.5][0][~kept], rows[0.0][0][~kept])        # the others: the same draws as frac 0
+    with pytest.raises(Exception, match="clean_frac must be in"):
+        EncoderTrainer(str(tmp_path / "bad"), G, dict(mode="real", clean_frac=1.5), dataset)
