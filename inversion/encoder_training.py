@@ -8,7 +8,8 @@ Two kinds of rows, mixed in any proportion per batch (``mode``):
   ``l2_weight * L2 + lpips_weight * perceptual`` (defaults 1 and 0.8), plus
   ``w_norm_weight * ||w - w_avg||^2`` (pSp's W-norm regulariser); ``clean_frac`` of the rows
   skip the pipeline (input = sharp target), so the encoder also learns what a sharp real face's q
-  is (G(w, q) = G(w, 0): no degradation to draw);
+  is (G(w, q) = G(w, 0): no degradation to draw), and ``clean_q_weight * MSE(q, 0)`` on those rows
+  says it outright (q = 0 is the sharp image, Sec. 3.2; logged as ``q_clean``);
 * ``synthetic``: the generator's own samples with known targets: z ~ N(0, I) -> w, q ~ N(0, I),
   input G(w, q); loss ``latent_weight * (MSE(w) + MSE(q))``. Needs no dataset and no pretrained
   backbone. ``q_scale = (lo, hi)`` draws q = k * N(0, I) with k ~ U(lo, hi) per row instead: since
@@ -65,6 +66,7 @@ DEFAULTS = dnnlib.EasyDict(
     init=None,                 # encoder file to start from (a fresh run only; its architecture wins)
     degradations="psp",        # pipeline for real rows
     clean_frac=0.0,            # real rows: share left sharp (input = target: teaches q ~ 0 on sharp real faces)
+    clean_q_weight=0.0,        # those sharp rows: weight of MSE(q, 0) (q = 0 is the sharp image, Sec. 3.2)
     l2_weight=1.0, lpips_weight=0.8, w_norm_weight=0.005, latent_weight=1.0,
     perceptual="auto",
     truncation_psi=1.0,        # synthetic rows: truncation of the sampled w
@@ -92,6 +94,8 @@ class EncoderTrainer:
             raise UserError(f"q_scale must be two numbers 0 <= lo <= hi, got {o.q_scale}")
         if not 0 <= o.clean_frac <= 1:
             raise UserError(f"clean_frac must be in [0, 1], got {o.clean_frac}")
+        if o.clean_q_weight < 0:
+            raise UserError(f"clean_q_weight must be >= 0, got {o.clean_q_weight}")
         if o.mode != "synthetic" and dataset is None:
             raise UserError(f"mode '{o.mode}' needs --data (or use --mode synthetic)")
         self.device = torch.device(o.device)
@@ -181,17 +185,19 @@ class EncoderTrainer:
         return img, ws, q
 
     def real_rows(self, n: int, gen: torch.Generator):
-        """n dataset images: (degraded, sharp), each [n, C, R, R] in [-1, 1]."""
+        """n dataset images: (degraded, sharp, kept), images [n, C, R, R] in [-1, 1]; kept [n] bool
+        marks the rows left sharp (``clean_frac``), whose degraded image is the sharp one."""
         idx = torch.randint(len(self.dataset), [n], generator=gen).tolist()
         sharp = torch.from_numpy(np.stack([self.dataset[i][0] for i in idx])).float().to(self.device)
         x = sharp if sharp.shape[1] == 3 else sharp.repeat(1, 3, 1, 1)
         y, _ = self.pipe(x, generator=gen)
+        keep = torch.zeros([n], dtype=torch.bool)
         if self.opts.clean_frac > 0:
             keep = torch.rand([n], generator=gen) < self.opts.clean_frac     # these rows stay sharp
             y = torch.where(keep.view(-1, 1, 1, 1).to(y.device), x.to(y.dtype), y)
         if sharp.shape[1] == 1:
             y = y.mean(dim=1, keepdim=True)
-        return y / 127.5 - 1, sharp / 127.5 - 1
+        return y / 127.5 - 1, sharp / 127.5 - 1, keep.to(self.device)
 
     # -- one step ---------------------------------------------------------------------------
     def _autocast(self):
@@ -208,7 +214,7 @@ class EncoderTrainer:
         inputs, terms = [], {}
         n_syn, n_real = self.n_syn, o.batch - self.n_syn
         if n_real:
-            degraded, sharp = self.real_rows(n_real, gen)    # the pipeline in float32, as at test time
+            degraded, sharp, kept = self.real_rows(n_real, gen)    # the pipeline in float32, as at test time
         with self._autocast():
             if n_syn:
                 img, ws_t, q_t = self.synthetic_rows(n_syn, gen)
@@ -240,6 +246,11 @@ class EncoderTrainer:
             w_norm = (ws_r - self.E.w_avg).square().sum(dim=2).mean()
             terms.update(rec_degraded=float(rec_deg.detach()), rec_sharp=float(rec_sharp.detach()), w_norm=float(w_norm.detach()))
             loss = loss + rec_deg + rec_sharp + o.w_norm_weight * w_norm
+            if q is not None and bool(kept.any()):
+                # A sharp input's quality code is known: q = 0 renders the sharp image (Sec. 3.2).
+                q_clean = q[n_syn:][kept].square().mean()
+                terms["q_clean"] = float(q_clean.detach())
+                loss = loss + o.clean_q_weight * q_clean
         if not torch.isfinite(loss):
             raise UserError(f"encoder training diverged at step {self.step} (loss {float(loss)}); "
                             f"lower --lr and resume from {LATEST}")

@@ -261,11 +261,12 @@ def test_clean_frac_leaves_that_share_of_real_rows_sharp(network, tmp_path):
         write_image(str(data / f"{i}.png"), im)
     dataset = ImageDataset(str(data))
     rows = {}
+    same = lambda deg, sharp: (deg - sharp).abs().flatten(1).amax(dim=1) < 1e-6     # noqa: E731
     for frac in (0.0, 0.5, 1.0):
         tr = EncoderTrainer(str(tmp_path / f"r{frac}"), G, dict(mode="real", width=8, clean_frac=frac, degradations="paper",
                                                                  perceptual="fallback", precision="fp32"), dataset)
-        rows[frac] = tr.real_rows(32, torch.Generator().manual_seed(5))
-    same = lambda deg, sharp: (deg - sharp).abs().flatten(1).amax(dim=1) < 1e-6     # noqa: E731
+        *rows[frac], kept_flags = tr.real_rows(32, torch.Generator().manual_seed(5))
+        assert torch.equal(kept_flags, same(*rows[frac])), frac
     assert not same(*rows[0.0]).any()                                   # paper: every row degraded
     assert same(*rows[1.0]).all()
     kept = same(*rows[0.5])
@@ -273,3 +274,39 @@ def test_clean_frac_leaves_that_share_of_real_rows_sharp(network, tmp_path):
     assert torch.equal(rows[0.5][0][~kept], rows[0.0][0][~kept])        # the others: the same draws as frac 0
     with pytest.raises(Exception, match="clean_frac must be in"):
         EncoderTrainer(str(tmp_path / "bad"), G, dict(mode="real", clean_frac=1.5), dataset)
+
+
+def test_clean_q_weight_pulls_a_sharp_faces_q_to_zero(network, tmp_path):
+    """clean_q_weight adds weight * MSE(q, 0) on the rows clean_frac leaves sharp (logged as q_clean):
+    the step's loss grows by exactly that term, and training with it leaves the encoder answering a
+    smaller q for sharp faces than the same run without it."""
+    from inversion.encoder_training import EncoderTrainer
+    from training.dataset import ImageDataset
+    path, G = network
+    data = tmp_path / "data"
+    images, _, _ = sample_images(G, 6, seed=7)
+    for i, im in enumerate(images):
+        write_image(str(data / f"{i}.png"), im)
+    dataset = ImageDataset(str(data))
+    base = dict(mode="real", width=8, clean_frac=1.0, degradations="paper", perceptual="fallback",
+                precision="fp32", batch=4, lr=3e-3)
+    trainers = {w: EncoderTrainer(str(tmp_path / f"w{w}"), G, dict(base, clean_q_weight=w), dataset) for w in (0.0, 5.0)}
+    first = {w: tr.train_step() for w, tr in trainers.items()}
+    assert first[0.0]["q_clean"] > 0
+    assert first[5.0]["q_clean"] == pytest.approx(first[0.0]["q_clean"], rel=1e-5)      # same weights, same rows
+    assert first[5.0]["loss"] - first[0.0]["loss"] == pytest.approx(5.0 * first[0.0]["q_clean"], rel=1e-3)
+    for _ in range(15):
+        last = {w: tr.train_step() for w, tr in trainers.items()}
+    assert last[5.0]["q_clean"] < 0.5 * last[0.0]["q_clean"], last
+    with pytest.raises(Exception, match="clean_q_weight must be >= 0"):
+        EncoderTrainer(str(tmp_path / "bad"), G, dict(base, clean_q_weight=-1.0), dataset)
+
+
+@pytest.mark.parametrize("flag,value,message", [("--clean-frac", "1.5", "--clean-frac must be in"),
+                                                ("--clean-q-weight", "-1", "--clean-q-weight must be >= 0")])
+def test_train_encoder_refuses_bad_clean_options_before_writing(network, tmp_path, flag, value, message):
+    path, _ = network
+    out = tmp_path / "enc"
+    r = _invoke(["train-encoder", "--network", path, "--outdir", str(out), flag, value, "--steps", "2"])
+    assert r.exit_code == 1 and message in r.output, r.output
+    assert not out.exists()
