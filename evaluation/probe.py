@@ -11,6 +11,9 @@ seeded, stratified train/test split. Reported tasks:
 * with ``noise`` / ``jpeg``: ``noisy_vs_clean``, ``noise_5_levels``, ``jpeg_vs_clean``,
   ``jpeg_5_levels``.
 
+Beside the tasks, ``clean_vs_each_level`` gives per family the accuracy of sharp vs each level
+alone (same split rule): where along the levels q starts to read the degradation.
+
 The paper reports 97.9 %, 85 % and 77 % test accuracy for the three blur tasks on faces (FFHQ
 model). Clean images are a folder (resized to the model's resolution first) or the generator's
 own sharp samples G(w, 0).
@@ -112,6 +115,18 @@ def evaluate_task(q: np.ndarray, ids: np.ndarray, levels: Optional[List[int]], s
     return stats
 
 
+def clean_vs_each_level(q: np.ndarray, ids: np.ndarray, seed: int, test_fraction: float) -> List[dict]:
+    """Sharp vs level k alone, for each level k >= 1 of a pool (``ids``: level per image): where along
+    the levels q starts to tell a degraded image from a sharp one (the balanced ``*_vs_sharp`` task
+    averages over the levels, so one unreadable mild level caps it)."""
+    out = []
+    for k in range(1, int(ids.max()) + 1):
+        sel = np.flatnonzero(np.isin(ids, [0, k]))
+        st = evaluate_task(q[sel], ids[sel], None, seed, test_fraction)
+        out.append({"level": k, "test_accuracy": st["test_accuracy"], "n_test": st["n_test"]})
+    return out
+
+
 def encode_q(G, images: Sequence[np.ndarray], encoder=None, w_steps: Optional[int] = None,
              device="cpu", batch_size: int = 32, progress: bool = True, seed: int = 0) -> np.ndarray:
     """q of each image [N, q_dim]: the encoder's (refined by ``w_steps``), or stage-1 optimisation.
@@ -160,6 +175,7 @@ def run_probe(G, clean_images: Sequence[np.ndarray], families: Sequence[str] = (
         q = encode_q(G, degraded, encoder, w_steps, device, batch_size, progress, seed=seed + k)
         for name, task_levels in tasks_for(family, blur_sigmas).items():
             out["tasks"][name] = evaluate_task(q, ids, task_levels, seed, test_fraction)
+        out.setdefault("clean_vs_each_level", {})[family] = clean_vs_each_level(q, ids, seed, test_fraction)
     return out
 
 

@@ -40,3 +40,17 @@ def test_probe_cli_accuracies_above_chance(tmp_path):
     for name, st in rep["tasks"].items():
         assert st["test_accuracy"] > st["chance"], (name, st)
     assert rep["paper"]["blurry_vs_sharp"] == 0.979
+    assert [lv["level"] for lv in rep["clean_vs_each_level"]["blur"]] == [1, 2, 3, 4, 5]
+
+
+def test_clean_vs_each_level_finds_the_levels_q_reads():
+    """A q that reads only levels 3 and up: those score 1.0 against sharp, levels 1-2 stay near chance."""
+    rng = np.random.RandomState(0)
+    ids = np.arange(600) % 6
+    q = rng.normal(size=(600, 4))
+    q[:, 0] += 10.0 * (ids >= 3)
+    per = probe.clean_vs_each_level(q, ids, seed=0, test_fraction=0.3)
+    acc = {lv["level"]: lv["test_accuracy"] for lv in per}
+    assert [lv["level"] for lv in per] == [1, 2, 3, 4, 5]
+    assert acc[3] == acc[4] == acc[5] == 1.0
+    assert acc[1] < 0.7 and acc[2] < 0.7, acc
