@@ -32,6 +32,15 @@ def _invoke(args):
     return result
 
 
+def _face_folder(G, tmp_path):
+    """Six samples of G written as PNGs: a folder dataset for the real rows."""
+    data = tmp_path / "data"
+    images, _, _ = sample_images(G, 6, seed=7)
+    for i, im in enumerate(images):
+        write_image(str(data / f"{i}.png"), im)
+    return data
+
+
 def test_train_encoder_loss_falls_and_resumes(network, tmp_path):
     path, G = network
     out = str(tmp_path / "enc")
@@ -84,10 +93,7 @@ def test_train_encoder_bf16_autocast_tracks_fp32(network, tmp_path):
     follows the float32 one up to bf16 rounding; each stats line names the precision, and a run
     resumes under another precision (a machine of another kind)."""
     path, G = network
-    data = tmp_path / "data"
-    images, _, _ = sample_images(G, 6, seed=7)
-    for i, im in enumerate(images):
-        write_image(str(data / f"{i}.png"), im)
+    data = _face_folder(G, tmp_path)
     from training.dataset import ImageDataset
     dataset = ImageDataset(str(data))
     opts = dict(mode="mixed", steps=12, batch=4, lr=1e-3, width=8, log_steps=4, snap_steps=1000,
@@ -105,10 +111,7 @@ def test_train_encoder_bf16_autocast_tracks_fp32(network, tmp_path):
 
 def test_train_encoder_real_rows(network, tmp_path):
     path, G = network
-    data = tmp_path / "data"
-    images, _, _ = sample_images(G, 6, seed=7)
-    for i, im in enumerate(images):
-        write_image(str(data / f"{i}.png"), im)
+    data = _face_folder(G, tmp_path)
     out = str(tmp_path / "enc")
     r = _invoke(["train-encoder", "--network", path, "--data", str(data), "--mode", "mixed", "--outdir", out,
                  "--steps", "4", "--batch", "4", "--width", "8", "--log-steps", "2", "--perceptual", "fallback",
@@ -255,10 +258,7 @@ def test_clean_frac_leaves_that_share_of_real_rows_sharp(network, tmp_path):
     from inversion.encoder_training import EncoderTrainer
     from training.dataset import ImageDataset
     path, G = network
-    data = tmp_path / "data"
-    images, _, _ = sample_images(G, 6, seed=7)
-    for i, im in enumerate(images):
-        write_image(str(data / f"{i}.png"), im)
+    data = _face_folder(G, tmp_path)
     dataset = ImageDataset(str(data))
     rows = {}
     same = lambda deg, sharp: (deg - sharp).abs().flatten(1).amax(dim=1) < 1e-6     # noqa: E731
@@ -283,10 +283,7 @@ def test_clean_q_weight_pulls_a_sharp_faces_q_to_zero(network, tmp_path):
     from inversion.encoder_training import EncoderTrainer
     from training.dataset import ImageDataset
     path, G = network
-    data = tmp_path / "data"
-    images, _, _ = sample_images(G, 6, seed=7)
-    for i, im in enumerate(images):
-        write_image(str(data / f"{i}.png"), im)
+    data = _face_folder(G, tmp_path)
     dataset = ImageDataset(str(data))
     base = dict(mode="real", width=8, clean_frac=1.0, degradations="paper", perceptual="fallback",
                 precision="fp32", batch=4, lr=3e-3)
