@@ -72,6 +72,8 @@ def run(network_path, encoder_path, input_path, outdir, device, align, max_faces
 @click.option("--clean-frac", type=float, default=ENC.clean_frac, show_default=True, help="Real rows: share left sharp (the input is its own target)")
 @click.option("--clean-q-weight", type=float, default=ENC.clean_q_weight, show_default=True,
               help="Weight of MSE(q, 0) on the rows --clean-frac leaves sharp (a sharp face's q is 0)")
+@click.option("--q-readout-weight", type=float, default=ENC.q_readout_weight, show_default=True,
+              help="Real rows: weight of MSE(A q, severity), a linear map A from q to the row's degradation (blur, noise, JPEG, downscale)")
 @click.option("--l2-weight", type=float, default=ENC.l2_weight, show_default=True)
 @click.option("--lpips-weight", type=float, default=ENC.lpips_weight, show_default=True)
 @click.option("--w-norm-weight", type=float, default=ENC.w_norm_weight, show_default=True, help="||w - w_avg||^2 regulariser (real rows)")
@@ -88,7 +90,7 @@ def run(network_path, encoder_path, input_path, outdir, device, align, max_faces
 @click.option("--dry-run", is_flag=True, help="Print the resolved options and exit")
 @cli_main
 def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, batch, lr, w_space, depth, width,
-                      backbone_weights, init, degradations, clean_frac, clean_q_weight, l2_weight, lpips_weight, w_norm_weight, latent_weight, perceptual,
+                      backbone_weights, init, degradations, clean_frac, clean_q_weight, q_readout_weight, l2_weight, lpips_weight, w_norm_weight, latent_weight, perceptual,
                       q_scale, log_steps, snap_steps, seed, device, precision, dry_run):
     """Train the content (w) and quality (q) encoders for one generator."""
     mode = mode or ("real" if data else "synthetic")
@@ -102,6 +104,8 @@ def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, b
         raise UserError("--clean-frac must be in [0, 1]")
     if clean_q_weight < 0:
         raise UserError("--clean-q-weight must be >= 0")
+    if q_readout_weight < 0:
+        raise UserError("--q-readout-weight must be >= 0")
     try:
         q_scale = tuple(float(v) for v in q_scale.split(","))
     except ValueError:
@@ -109,7 +113,7 @@ def train_encoder_cmd(network_path, data, outdir, mode, synthetic_frac, steps, b
     if len(q_scale) != 2 or not 0 <= q_scale[0] <= q_scale[1]:
         raise UserError(f"--q-scale must be LO,HI with 0 <= LO <= HI, got '{','.join(f'{v:g}' for v in q_scale)}'")
     opts = dict(mode=mode, synthetic_frac=synthetic_frac, steps=steps, batch=batch, lr=lr, w_plus=(w_space == "w+"),
-                depth=int(depth), width=width, backbone_weights=backbone_weights, init=init, degradations=degradations, clean_frac=clean_frac, clean_q_weight=clean_q_weight,
+                depth=int(depth), width=width, backbone_weights=backbone_weights, init=init, degradations=degradations, clean_frac=clean_frac, clean_q_weight=clean_q_weight, q_readout_weight=q_readout_weight,
                 l2_weight=l2_weight, lpips_weight=lpips_weight, w_norm_weight=w_norm_weight, latent_weight=latent_weight,
                 perceptual=perceptual, q_scale=q_scale, log_steps=log_steps, snap_steps=snap_steps, seed=seed,
                 precision=precision)

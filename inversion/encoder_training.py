@@ -10,6 +10,13 @@ Two kinds of rows, mixed in any proportion per batch (``mode``):
   skip the pipeline (input = sharp target), so the encoder also learns what a sharp real face's q
   is (G(w, q) = G(w, 0): no degradation to draw), and ``clean_q_weight * MSE(q, 0)`` on those rows
   says it outright (q = 0 is the sharp image, Sec. 3.2; logged as ``q_clean``);
+  ``q_readout_weight * MSE(A q, s)`` makes q read the degradation linearly: ``s`` is the row's
+  severity vector (``degradations.severity``: blur spread, noise std, JPEG, downscale; 0 for a
+  sharp row) and ``A`` a bias-free linear map trained with the encoder (kept in the training state,
+  not in exported files; logged as ``q_readout``). Bias-free, as the DegradBlock is linear in q
+  (DB(f, kq) = k DB(f, q), Sec. 3.2): q = 0 reads as no degradation. The paper's encoder learns q
+  from reconstruction alone; this term is ours, for the Sec. 4.6 probe (a linear classifier of
+  blur level on q) at a scale where reconstruction alone leaves the level unread;
 * ``synthetic``: the generator's own samples with known targets: z ~ N(0, I) -> w, q ~ N(0, I),
   input G(w, q); loss ``latent_weight * (MSE(w) + MSE(q))``. Needs no dataset and no pretrained
   backbone. ``q_scale = (lo, hi)`` draws q = k * N(0, I) with k ~ U(lo, hi) per row instead: since
@@ -36,13 +43,14 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import numpy as np
 import torch
 
 import dnnlib
 from degradations import build_pipeline
+from degradations.severity import SEVERITY_AXES, severity_vector
 from dnnlib.image_io import save_grid, to_uint8
 from dnnlib.util import StopSignals, UserError, append_jsonl, atomic_write, rewrite_jsonl
 from torch_utils.misc import resolve_autocast_precision
@@ -67,6 +75,7 @@ DEFAULTS = dnnlib.EasyDict(
     degradations="psp",        # pipeline for real rows
     clean_frac=0.0,            # real rows: share left sharp (input = target: teaches q ~ 0 on sharp real faces)
     clean_q_weight=0.0,        # those sharp rows: weight of MSE(q, 0) (q = 0 is the sharp image, Sec. 3.2)
+    q_readout_weight=0.0,      # real rows: weight of MSE(A q, severity) (q reads the degradation linearly)
     l2_weight=1.0, lpips_weight=0.8, w_norm_weight=0.005, latent_weight=1.0,
     perceptual="auto",
     truncation_psi=1.0,        # synthetic rows: truncation of the sampled w
@@ -75,6 +84,14 @@ DEFAULTS = dnnlib.EasyDict(
     seed=0, device="cpu",
     precision="auto",          # 'auto' | 'fp32' | 'bf16': autocast of the networks' passes (master weights fp32)
 )
+
+
+class RealRows(NamedTuple):
+    """A batch of real rows (images [n, C, R, R] in [-1, 1])."""
+    degraded: torch.Tensor      # the encoder's input (the sharp image on kept rows)
+    sharp: torch.Tensor         # the target of G(w, 0)
+    kept: torch.Tensor          # [n] bool: rows ``clean_frac`` left sharp
+    severity: torch.Tensor      # [n, len(SEVERITY_AXES)] float32 (``degradations.severity``; 0 on kept rows)
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -96,6 +113,8 @@ class EncoderTrainer:
             raise UserError(f"clean_frac must be in [0, 1], got {o.clean_frac}")
         if o.clean_q_weight < 0:
             raise UserError(f"clean_q_weight must be >= 0, got {o.clean_q_weight}")
+        if o.q_readout_weight < 0:
+            raise UserError(f"q_readout_weight must be >= 0, got {o.q_readout_weight}")
         if o.mode != "synthetic" and dataset is None:
             raise UserError(f"mode '{o.mode}' needs --data (or use --mode synthetic)")
         self.device = torch.device(o.device)
@@ -135,7 +154,13 @@ class EncoderTrainer:
             self.E = self.E.to(self.device)
         if o.backbone_weights and not (o.init and fresh):
             self.E.load_backbone_weights(o.backbone_weights)
-        self.optimizer = torch.optim.Adam(self.E.parameters(), lr=o.lr, betas=ADAM_BETAS)
+        # q -> severity (bias-free: q = 0 reads as sharp); only with real rows and a quality encoder
+        self.readout = None
+        if o.q_readout_weight > 0 and self.dataset is not None and G.q_dim > 0:
+            self.readout = torch.nn.Linear(G.q_dim, len(SEVERITY_AXES), bias=False).to(self.device)
+            torch.nn.init.zeros_(self.readout.weight)
+        params = list(self.E.parameters()) + (list(self.readout.parameters()) if self.readout is not None else [])
+        self.optimizer = torch.optim.Adam(params, lr=o.lr, betas=ADAM_BETAS)
         self.step = 0
         perc = PerceptualLoss(o.perceptual, device=self.device).to(self.device)
         self.recon = ReconstructionLoss(perc, o.l2_weight, o.lpips_weight)
@@ -150,7 +175,12 @@ class EncoderTrainer:
         if payload["kwargs"] != self.E.init_kwargs:
             raise UserError(f"{path}: was trained with other encoder settings ({payload['kwargs']}); "
                             f"use a new --outdir")
+        if (self.readout is None) != ("q_readout" not in state):
+            raise UserError(f"{path}: was trained {'with' if 'q_readout' in state else 'without'} --q-readout-weight; "
+                            f"resume it the same way or use a new --outdir")
         self.E.load_state_dict(payload["state_dict"])
+        if self.readout is not None:
+            self.readout.weight.data.copy_(state["q_readout"])
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state.get("step", 0))
@@ -159,6 +189,8 @@ class EncoderTrainer:
 
     def save(self) -> str:
         state = {"step": self.step, "optimizer": self.optimizer.state_dict()}
+        if self.readout is not None:
+            state["q_readout"] = self.readout.weight.detach().cpu().clone()
         meta = {"perceptual_loss": self.recon.perceptual.name, "precision": self.precision,
                 "options": _plain_opts(self.opts)}
         snap = os.path.join(self.run_dir, f"encoder-{self.step:06d}.pt")
@@ -184,20 +216,21 @@ class EncoderTrainer:
             img = G.synthesis(ws, q, noise_mode="const")
         return img, ws, q
 
-    def real_rows(self, n: int, gen: torch.Generator):
-        """n dataset images: (degraded, sharp, kept), images [n, C, R, R] in [-1, 1]; kept [n] bool
-        marks the rows left sharp (``clean_frac``), whose degraded image is the sharp one."""
+    def real_rows(self, n: int, gen: torch.Generator) -> RealRows:
+        """n dataset images, degraded by the pipeline (``clean_frac`` of them left sharp)."""
         idx = torch.randint(len(self.dataset), [n], generator=gen).tolist()
         sharp = torch.from_numpy(np.stack([self.dataset[i][0] for i in idx])).float().to(self.device)
         x = sharp if sharp.shape[1] == 3 else sharp.repeat(1, 3, 1, 1)
-        y, _ = self.pipe(x, generator=gen)
+        y, records = self.pipe(x, generator=gen)
+        severity = torch.from_numpy(np.stack([severity_vector(r) for r in records]))
         keep = torch.zeros([n], dtype=torch.bool)
         if self.opts.clean_frac > 0:
             keep = torch.rand([n], generator=gen) < self.opts.clean_frac     # these rows stay sharp
             y = torch.where(keep.view(-1, 1, 1, 1).to(y.device), x.to(y.dtype), y)
+            severity[keep] = 0
         if sharp.shape[1] == 1:
             y = y.mean(dim=1, keepdim=True)
-        return y / 127.5 - 1, sharp / 127.5 - 1, keep.to(self.device)
+        return RealRows(y / 127.5 - 1, sharp / 127.5 - 1, keep.to(self.device), severity.to(self.device))
 
     # -- one step ---------------------------------------------------------------------------
     def _autocast(self):
@@ -214,7 +247,7 @@ class EncoderTrainer:
         inputs, terms = [], {}
         n_syn, n_real = self.n_syn, o.batch - self.n_syn
         if n_real:
-            degraded, sharp, kept = self.real_rows(n_real, gen)    # the pipeline in float32, as at test time
+            degraded, sharp, kept, severity = self.real_rows(n_real, gen)   # the pipeline in float32, as at test time
         with self._autocast():
             if n_syn:
                 img, ws_t, q_t = self.synthetic_rows(n_syn, gen)
@@ -251,6 +284,10 @@ class EncoderTrainer:
                 q_clean = q[n_syn:][kept].square().mean()
                 terms["q_clean"] = float(q_clean.detach())
                 loss = loss + o.clean_q_weight * q_clean
+            if self.readout is not None:
+                q_readout = (self.readout(q[n_syn:]) - severity).square().mean()
+                terms["q_readout"] = float(q_readout.detach())
+                loss = loss + o.q_readout_weight * q_readout
         if not torch.isfinite(loss):
             raise UserError(f"encoder training diverged at step {self.step} (loss {float(loss)}); "
                             f"lower --lr and resume from {LATEST}")
@@ -266,7 +303,7 @@ class EncoderTrainer:
         """Rows: input, G(w, q), G(w, 0) of a fixed batch."""
         n = self.opts.val_images
         gen = torch.Generator().manual_seed(step_seed(self.opts.seed, -1))
-        img = self.synthetic_rows(n, gen)[0] if self.dataset is None else self.real_rows(n, gen)[0]
+        img = self.synthetic_rows(n, gen)[0] if self.dataset is None else self.real_rows(n, gen).degraded
         self.E.eval()
         with torch.no_grad():
             ws, q = self.E(img)

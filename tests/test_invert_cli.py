@@ -265,8 +265,11 @@ def test_clean_frac_leaves_that_share_of_real_rows_sharp(network, tmp_path):
     for frac in (0.0, 0.5, 1.0):
         tr = EncoderTrainer(str(tmp_path / f"r{frac}"), G, dict(mode="real", width=8, clean_frac=frac, degradations="paper",
                                                                  perceptual="fallback", precision="fp32"), dataset)
-        *rows[frac], kept_flags = tr.real_rows(32, torch.Generator().manual_seed(5))
-        assert torch.equal(kept_flags, same(*rows[frac])), frac
+        got = tr.real_rows(32, torch.Generator().manual_seed(5))
+        rows[frac] = (got.degraded, got.sharp)
+        assert torch.equal(got.kept, same(*rows[frac])), frac
+        assert torch.equal(got.severity[got.kept], torch.zeros_like(got.severity[got.kept])), frac   # sharp rows: no severity
+        assert bool((got.severity[~got.kept].sum(dim=1) > 0).all()), frac
     assert not same(*rows[0.0]).any()                                   # paper: every row degraded
     assert same(*rows[1.0]).all()
     kept = same(*rows[0.5])
@@ -300,10 +303,38 @@ def test_clean_q_weight_pulls_a_sharp_faces_q_to_zero(network, tmp_path):
 
 
 @pytest.mark.parametrize("flag,value,message", [("--clean-frac", "1.5", "--clean-frac must be in"),
-                                                ("--clean-q-weight", "-1", "--clean-q-weight must be >= 0")])
+                                                ("--clean-q-weight", "-1", "--clean-q-weight must be >= 0"),
+                                                ("--q-readout-weight", "-1", "--q-readout-weight must be >= 0")])
 def test_train_encoder_refuses_bad_clean_options_before_writing(network, tmp_path, flag, value, message):
     path, _ = network
     out = tmp_path / "enc"
     r = _invoke(["train-encoder", "--network", path, "--outdir", str(out), flag, value, "--steps", "2"])
     assert r.exit_code == 1 and message in r.output, r.output
     assert not out.exists()
+
+
+def test_q_readout_weight_makes_q_read_the_severity_and_resumes(network, tmp_path):
+    """q_readout_weight adds weight * MSE(A q, severity) on real rows (logged as q_readout): the
+    step's loss grows by exactly that term, training lowers it, the map A is saved with the run and
+    read back on resume, and a run cannot be resumed with the other setting."""
+    from inversion.encoder_training import EncoderTrainer
+    from training.dataset import ImageDataset
+    path, G = network
+    dataset = ImageDataset(str(_face_folder(G, tmp_path)))
+    base = dict(mode="real", width=8, clean_frac=0.25, degradations="paper", perceptual="fallback",
+                precision="fp32", batch=8, lr=3e-3)
+    tr = EncoderTrainer(str(tmp_path / "r"), G, dict(base, q_readout_weight=2.0), dataset)
+    plain = EncoderTrainer(str(tmp_path / "p"), G, base, dataset)
+    first, first_plain = tr.train_step(), plain.train_step()
+    assert "q_readout" not in first_plain and first["q_readout"] > 0      # A starts at 0: the mean square severity
+    assert first["loss"] - first_plain["loss"] == pytest.approx(2.0 * first["q_readout"], rel=1e-3)
+    for _ in range(30):
+        last = tr.train_step()
+    assert last["q_readout"] < 0.8 * first["q_readout"], (first, last)
+    tr.save()
+    again = EncoderTrainer(str(tmp_path / "r"), G, dict(base, q_readout_weight=2.0), dataset)
+    assert again.step == tr.step and torch.equal(again.readout.weight, tr.readout.weight)
+    with pytest.raises(Exception, match="trained with --q-readout-weight"):
+        EncoderTrainer(str(tmp_path / "r"), G, base, dataset)
+    with pytest.raises(Exception, match="q_readout_weight must be >= 0"):
+        EncoderTrainer(str(tmp_path / "bad"), G, dict(base, q_readout_weight=-1.0), dataset)
