@@ -17,7 +17,9 @@ The output keeps a share f of the input (``compose``; ``restore.py --fidelity``)
     f = floor + (1 - floor) exp(-(s - sharp_below) / scale)      else
 
 ``sharp_below`` and the detail band come from clean faces (mean + 4 standard deviations of their
-severity; their mean ratio +- 4 standard deviations), so a sharp input is left as it is. The severity
+severity; their mean ratio +- 4 standard deviations), so a sharp input is left as it is; the
+threshold rises above the clean faces' where mildly degraded faces (large faces in photos, as
+they look at the model's size) would otherwise come out worse on average. The severity
 is used only where it tells the calibration's degraded faces from its clean ones (ROC AUC >=
 ``SEVERITY_MIN_AUC``); else ``sharp_below`` is infinite: a q that does not read the degradation
 must not decide to redraw a sharp face (the shipped model's q does not yet, issue 31). Each side of
@@ -52,6 +54,7 @@ CLEAN_SIGMAS = 4.0              # thresholds: the clean faces' mean + (detail: +
 SEVERITY_MIN_AUC = 0.8          # the severity decides only when it tells degraded from clean this well
 FLOORS = tuple(np.round(np.arange(0.0, 0.951, 0.05), 2))
 SCALES = tuple(np.round(np.geomspace(0.002, 0.2, 25), 5))
+KEEP_QUANTILES = (0.5, 0.75, 0.9, 1.0)    # sharp_below candidates among the kept faces' severities
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +223,8 @@ def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
 
 
 def fit_curve(severities: np.ndarray, restored: np.ndarray, inputs: np.ndarray, clean: np.ndarray,
-              is_clean: np.ndarray, details: Optional[np.ndarray] = None) -> Tuple[FidelityCurve, dict]:
+              is_clean: np.ndarray, details: Optional[np.ndarray] = None,
+              keep: Optional[np.ndarray] = None) -> Tuple[FidelityCurve, dict]:
     """Fit the curve on calibration faces: severities [N], uint8 images [N, R, R, C] (restored
     G(w, 0), inputs at the model's size, their clean originals), ``is_clean`` [N] bool (input ==
     clean), ``details`` [N] detail ratios (None: computed from inputs and restored). sharp_below:
@@ -229,45 +233,68 @@ def fit_curve(severities: np.ndarray, restored: np.ndarray, inputs: np.ndarray, 
     mean ratio +- as many (each at least their whole range, so every clean calibration face is
     kept as it is: the margin is for clean faces the calibration did not see), each side opened
     (+-inf) where that serves the degraded faces better; floor, scale and the sides: the grid
-    point of best mean PSNR gain over the degraded faces. Returns the curve and the fit's numbers."""
+    point of best mean PSNR gain over the degraded faces.
+
+    ``keep`` [N] bool marks degraded faces that restoration must not make worse on average (mildly
+    degraded faces, as large faces in photos look at the model's size: ``evaluation.
+    calibrate_fidelity``): they are left out of the gain that is maximised and of the AUC, and
+    ``sharp_below`` may then rise from the clean faces' value to quantiles of their severities (or
+    infinity): the best gain over the other degraded faces among the curves whose mean gain on the
+    kept faces is >= 0. Returns the curve and the fit's numbers."""
     s = np.asarray(severities, np.float64)
     r, x, c = (np.asarray(a, np.float64) for a in (restored, inputs, clean))
     is_clean = np.asarray(is_clean, bool)
-    if not is_clean.any() or is_clean.all():
+    keep = np.zeros(len(s), bool) if keep is None else np.asarray(keep, bool) & ~is_clean
+    target = ~is_clean & ~keep                 # the degraded faces whose gain is maximised
+    if not is_clean.any() or not target.any():
         raise UserError("calibration needs clean and degraded faces")
     if details is None:
         details = [detail_ratio(a, b) for a, b in zip(inputs, restored)]
     dr = np.asarray(details, np.float64)
     k = CLEAN_SIGMAS
-    auc = roc_auc(s[~is_clean], s[is_clean])
-    sharp_below = float(max(s[is_clean].mean() + k * s[is_clean].std(ddof=1), s[is_clean].max()))
+    auc = roc_auc(s[target], s[is_clean])
+    from_clean = float(max(s[is_clean].mean() + k * s[is_clean].std(ddof=1), s[is_clean].max()))
+    thresholds = [from_clean]
     if auc < SEVERITY_MIN_AUC:
-        sharp_below = float("inf")          # q does not read the degradation: only the detail band decides
+        thresholds = [float("inf")]          # q does not read the degradation: only the detail band decides
+    elif keep.any():
+        above = s[keep][s[keep] > from_clean]
+        thresholds += sorted({float(np.quantile(above, p)) for p in KEEP_QUANTILES} if len(above) else set())
+        thresholds.append(float("inf"))
     spread = k * dr[is_clean].std(ddof=1)
     low = float(min(dr[is_clean].mean() - spread, dr[is_clean].min()))
     high = float(max(dr[is_clean].mean() + spread, dr[is_clean].max()))
     base = _psnr(x, c)
     best = None
     bands = [(low, high), (-np.inf, high), (low, np.inf), (-np.inf, np.inf)]   # ties: the first (both sides)
-    for (band_low, band_high), floor, scale in itertools.product(bands, FLOORS, SCALES):
-        curve = FidelityCurve(sharp_below, float(floor), float(scale), float(band_low), float(band_high))
-        f = np.array([curve(v, d) for v, d in zip(s, dr)])[:, None, None, None]
-        out = np.clip(np.rint((1 - f) * r + f * x), 0, 255)
-        gain = _psnr(out, c) - base
-        score = float(gain[~is_clean].mean())     # clean faces sit inside both thresholds: f = 1
-        if best is None or score > best[0]:
-            best = (score, curve, gain, f[:, 0, 0, 0])
+    for sharp_below in thresholds:               # ties: the lower threshold
+        for (band_low, band_high), floor, scale in itertools.product(bands, FLOORS, SCALES):
+            curve = FidelityCurve(sharp_below, float(floor), float(scale), float(band_low), float(band_high))
+            f = np.array([curve(v, d) for v, d in zip(s, dr)])[:, None, None, None]
+            out = np.clip(np.rint((1 - f) * r + f * x), 0, 255)
+            gain = _psnr(out, c) - base
+            if keep.any() and gain[keep].mean() < 0:
+                continue
+            score = float(gain[target].mean())     # clean faces sit inside both thresholds: f = 1
+            if best is None or score > best[0]:
+                best = (score, curve, gain, f[:, 0, 0, 0])
+    if best is None:                             # nothing restores without loss on the kept faces: keep all
+        curve = FidelityCurve(float("inf"), 1.0, 1.0, -np.inf, np.inf)
+        best = (0.0, curve, np.zeros(len(s)), np.ones(len(s)))
     score, curve, gain, f = best
-    fixed = {str(v): float((_psnr(np.clip(np.rint((1 - v) * r + v * x), 0, 255), c) - base)[~is_clean].mean())
+    fixed = {str(v): float((_psnr(np.clip(np.rint((1 - v) * r + v * x), 0, 255), c) - base)[target].mean())
              for v in (0.0, 0.25, 0.5)}
-    report = {"faces": int(len(s)), "clean": int(is_clean.sum()),
+    report = {"faces": int(len(s)), "clean": int(is_clean.sum()), "keep": int(keep.sum()),
+              "sharp_below_from_clean": from_clean,
               "severity_clean": {"median": float(np.median(s[is_clean])), "max": float(s[is_clean].max())},
               "severity_degraded": {"median": float(np.median(s[~is_clean])), "min": float(s[~is_clean].min())},
               "severity_auc": auc, "severity_used": bool(np.isfinite(sharp_below)),
               "detail_clean": [float(dr[is_clean].min()), float(dr[is_clean].max())],
               "detail_band_from_clean": [low, high],
-              "degraded_flagged": int(sum(curve(sv, v) < 1 for v, sv in zip(dr[~is_clean], s[~is_clean]))),
-              "psnr_gain_db": {"clean": float(gain[is_clean].mean()), "degraded": score},
-              "mean_fidelity": {"clean": float(f[is_clean].mean()), "degraded": float(f[~is_clean].mean())},
+              "degraded_flagged": int(sum(curve(sv, v) < 1 for v, sv in zip(dr[target], s[target]))),
+              "psnr_gain_db": {"clean": float(gain[is_clean].mean()), "degraded": score,
+                               **({"keep": float(gain[keep].mean())} if keep.any() else {})},
+              "mean_fidelity": {"clean": float(f[is_clean].mean()), "degraded": float(f[target].mean()),
+                                **({"keep": float(f[keep].mean())} if keep.any() else {})},
               "fixed_fidelity_gain_db_degraded": fixed}
     return curve, report

@@ -1,5 +1,6 @@
 """Calibrate ``restore.py --fidelity auto`` for a network (``apps.fidelity``): restore training
-faces as they are and degraded by the ``paper`` pipeline with ``restore.py``'s inversion
+faces as they are, degraded by the ``paper`` pipeline, and mildly degraded as faces in photos
+look at the model's size (which must not come out worse), with ``restore.py``'s inversion
 defaults, and fit the network's ``FidelityCurve`` (``apps.fidelity.fit_curve``). Training faces
 only: the held-out set is for measuring.
 
@@ -18,6 +19,7 @@ import sys
 import zipfile
 from typing import List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from apps.fidelity import FidelityCurve, curve_path, fit_curve, severity
@@ -25,6 +27,10 @@ from dnnlib.util import UserError, atomic_write
 from inversion.api import invert_images
 from inversion.models import load_models
 
+from degradations import build_pipeline
+from dnnlib.image_io import resize
+
+from .composites import LEVELS
 from .heldout import degrade_faces
 
 
@@ -40,38 +46,63 @@ def read_training_faces(path: str, count: int, start: int) -> List[np.ndarray]:
         return [np.asarray(Image.open(io.BytesIO(z.read(n))).convert("RGB")) for n in names]
 
 
-MEASURED = ("severities", "restored", "inputs", "clean", "is_clean")     # what --measurements keeps
+MEASURED = ("severities", "restored", "inputs", "clean", "is_clean", "keep")     # what --measurements keeps
+PHOTO_SCALES = (0.5, 3.0)        # face sizes of the photo-like draws, as multiples of the model's size
+PHOTO_SEED = 11
+
+
+def photo_mild_faces(faces: Sequence[np.ndarray], seed: int = PHOTO_SEED) -> List[np.ndarray]:
+    """Each face as a mildly degraded face in a photo looks at the model's size: resized to a
+    seeded size of 0.5-3x (Lanczos), degraded there by the composites' ``mild`` spec (blur 1 px,
+    noise 5, JPEG 50, in the photo's pixels; ``evaluation.composites.LEVELS``), and brought back
+    the way the face pipeline crops it (area averaging down, Lanczos up)."""
+    rng = np.random.RandomState(seed)
+    pipe = build_pipeline(LEVELS["mild"], faces[0].shape[0], mode="absolute")
+    out = []
+    for i, face in enumerate(faces):
+        r = face.shape[0]
+        side = int(round(r * rng.uniform(*PHOTO_SCALES)))
+        big = resize(face, side, side)
+        big, _ = pipe.apply_numpy(big, seed * 1000003 + i)
+        interp = cv2.INTER_AREA if side > r else cv2.INTER_LANCZOS4
+        out.append(np.ascontiguousarray(cv2.resize(big, (r, r), interpolation=interp)))
+    return out
 
 
 def calibrate(models, faces: Sequence[np.ndarray], seeds: Sequence[int] = (123, 7), progress: bool = True,
               measurements: Optional[str] = None, **invert_kwargs) -> Tuple[FidelityCurve, dict]:
-    """Restore ``faces`` as they are and degraded by the ``paper`` pipeline (one draw per seed),
-    with ``restore.py``'s inversion defaults (``invert_kwargs`` override them), and fit the curve.
+    """Restore ``faces`` as they are, degraded by the ``paper`` pipeline (one draw per seed) and
+    mildly degraded as faces in photos (``photo_mild_faces``: restoration must not make these worse,
+    ``fit_curve``'s ``keep``), with ``restore.py``'s inversion defaults (``invert_kwargs`` override
+    them), and fit the curve.
     ``measurements``: an ``.npz`` of what the restorations gave (``MEASURED``), written after them,
     and read instead of restoring again when it exists (a refit after a change of the fit)."""
     if measurements and os.path.isfile(measurements):
         with np.load(measurements, allow_pickle=False) as m:
             saved = [m[k] for k in MEASURED]
-        expected = len(faces) * (1 + len(seeds))
+        per_face = 2 + len(seeds)
+        expected = len(faces) * per_face
         if len(saved[0]) != expected:
             raise UserError(f"{measurements}: holds {len(saved[0])} restorations, this calibration makes {expected} "
-                            f"({len(faces)} faces, {len(seeds)} degraded draws each); use another --measurements file")
-        return fit_curve(*saved)
+                            f"({len(faces)} faces, {len(seeds)} degraded draws and a photo-like mild one each); "
+                            f"use another --measurements file")
+        return fit_curve(*saved[:5], keep=saved[5])
     faces = list(faces)
-    draws = [degrade_faces(faces, seed) for seed in seeds]
-    inputs, clean = [], []                    # interleaved: face i clean, then its degraded draws
+    draws = [degrade_faces(faces, seed) for seed in seeds] + [photo_mild_faces(faces)]
+    inputs, clean = [], []                    # interleaved: face i clean, then its degraded draws, then the mild one
     for i, face in enumerate(faces):
         inputs += [face] + [d[i] for d in draws]
         clean += [face] * (1 + len(draws))
     results = invert_images(models.G, inputs, encoder=models.E, device=models.device, progress=progress,
                             **invert_kwargs)
     sev = np.array([severity(r.reconstruction, r.sharp) for r in results])
-    is_clean = np.arange(len(inputs)) % (1 + len(draws)) == 0
-    measured = (sev, np.stack([r.sharp for r in results]), np.stack(inputs), np.stack(clean), is_clean)
+    slot = np.arange(len(inputs)) % (1 + len(draws))
+    is_clean, keep = slot == 0, slot == len(draws)
+    measured = (sev, np.stack([r.sharp for r in results]), np.stack(inputs), np.stack(clean), is_clean, keep)
     if measurements:
         with atomic_write(measurements, "wb") as f:
             np.savez(f, **dict(zip(MEASURED, measured)))
-    return fit_curve(*measured)
+    return fit_curve(*measured[:5], keep=keep)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -79,7 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--network", default=None, help="QC generator [default: the shipped model]")
     ap.add_argument("--encoder", default=None, help="Encoder [default: the shipped one with the shipped model]")
     ap.add_argument("--data", required=True, help="Training-layout ZIP of faces the model trained on (never held-out faces)")
-    ap.add_argument("--count", type=int, default=64, help="Clean faces (each also restored degraded, twice)")
+    ap.add_argument("--count", type=int, default=64, help="Clean faces (each also restored degraded twice and photo-like mild once)")
     ap.add_argument("--start", type=int, default=5000, help="Index of the first face (name order)")
     ap.add_argument("--out", default=None, help="Curve file [default: <network stem>-fidelity.json]")
     ap.add_argument("--measurements", default=None, metavar="NPZ",

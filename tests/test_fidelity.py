@@ -154,8 +154,37 @@ def test_calibration_keeps_its_measurements_and_refits_from_them(tmp_path, monke
     npz = str(tmp_path / "m.npz")
     kw = dict(w_steps=1, pti_steps=1, perceptual="fallback", progress=False)
     curve, rep = cal.calibrate(Models.of(G), list(faces), measurements=npz, **kw)
-    assert rep["faces"] == 9 and rep["clean"] == 3
+    assert rep["faces"] == 12 and rep["clean"] == 3 and rep["keep"] == 3
     monkeypatch.setattr(cal, "invert_images", lambda *a, **k: pytest.fail("restored again"))
     assert cal.calibrate(Models.of(G), list(faces), measurements=npz, **kw) == (curve, rep)
-    with pytest.raises(UserError, match="holds 9 restorations, this calibration makes 6"):
+    with pytest.raises(UserError, match="holds 12 restorations, this calibration makes 8"):
         cal.calibrate(Models.of(G), list(faces[:2]), measurements=npz, **kw)   # other faces: not refit from it
+
+
+def test_fit_curve_keeps_mild_faces_from_losing():
+    """Mildly degraded faces (``keep``) whose severity lies above the clean faces' and which the
+    restorer does not clean (it redraws them with their noise and errors of its own): without
+    ``keep`` they are redrawn and lose; with it the threshold rises past their severities and the
+    strongly degraded faces are still restored as much."""
+    rng = np.random.RandomState(6)
+    clean = rng.randint(40, 215, (60, 8, 8, 3)).astype(np.float64)
+    kind = np.repeat(["clean", "strong", "mild"], 20)
+    sigma = np.select([kind == "strong", kind == "mild"], [25.0, 3.0], 0.0)[:, None, None, None]
+    inputs = np.clip(np.rint(clean + rng.normal(0, 1, clean.shape) * sigma), 0, 255)       # uint8 values, as calibrated
+    restored = np.where((kind == "mild")[:, None, None, None], inputs, clean) + rng.normal(0, 8, clean.shape)
+    restored = np.clip(restored, 0, 255)                                           # strong: cleaned; mild: not
+    sev = np.select([kind == "strong", kind == "mild"], [rng.uniform(0.08, 0.12, 60), rng.uniform(0.02, 0.04, 60)],
+                    rng.uniform(0.0, 0.01, 60))
+    details = np.zeros(60)
+    plain, _ = fid.fit_curve(sev[kind != "mild"], restored[kind != "mild"], inputs[kind != "mild"],
+                             clean[kind != "mild"], (kind == "clean")[kind != "mild"], details=details[:40])
+    mild = kind == "mild"
+    f_plain = np.array([plain(v) for v in sev[mild]])[:, None, None, None]
+    out = np.clip(np.rint((1 - f_plain) * restored[mild] + f_plain * inputs[mild]), 0, 255)
+    assert (f_plain < 1).all() and (fid._psnr(out, clean[mild]) - fid._psnr(inputs[mild], clean[mild])).mean() < -0.3
+    curve, rep = fid.fit_curve(sev, restored, inputs, clean, kind == "clean", details=details, keep=kind == "mild")
+    assert rep["keep"] == 20 and rep["sharp_below_from_clean"] == pytest.approx(plain.sharp_below)
+    assert rep["psnr_gain_db"]["keep"] >= 0 and rep["mean_fidelity"]["keep"] > 0.95
+    assert np.median(sev[mild]) < curve.sharp_below < 0.08
+    assert rep["psnr_gain_db"]["degraded"] > 2.0 and rep["mean_fidelity"]["degraded"] < 0.6
+    assert rep["mean_fidelity"]["clean"] == 1.0
