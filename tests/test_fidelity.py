@@ -185,6 +185,6 @@ def test_fit_curve_keeps_mild_faces_from_losing():
     curve, rep = fid.fit_curve(sev, restored, inputs, clean, kind == "clean", details=details, keep=kind == "mild")
     assert rep["keep"] == 20 and rep["sharp_below_from_clean"] == pytest.approx(plain.sharp_below)
     assert rep["psnr_gain_db"]["keep"] >= 0 and rep["mean_fidelity"]["keep"] > 0.95
-    assert np.median(sev[mild]) < curve.sharp_below < 0.08
+    assert np.median(sev[mild]) < curve.sharp_below < 0.08 and rep["severity_used"]
     assert rep["psnr_gain_db"]["degraded"] > 2.0 and rep["mean_fidelity"]["degraded"] < 0.6
     assert rep["mean_fidelity"]["clean"] == 1.0
