@@ -7,7 +7,8 @@ only: the held-out set is for measuring.
     python -m evaluation.calibrate_fidelity --data ../shared/datasets/utkface64.zip \\
         --count 64 --out pretrained/qc-faces64-fidelity.json --measurements runs/calib.npz
 
-With ``--measurements``, a second run refits from the saved restorations in a second.
+With ``--measurements``, a second run refits from the saved restorations without restoring
+(seconds: 16 s for 96 of them on an Intel Xeon, AVX512, 2 threads).
 """
 from __future__ import annotations
 
