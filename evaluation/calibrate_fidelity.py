@@ -20,16 +20,14 @@ import sys
 import zipfile
 from typing import List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
 from apps.fidelity import FidelityCurve, curve_path, fit_curve, severity
+from degradations import build_pipeline
 from dnnlib.util import UserError, atomic_write
+from faces.alignment import resize_crop
 from inversion.api import invert_images
 from inversion.models import load_models
-
-from degradations import build_pipeline
-from dnnlib.image_io import resize
 
 from .composites import LEVELS
 from .heldout import degrade_faces
@@ -54,19 +52,17 @@ PHOTO_SEED = 11
 
 def photo_mild_faces(faces: Sequence[np.ndarray], seed: int = PHOTO_SEED) -> List[np.ndarray]:
     """Each face as a mildly degraded face in a photo looks at the model's size: resized to a
-    seeded size of 0.5-3x (Lanczos), degraded there by the composites' ``mild`` spec (blur 1 px,
-    noise 5, JPEG 50, in the photo's pixels; ``evaluation.composites.LEVELS``), and brought back
-    the way the face pipeline crops it (area averaging down, Lanczos up)."""
+    seeded size of 0.5-3x, degraded there by the composites' ``mild`` spec (blur 1 px, noise 5,
+    JPEG 50, in the photo's pixels; ``evaluation.composites.LEVELS``), and brought back the way
+    the face pipeline crops a face for the model (``faces.alignment.resize_crop`` both ways)."""
     rng = np.random.RandomState(seed)
     pipe = build_pipeline(LEVELS["mild"], faces[0].shape[0], mode="absolute")
     out = []
     for i, face in enumerate(faces):
         r = face.shape[0]
         side = int(round(r * rng.uniform(*PHOTO_SCALES)))
-        big = resize(face, side, side)
-        big, _ = pipe.apply_numpy(big, seed * 1000003 + i)
-        interp = cv2.INTER_AREA if side > r else cv2.INTER_LANCZOS4
-        out.append(np.ascontiguousarray(cv2.resize(big, (r, r), interpolation=interp)))
+        big, _ = pipe.apply_numpy(resize_crop(face, side, down=False), seed * 1000003 + i)
+        out.append(np.ascontiguousarray(resize_crop(big, r, down=True)))
     return out
 
 

@@ -84,7 +84,9 @@ def native_size(m: np.ndarray, resolution: int) -> int:
     return max(int(resolution), min(s, MAX_NATIVE))
 
 
-def _resize(img: np.ndarray, size: int, down: bool) -> np.ndarray:
+def resize_crop(img: np.ndarray, size: int, down: bool) -> np.ndarray:
+    """A square crop to ``size`` x ``size`` as the face pipeline resizes it: area averaging for a
+    crop going to the model (``down``), Lanczos for the model's face going back to the photo."""
     if img.shape[0] == size and img.shape[1] == size:
         return img
     out = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if down else cv2.INTER_LANCZOS4)
@@ -98,7 +100,7 @@ def crop_face(photo: np.ndarray, m: np.ndarray, resolution: int) -> Tuple[np.nda
     ms = scaled_transform(m, s / resolution)
     native = cv2.warpAffine(photo, ms, (s, s), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
     native = native[:, :, None] if native.ndim == 2 else native
-    return _resize(native, resolution, down=True), native, s
+    return resize_crop(native, resolution, down=True), native, s
 
 
 def crop_box(m: np.ndarray, resolution: int) -> List[float]:
@@ -163,7 +165,7 @@ def paste_back(photo: np.ndarray, face: np.ndarray, m: np.ndarray, resolution: i
     window only."""
     s = native_size(m, resolution)
     if face.shape[0] < s:                          # face larger than the crop: upsample first
-        face = _resize(face, s, down=False)
+        face = resize_crop(face, s, down=False)
     return _paste_in_window(photo, face, m, resolution, feather, opacity,
                             lambda region, warped, mask: region + mask * (warped - region))
 

@@ -3,6 +3,7 @@ the input's size, the fit on calibration faces, the curve file; and alignment.pa
 model's change pasted into a photo, its detail above R kept)."""
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -188,3 +189,18 @@ def test_fit_curve_keeps_mild_faces_from_losing():
     assert np.median(sev[mild]) < curve.sharp_below < 0.08 and rep["severity_used"]
     assert rep["psnr_gain_db"]["degraded"] > 2.0 and rep["mean_fidelity"]["degraded"] < 0.6
     assert rep["mean_fidelity"]["clean"] == 1.0
+
+
+def test_photo_mild_faces_are_mildly_degraded_at_the_models_size():
+    """The calibration's photo-like draws: same size and type as the faces, seeded, each changed
+    (blur, noise and JPEG at the face's photo size), and mildly: far closer to the clean face
+    than the paper pipeline's draws."""
+    import evaluation.calibrate_fidelity as cal
+    from evaluation.heldout import degrade_faces
+    rng = np.random.RandomState(0)
+    faces = [cv2.GaussianBlur(rng.randint(0, 256, (64, 64, 3)).astype(np.uint8), (0, 0), 2.0) for _ in range(6)]
+    mild = cal.photo_mild_faces(faces)
+    assert all(m.shape == f.shape and m.dtype == np.uint8 for m, f in zip(mild, faces))
+    assert all(np.array_equal(a, b) for a, b in zip(mild, cal.photo_mild_faces(faces)))
+    err = lambda imgs: np.array([np.abs(a.astype(float) - f).mean() for a, f in zip(imgs, faces)])   # noqa: E731
+    assert (err(mild) > 0.2).all() and err(mild).mean() < 0.5 * err(degrade_faces(faces, 123)).mean()
