@@ -175,8 +175,9 @@ class EncoderTrainer:
         if payload["kwargs"] != self.E.init_kwargs:
             raise UserError(f"{path}: was trained with other encoder settings ({payload['kwargs']}); "
                             f"use a new --outdir")
-        if (self.readout is None) != ("q_readout" not in state):
-            raise UserError(f"{path}: was trained {'with' if 'q_readout' in state else 'without'} --q-readout-weight; "
+        had_readout = "q_readout" in state
+        if had_readout != (self.readout is not None):
+            raise UserError(f"{path}: was trained {'with' if had_readout else 'without'} --q-readout-weight; "
                             f"resume it the same way or use a new --outdir")
         self.E.load_state_dict(payload["state_dict"])
         if self.readout is not None:
