@@ -11,7 +11,8 @@ Two settings, each a ``model_report`` section:
 * ``restore_photos``: composites of held-out faces in real photos (``evaluation.composites``: faces 0.5
   to 3 x 64 px, tilted) at the ``mild`` and ``strong`` degradations, restored with ``--align dlib``
   at the defaults and at fidelity 0; PSNR over each placed face's square and SSIM over its box,
-  against the undegraded composite.
+  against the undegraded composite, per face (with its side and the fidelity the defaults chose)
+  and averaged.
 
 Nothing here trains on the faces; they come from the held-out ZIP (``utkface64-mini.zip``).
 """
@@ -91,6 +92,28 @@ def restore_records(outdir: str) -> List[dict]:
 
 
 PHOTOS, FACES_PER_PHOTO = 2, 3        # composites per level (12 faces in all: 0.5x to 3x of 64 px)
+PHOTO_ROWS = ("degraded", "restore_defaults", "restore_fidelity_0")
+
+
+def face_rows(comp, images: Dict[str, np.ndarray], face_records: Sequence[dict]) -> List[dict]:
+    """One row per placed face of composite ``comp``: its side (px) and scale, PSNR over its square
+    and SSIM over its box for each of ``images`` (``PHOTO_ROWS`` -> uint8 [H, W, 3], the whole
+    photo), and the fidelity restore.py chose for it (the record whose box overlaps the placed box
+    by ``composites.MATCH_IOU``; None where no face was found there: the input is kept)."""
+    from .composites import MATCH_IOU, iou
+    rows = []
+    for box, mask, scale in zip(comp.boxes, comp.masks, comp.scales):
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        x0, y0 = max(0, x0), max(0, y0)
+        match = max(face_records, key=lambda r: iou(box, r["box"]), default=None)
+        found = match is not None and iou(box, match["box"]) >= MATCH_IOU
+        row: Dict[str, object] = {"photo": comp.name, "side_px": round(box[2] - box[0]), "scale": round(scale, 3),
+                                  "fidelity": match["fidelity"] if found else None}
+        for k, im in images.items():
+            row[k] = {"psnr_db": float(psnr(im[mask][None], comp.photo[mask][None])),
+                      "ssim": float(ssim(im[y0:y1, x0:x1], comp.photo[y0:y1, x0:x1]))}
+        rows.append(row)
+    return rows
 
 
 def restore_photos(models, heldout_zip: str, workdir: str, photos: int = PHOTOS, per_photo: int = FACES_PER_PHOTO,
@@ -111,25 +134,20 @@ def restore_photos(models, heldout_zip: str, workdir: str, photos: int = PHOTOS,
         _restore(inp, os.path.join(workdir, level, "restore_defaults"), face_pipeline=pipe, keep_inversions=True)
         _restore(inp, os.path.join(workdir, level, "restore_fidelity_0"), face_pipeline=pipe, fidelity=0.0,
                  inversions=kept if os.path.isdir(kept) else None)       # none kept: no face was found
-        rows: Dict[str, Dict[str, List[float]]] = {k: {"psnr_db": [], "ssim": []}
-                                                   for k in ("degraded", "restore_defaults", "restore_fidelity_0")}
+        recs = {r["file"]: r.get("faces", []) for r in restore_records(os.path.join(workdir, level, "restore_defaults"))}
+        faces: List[dict] = []
         for c in comps:
             imgs = {"degraded": image_io.read_image(os.path.join(inp, c.name + ".png"))}
             for tag in ("restore_defaults", "restore_fidelity_0"):
                 imgs[tag] = image_io.read_image(os.path.join(workdir, level, tag, c.name + ".png"))
-            for box, mask in zip(c.boxes, c.masks):
-                x0, y0, x1, y1 = (int(round(v)) for v in box)
-                x0, y0 = max(0, x0), max(0, y0)
-                for k, im in imgs.items():
-                    rows[k]["psnr_db"].append(psnr(im[mask][None], c.photo[mask][None]))
-                    rows[k]["ssim"].append(ssim(im[y0:y1, x0:x1], c.photo[y0:y1, x0:x1]))
-        scores = {k: {m: _mean(v) for m, v in r.items()} for k, r in rows.items()}
+            faces += face_rows(c, imgs, recs.get(c.name + ".png", []))
+        scores = {k: {m: _mean([f[k][m] for f in faces]) for m in ("psnr_db", "ssim")} for k in PHOTO_ROWS}
         d = scores["degraded"]
         out[level] = {"scores": scores,
                       "defaults_at_least_input": bool(scores["restore_defaults"]["psnr_db"] >= d["psnr_db"]
                                                       and scores["restore_defaults"]["ssim"] >= d["ssim"]),
-                      "mean_fidelity": _mean([f["fidelity"] for r in restore_records(os.path.join(workdir, level, "restore_defaults"))
-                                              for f in r.get("faces", [])])}
+                      "mean_fidelity": _mean([f["fidelity"] for f in faces if f["fidelity"] is not None]),
+                      "faces": faces}
     return out
 
 

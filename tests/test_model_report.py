@@ -95,3 +95,26 @@ def test_restore_crops_section_scores_restore_py_outputs(tmp_path):
         assert np.isfinite(row["psnr_db"]) and -1 <= row["ssim"] <= 1
     assert 0 <= out["mean_fidelity_degraded"] <= 1 and 0 <= out["clean_unchanged"] <= 3
     assert isinstance(out["defaults_beat_input"], bool) and isinstance(out["fidelity_0_beats_input"], bool)
+
+
+def test_photo_face_rows_score_each_placed_face_and_match_its_record():
+    """restore_photos' per-face rows: each placed face scored over its own square against the clean
+    photo, the fidelity taken from the record whose box overlaps it, None where no face was found."""
+    from evaluation.composites import Composite
+    from evaluation.restore_report import face_rows
+    photo = np.full((40, 80, 3), 100, np.uint8)
+    boxes = [[5.0, 5.0, 25.0, 25.0], [45.0, 10.0, 75.0, 40.0]]
+    masks = []
+    for x0, y0, x1, y1 in boxes:
+        m = np.zeros(photo.shape[:2], bool)
+        m[int(y0):int(y1), int(x0):int(x1)] = True
+        masks.append(m)
+    comp = Composite(name="p", photo=photo, boxes=boxes, masks=masks, scales=[0.5, 1.0], angles=[0.0, 0.0], seed=0)
+    worse = photo.copy()
+    worse[masks[1]] = 110                         # only the second face differs from the clean photo
+    rows = face_rows(comp, {"degraded": worse, "restore_defaults": photo},
+                     [{"box": [6.0, 5.0, 26.0, 25.0], "fidelity": 0.4}, {"box": [0.0, 30.0, 4.0, 34.0], "fidelity": 0.1}])
+    assert [r["side_px"] for r in rows] == [20, 30] and [r["scale"] for r in rows] == [0.5, 1.0]
+    assert rows[0]["fidelity"] == 0.4 and rows[1]["fidelity"] is None      # second face: no record overlaps it
+    assert rows[0]["degraded"]["psnr_db"] > 90 and abs(rows[1]["degraded"]["psnr_db"] - 20 * np.log10(255 / 10)) < 1e-6
+    assert rows[1]["restore_defaults"]["ssim"] == 1.0 and rows[1]["degraded"]["ssim"] < 1.0
