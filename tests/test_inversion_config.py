@@ -29,7 +29,7 @@ def test_ours_is_the_defaults_and_pti_options_is_the_same_class():
     assert resolve_config("ours") == InversionConfig()
     assert PTIOptions is InversionConfig
     c = InversionConfig()
-    assert (c.pti_steps, c.pti_lr, c.lpips_threshold, c.degrad_weight, c.w_lr, c.q_lr) == (350, 3e-4, 0.06, 1000.0,
+    assert (c.pti_steps, c.pti_lr, c.lpips_threshold, c.degrad_weight, c.w_lr, c.q_lr) == (350, 3e-4, 0.0, 1000.0,
                                                                                          5e-3, 3e-2)
 
 
