@@ -105,10 +105,9 @@ def face_rows(comp, images: Dict[str, np.ndarray], face_records: Sequence[dict])
     for box, mask, scale in zip(comp.boxes, comp.masks, comp.scales):
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         x0, y0 = max(0, x0), max(0, y0)
-        match = max(face_records, key=lambda r: iou(box, r["box"]), default=None)
-        found = match is not None and iou(box, match["box"]) >= MATCH_IOU
+        overlap, fidelity = max(((iou(box, r["box"]), r["fidelity"]) for r in face_records), default=(0.0, None))
         row: Dict[str, object] = {"photo": comp.name, "side_px": round(box[2] - box[0]), "scale": round(scale, 3),
-                                  "fidelity": match["fidelity"] if found else None}
+                                  "fidelity": fidelity if overlap >= MATCH_IOU else None}
         for k, im in images.items():
             row[k] = {"psnr_db": float(psnr(im[mask][None], comp.photo[mask][None])),
                       "ssim": float(ssim(im[y0:y1, x0:x1], comp.photo[y0:y1, x0:x1]))}
