@@ -14,10 +14,18 @@ Two settings, each a ``model_report`` section:
   against the undegraded composite, per face (with its side and the fidelity the defaults chose)
   and averaged.
 
+Each input set is inverted once, by the fidelity-0 run (its inversions kept under ``f0/`` and
+``restore_fidelity_0/``), and the defaults render those inversions again under the network's curve
+into a folder named after that curve (``auto-<8 hex>``, ``defaults_folder``). So a rerun in the
+same ``--workdir`` resumes what is done, and a rerun after a recalibration scores the new curve in
+seconds per face instead of inverting again (the old curve's folder stays beside it).
+
 Nothing here trains on the faces; they come from the held-out ZIP (``utkface64-mini.zip``).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from typing import Dict, List, Optional, Sequence
@@ -27,7 +35,7 @@ import numpy as np
 from dnnlib import image_io
 from metrics.image_metrics import psnr, ssim
 
-from apps.fidelity import load_curve
+from apps.fidelity import FidelityCurve, load_curve
 from apps.restore import RestoreOptions, restore_folder
 
 PHOTO_LEVELS = ("mild", "strong")
@@ -37,14 +45,31 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
 
+def defaults_folder(curve: FidelityCurve) -> str:
+    """The folder of restore.py's defaults under ``curve``: ``auto-`` and 8 hex digits of its
+    parameters (the same curve, the same folder: a rerun resumes it; a new curve gets its own)."""
+    key = json.dumps(curve.to_dict(), sort_keys=True)
+    return "auto-" + hashlib.sha1(key.encode()).hexdigest()[:8]
+
+
 def _restorer(models, inversion: Optional[Dict[str, object]] = None):
-    """restore.py's library call at its defaults, quietly: ``run(inp, out, **overrides)``.
-    ``inversion``: inversion settings replaced in every run (tests shorten PTI; None in reports)."""
-    opts = RestoreOptions(progress=False, fidelity_curve=load_curve(models.network)[0], log=lambda _m: None)
+    """restore.py's library call at its defaults, quietly: ``run(inp, out, **overrides)``, and the
+    defaults' folder name under the network's curve (``defaults_folder``). ``inversion``: inversion
+    settings replaced in every run (tests shorten PTI; None in reports)."""
+    curve = load_curve(models.network)[0]
+    opts = RestoreOptions(progress=False, fidelity_curve=curve, log=lambda _m: None)
 
     def run(inp: str, out: str, **kw) -> None:
         restore_folder(models, inp, out, opts.replace(**{**(inversion or {}), **kw}))
-    return run
+    return run, defaults_folder(curve)
+
+
+def _rerender(run, inp: str, workdir: str, f0: str, auto: str, **kw) -> None:
+    """``inp`` inverted once at fidelity 0 into ``workdir/f0`` (its inversions kept), then the
+    defaults rendered from those inversions into ``workdir/auto`` (none kept: no face was found)."""
+    run(inp, os.path.join(workdir, f0), fidelity=0.0, keep_inversions=True, **kw)
+    kept = os.path.join(workdir, f0, "inversions")
+    run(inp, os.path.join(workdir, auto), inversions=kept if os.path.isdir(kept) else None, **kw)
 
 
 def _scores(imgs: Sequence[np.ndarray], refs: Sequence[np.ndarray]) -> Dict[str, float]:
@@ -60,29 +85,28 @@ def restore_crops(models, faces: Sequence[np.ndarray], degraded: Sequence[np.nda
     for sub, imgs in (("degraded", degraded), ("clean", faces)):
         for n, im in zip(names, imgs):
             image_io.write_image(os.path.join(workdir, sub, n), im)
-    _restore = _restorer(models, inversion)
-    _restore(os.path.join(workdir, "degraded"), os.path.join(workdir, "auto"), keep_inversions=True)
-    _restore(os.path.join(workdir, "degraded"), os.path.join(workdir, "f0"), fidelity=0.0,
-             inversions=os.path.join(workdir, "auto", "inversions"))
-    _restore(os.path.join(workdir, "clean"), os.path.join(workdir, "clean-auto"))
+    _restore, auto = _restorer(models, inversion)
+    _rerender(_restore, os.path.join(workdir, "degraded"), workdir, "f0", auto)
+    _rerender(_restore, os.path.join(workdir, "clean"), workdir, "clean-f0", "clean-" + auto)
     read = lambda sub: [image_io.read_image(os.path.join(workdir, sub, n)) for n in names]   # noqa: E731
     rows = {"degraded": _scores(degraded, faces), "nlm": _scores([nlm(d) for d in degraded], faces),
-            "restore_defaults": _scores(read("auto"), faces), "restore_fidelity_0": _scores(read("f0"), faces)}
-    clean_out = read("clean-auto")
+            "restore_defaults": _scores(read(auto), faces), "restore_fidelity_0": _scores(read("f0"), faces)}
+    clean_out = read("clean-" + auto)
     d, n = rows["degraded"], rows["nlm"]
 
     def beats(row):
         return bool(row["psnr_db"] > d["psnr_db"] and row["ssim"] > d["ssim"])
 
-    fid = [r["fidelity"] for r in restore_records(os.path.join(workdir, "auto"))]
-    fid_clean = [r["fidelity"] for r in restore_records(os.path.join(workdir, "clean-auto"))]
-    return {"images": len(faces), "scores": rows,
+    fid = [r["fidelity"] for r in restore_records(os.path.join(workdir, auto))]
+    fid_clean = [r["fidelity"] for r in restore_records(os.path.join(workdir, "clean-" + auto))]
+    return {"images": len(faces), "defaults_folder": auto, "scores": rows,
             "defaults_beat_input": beats(rows["restore_defaults"]),
             "defaults_beat_nlm_ssim": bool(rows["restore_defaults"]["ssim"] > n["ssim"]),
             "fidelity_0_beats_input": beats(rows["restore_fidelity_0"]),
             "mean_fidelity_degraded": _mean(fid), "mean_fidelity_clean": _mean(fid_clean),
             "clean_unchanged": int(sum(np.array_equal(a, b) for a, b in zip(clean_out, faces))),
-            "clean_psnr_db": _mean([min(psnr(a, b), 99.0) for a, b in zip(clean_out, faces)])}
+            "clean_psnr_db": _mean([min(psnr(a, b), 99.0) for a, b in zip(clean_out, faces)]),
+            "clean_fidelity_0_psnr_db": _mean([psnr(a, b) for a, b in zip(read("clean-f0"), faces)])}
 
 
 def restore_records(outdir: str) -> List[dict]:
@@ -122,23 +146,20 @@ def restore_photos(models, heldout_zip: str, workdir: str, photos: int = PHOTOS,
     from .composites import degrade, make_composites
     comps = make_composites(heldout_zip, photos=photos, per_photo=per_photo, seed=seed)
     pipe = models.face_pipeline("dlib")
-    _restore = _restorer(models, inversion)
-    out: Dict[str, dict] = {"photos": len(comps), "faces": sum(len(c.boxes) for c in comps),
+    _restore, auto = _restorer(models, inversion)
+    out: Dict[str, dict] = {"photos": len(comps), "defaults_folder": auto, "faces": sum(len(c.boxes) for c in comps),
                             "face_sides_px": sorted(round(b[2] - b[0]) for c in comps for b in c.boxes)}
     for level in PHOTO_LEVELS:
         inp = os.path.join(workdir, level, "in")
         for c in comps:
             image_io.write_image(os.path.join(inp, c.name + ".png"), degrade(c.photo, level, c.seed))
-        kept = os.path.join(workdir, level, "restore_defaults", "inversions")
-        _restore(inp, os.path.join(workdir, level, "restore_defaults"), face_pipeline=pipe, keep_inversions=True)
-        _restore(inp, os.path.join(workdir, level, "restore_fidelity_0"), face_pipeline=pipe, fidelity=0.0,
-                 inversions=kept if os.path.isdir(kept) else None)       # none kept: no face was found
-        recs = {r["file"]: r.get("faces", []) for r in restore_records(os.path.join(workdir, level, "restore_defaults"))}
+        _rerender(_restore, inp, os.path.join(workdir, level), "restore_fidelity_0", auto, face_pipeline=pipe)
+        recs = {r["file"]: r.get("faces", []) for r in restore_records(os.path.join(workdir, level, auto))}
         faces: List[dict] = []
         for c in comps:
             imgs = {"degraded": image_io.read_image(os.path.join(inp, c.name + ".png"))}
-            for tag in ("restore_defaults", "restore_fidelity_0"):
-                imgs[tag] = image_io.read_image(os.path.join(workdir, level, tag, c.name + ".png"))
+            for tag, folder in (("restore_defaults", auto), ("restore_fidelity_0", "restore_fidelity_0")):
+                imgs[tag] = image_io.read_image(os.path.join(workdir, level, folder, c.name + ".png"))
             faces += face_rows(c, imgs, recs.get(c.name + ".png", []))
         scores = {k: {m: _mean([f[k][m] for f in faces]) for m in ("psnr_db", "ssim")} for k in PHOTO_ROWS}
         d = scores["degraded"]

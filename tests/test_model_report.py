@@ -75,8 +75,10 @@ def test_swd_section_scores_each_generator_against_its_reals(tmp_path):
 
 def test_restore_crops_section_scores_restore_py_outputs(tmp_path):
     """model_report's restore_crops: restore_folder at its defaults and at fidelity 0 on degraded
-    crops, clean crops through the defaults, every row scored against the clean faces."""
+    crops, clean crops through the defaults, every row scored against the clean faces; a rerun
+    after a recalibration renders the new curve's defaults from the kept inversions."""
     from _applications import save_tiny_checkpoint
+    from apps.fidelity import FidelityCurve, curve_path
     from evaluation import restore_report
     from evaluation.heldout import degrade_faces, nlm_denoise
     from inversion.models import load_models
@@ -85,16 +87,30 @@ def test_restore_crops_section_scores_restore_py_outputs(tmp_path):
     models = load_models(str(net), None, "cpu", announce=False)
     rng = np.random.RandomState(0)
     faces = [rng.randint(0, 256, (G.img_resolution, G.img_resolution, 3)).astype(np.uint8) for _ in range(3)]
-    out = restore_report.run_section("restore_crops", models, "", faces, degrade_faces(faces, 0), nlm_denoise, 0,
-                                     inversion={"pti_steps": 1, "w_steps": 2, "perceptual": "fallback"},
-                                     workdir=str(tmp_path / "work"))
-    kept = restore_report.restore_records(str(tmp_path / "work" / "restore_crops" / "clean-auto"))
+    work = tmp_path / "work" / "restore_crops"
+
+    def section():
+        return restore_report.run_section("restore_crops", models, "", faces, degrade_faces(faces, 0), nlm_denoise, 0,
+                                          inversion={"pti_steps": 1, "w_steps": 2, "perceptual": "fallback"},
+                                          workdir=str(tmp_path / "work"))
+    out = section()
+    kept = restore_report.restore_records(str(work / ("clean-" + out["defaults_folder"])))
     assert len(kept) == 3 and all(0 <= r["fidelity"] <= 1 for r in kept)     # the records stay for a look
     assert out["images"] == 3 and set(out["scores"]) == {"degraded", "nlm", "restore_defaults", "restore_fidelity_0"}
     for row in out["scores"].values():
         assert np.isfinite(row["psnr_db"]) and -1 <= row["ssim"] <= 1
     assert 0 <= out["mean_fidelity_degraded"] <= 1 and 0 <= out["clean_unchanged"] <= 3
     assert isinstance(out["defaults_beat_input"], bool) and isinstance(out["fidelity_0_beats_input"], bool)
+    assert np.isfinite(out["clean_fidelity_0_psnr_db"])
+
+    FidelityCurve(sharp_below=-1.0, floor=0.5, scale=1e-9).save(curve_path(str(net)))    # every image: f = 0.5
+    again = section()
+    assert again["defaults_folder"] != out["defaults_folder"]
+    assert again["scores"]["restore_fidelity_0"] == out["scores"]["restore_fidelity_0"]    # the same inversions
+    for sub in (again["defaults_folder"], "clean-" + again["defaults_folder"]):
+        recs = restore_report.restore_records(str(work / sub))
+        assert len(recs) == 3 and all(r["reused_inversion"] and r["fidelity"] == 0.5 for r in recs)
+    assert again["mean_fidelity_degraded"] == again["mean_fidelity_clean"] == 0.5 and again["clean_unchanged"] == 0
 
 
 def test_photo_face_rows_score_each_placed_face_and_match_its_record():
