@@ -138,6 +138,9 @@ def test_demo_runs_every_step(tmp_path):
     if faces_available():                 # the whole-photo step: her face found, restored, pasted back
         assert s["photo"]["faces"] == 1 and os.path.isfile(os.path.join(out, "photo", "restored", "astronaut.png"))
         assert "photo/restored/compare/astronaut.png" in index
+        again = demo.run_demo(None, None, out, pairs=2, n_restore=2,       # a rerun resumes: nothing new, same report
+                              config=resolve_config("demo", pti_steps=2, w_steps=2), progress=False)
+        assert again["photo"]["faces"] == 1 and again["metrics"] == s["metrics"]
 
 
 def test_campaign_file_resumes_from_the_shipped_generator_and_fidelity_curve_loads():
