@@ -22,12 +22,17 @@ threshold rises above the clean faces' where mildly degraded faces (large faces 
 they look at the model's size) would otherwise come out worse on average. The severity
 is used only where it tells the calibration's degraded faces from its clean ones (ROC AUC >=
 ``SEVERITY_MIN_AUC``); else ``sharp_below`` is infinite: a q that does not read the degradation
-must not decide to redraw a sharp face (the shipped model's q does not yet, issue 31). Each side of
+must not decide to redraw a sharp face (the session-5 encoder's did not: AUC 0.79; the shipped one's does: 0.94). Each side of
 the detail band is kept only where restoring what lies beyond it helps the calibration's degraded
 faces (a model that cannot undo blur leaves blurred inputs as they are). ``floor`` and
 ``scale`` maximise the mean PSNR gain over degraded faces (``fit_curve``, on *training* faces,
 never on held-out ones: ``evaluation.calibrate_fidelity``). A model whose q reads the degradation restores through s; a
-model whose q does not (the shipped one, so far) still restores what the detail ratio flags.
+model whose q does not still restores what the detail ratio flags.
+The severity depends on the inversion that produced it: a shorter PTI leaves more of the input to
+q and reads it as more degraded (a sharp photo's face: 0.009 after the default 350 steps, 0.024
+after ``make demo``'s 50). A calibrated curve therefore reads the severity only from inversions
+that ran at least the calibration's PTI steps (``min_pti_steps``); a shorter one is judged by the
+detail band alone, as a curve whose severity is not used.
 A model's curve lives beside its network file as ``<network stem>-fidelity.json``
 (``FidelityCurve.save``; ``load_curve`` finds it); a network without one uses
 ``GENERIC_CURVE`` and says so.
@@ -65,11 +70,17 @@ class FidelityCurve:
     scale: float                # severity over sharp_below at which f has fallen 63 % of the way to floor
     detail_low: float = -np.inf     # detail ratios of clean faces: [detail_low, detail_high]
     detail_high: float = np.inf
+    min_pti_steps: float = 0.0      # the severity is read only from inversions of at least this many PTI steps
 
-    def __call__(self, severity: float, detail: Optional[float] = None) -> float:
+    def reads_severity(self, pti_steps: Optional[float] = None) -> bool:
+        """Whether the severity of an inversion of ``pti_steps`` PTI steps decides (None: not known
+        to the caller, as in the calibration's own fit: yes)."""
+        return bool(np.isfinite(self.sharp_below)) and (pti_steps is None or pti_steps >= self.min_pti_steps)
+
+    def __call__(self, severity: float, detail: Optional[float] = None, pti_steps: Optional[float] = None) -> float:
         if detail is not None and not self.detail_low <= detail <= self.detail_high:
             return float(self.floor)                  # the input's detail is not a clean face's
-        if severity <= self.sharp_below:
+        if severity <= self.sharp_below or not self.reads_severity(pti_steps):
             return 1.0
         return float(self.floor + (1.0 - self.floor) * np.exp(-(severity - self.sharp_below) / self.scale))
 
@@ -160,24 +171,28 @@ class FidelityChoice:
     severity: Optional[float]       # None with a fixed --fidelity
     detail: Optional[float]         # the detail ratio; None with a fixed --fidelity
     q_norm: Optional[float]
+    severity_used: Optional[bool] = None    # whether the curve read the severity; None with a fixed --fidelity
 
     def record(self) -> dict:
         r = lambda v, n: None if v is None else round(v, n)      # noqa: E731
         return {"fidelity": round(self.fidelity, 4), "severity": r(self.severity, 5), "detail": r(self.detail, 4),
-                "q_norm": r(self.q_norm, 4)}
+                "q_norm": r(self.q_norm, 4), "severity_used": self.severity_used}
 
 
 def choose(setting: Fidelity, curve: FidelityCurve, reconstruction: Optional[np.ndarray],
-           sharp: np.ndarray, q_norm: Optional[float], model_in: Optional[np.ndarray] = None) -> FidelityChoice:
+           sharp: np.ndarray, q_norm: Optional[float], model_in: Optional[np.ndarray] = None,
+           pti_steps: Optional[float] = None) -> FidelityChoice:
     """The fidelity of one image: ``setting`` itself when fixed, else the curve at its severity
-    and (given the input as the inversion saw it, ``model_in``) its detail ratio."""
+    and (given the input as the inversion saw it, ``model_in``) its detail ratio; ``pti_steps``:
+    the PTI steps its inversion ran (the severity is read only from inversions as long as the
+    curve's calibration; None: not checked)."""
     if setting != "auto":
         return FidelityChoice(float(setting), None, None, q_norm)
     if reconstruction is None:
         raise ValueError("--fidelity auto needs the reconstruction G(w, q)")
     s = severity(reconstruction, sharp)
     d = detail_ratio(model_in, sharp) if model_in is not None else None
-    return FidelityChoice(curve(s, d), s, d, q_norm)
+    return FidelityChoice(curve(s, d, pti_steps), s, d, q_norm, curve.reads_severity(pti_steps))
 
 
 def compose(image: np.ndarray, model_in: np.ndarray, model_out: np.ndarray, fidelity: float) -> np.ndarray:

@@ -114,7 +114,9 @@ def choose_fidelity(opts: "RestoreOptions", res, sharp: np.ndarray, reconstructi
     ``model_in``: the input as the inversion saw it (uint8 [R, R, C])."""
     q = torch.as_tensor(res.q).float()
     q_norm = float(q.norm()) if q.numel() else None
-    return fid.choose(opts.fidelity, opts.fidelity_curve or fid.GENERIC_CURVE, reconstruction, sharp, q_norm, model_in)
+    steps = getattr(res.stats, "pti_steps", None) if res.stats is not None else None
+    return fid.choose(opts.fidelity, opts.fidelity_curve or fid.GENERIC_CURVE, reconstruction, sharp, q_norm, model_in,
+                      pti_steps=steps or 0)           # not recorded: as short as can be
 
 
 def restore_folder(models: Models, input_path: str, outdir: str, options: Optional[RestoreOptions] = None
@@ -157,6 +159,11 @@ class _Restoration:
         self.run_.refuse_overwrite(o for _, o in self.jobs)
         self.batch_size = opts.inversion.batch_for(self.device)
         self.config = opts.inversion.replace(batch_size=self.batch_size)
+        curve = opts.fidelity_curve or fid.GENERIC_CURVE
+        if opts.fidelity == "auto" and curve.reads_severity() and not curve.reads_severity(self.config.pti_steps):
+            log(f"note: --fidelity auto reads the severity only from inversions of at least {curve.min_pti_steps:g} "
+                f"PTI steps (its calibration's); this run's {self.config.pti_steps} leave the choice to the detail "
+                f"band (each record's severity_used)")
         self.input_path = input_path
         self.summary = {"inputs": len(self.jobs), "written": 0, "skipped": 0, "failed": 0, "reused": 0, "faces": 0,
                         "no_face": 0}

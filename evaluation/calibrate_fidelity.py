@@ -13,6 +13,7 @@ With ``--measurements``, a second run refits from the saved restorations without
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -27,6 +28,7 @@ from degradations import build_pipeline
 from dnnlib.util import UserError, atomic_write
 from faces.alignment import resize_crop
 from inversion.api import invert_images
+from inversion.config import InversionConfig
 from inversion.models import load_models
 
 from .composites import LEVELS
@@ -83,7 +85,7 @@ def calibrate(models, faces: Sequence[np.ndarray], seeds: Sequence[int] = (123, 
             raise UserError(f"{measurements}: holds {len(saved[0])} restorations, this calibration makes {expected} "
                             f"({len(faces)} faces, {len(seeds)} degraded draws and a photo-like mild one each); "
                             f"use another --measurements file")
-        return fit_curve(*saved[:5], keep=saved[5])
+        return _with_steps(fit_curve(*saved[:5], keep=saved[5]), invert_kwargs)
     faces = list(faces)
     draws = [degrade_faces(faces, seed) for seed in seeds] + [photo_mild_faces(faces)]
     inputs, clean = [], []                    # interleaved: face i clean, then its degraded draws, then the mild one
@@ -99,7 +101,16 @@ def calibrate(models, faces: Sequence[np.ndarray], seeds: Sequence[int] = (123, 
     if measurements:
         with atomic_write(measurements, "wb") as f:
             np.savez(f, **dict(zip(MEASURED, measured)))
-    return fit_curve(*measured[:5], keep=keep)
+    return _with_steps(fit_curve(*measured[:5], keep=keep), invert_kwargs)
+
+
+def _with_steps(fit: Tuple[FidelityCurve, dict], invert_kwargs: dict) -> Tuple[FidelityCurve, dict]:
+    """The fitted curve marked with the calibration's PTI steps (``FidelityCurve.min_pti_steps``:
+    its severities hold for inversions at least that long)."""
+    curve, report = fit
+    config = invert_kwargs.get("config") or InversionConfig()
+    steps = float(invert_kwargs.get("pti_steps", config.pti_steps))
+    return dataclasses.replace(curve, min_pti_steps=steps), {**report, "pti_steps": steps}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -33,8 +33,8 @@ def test_severity_is_zero_at_q0_and_linear_in_the_residual():
 
 def test_choose_fixed_and_auto():
     sharp = np.zeros((8, 8, 3), np.uint8)
-    assert fid.choose(0.25, fid.GENERIC_CURVE, None, sharp, 1.0).record() == {"fidelity": 0.25, "severity": None,
-                                                                              "detail": None, "q_norm": 1.0}
+    assert fid.choose(0.25, fid.GENERIC_CURVE, None, sharp, 1.0).record() == {
+        "fidelity": 0.25, "severity": None, "detail": None, "q_norm": 1.0, "severity_used": None}
     clean = fid.choose("auto", fid.GENERIC_CURVE, sharp, sharp, 0.0)
     assert clean.fidelity == 1.0 and clean.severity == 0.0
     with pytest.raises(ValueError):
@@ -156,10 +156,30 @@ def test_calibration_keeps_its_measurements_and_refits_from_them(tmp_path, monke
     kw = dict(w_steps=1, pti_steps=1, perceptual="fallback", progress=False)
     curve, rep = cal.calibrate(Models.of(G), list(faces), measurements=npz, **kw)
     assert rep["faces"] == 12 and rep["clean"] == 3 and rep["keep"] == 3
+    assert curve.min_pti_steps == 1 and rep["pti_steps"] == 1        # its severities hold for inversions this long
     monkeypatch.setattr(cal, "invert_images", lambda *a, **k: pytest.fail("restored again"))
     assert cal.calibrate(Models.of(G), list(faces), measurements=npz, **kw) == (curve, rep)
     with pytest.raises(UserError, match="holds 12 restorations, this calibration makes 8"):
         cal.calibrate(Models.of(G), list(faces[:2]), measurements=npz, **kw)   # other faces: not refit from it
+
+
+def test_severity_is_read_only_from_inversions_as_long_as_the_calibrations():
+    """A curve calibrated with 350 PTI steps: an inversion of 350 (or more) is judged by its
+    severity; a shorter one (which reads inputs as more degraded) by the detail band alone; the
+    record says which."""
+    curve = fid.FidelityCurve(sharp_below=0.01, floor=0.2, scale=0.01, detail_low=-1.0, detail_high=1.0,
+                              min_pti_steps=350)
+    assert curve(0.05, 0.0, 350) < 0.3 and curve(0.05, 0.0, 500) == curve(0.05, 0.0) < 0.3
+    assert curve(0.05, 0.0, 50) == 1.0 and curve(0.05, 2.0, 50) == 0.2       # out of the band: still restored
+    assert not curve.reads_severity(50) and curve.reads_severity(350) and curve.reads_severity()
+    assert not fid.FidelityCurve(float("inf"), 0.2, 0.01).reads_severity(1000)
+    rng = np.random.RandomState(0)
+    sharp = rng.randint(60, 200, (16, 16, 3)).astype(np.uint8)
+    redrawn = np.clip(sharp.astype(int) + 30, 0, 255).astype(np.uint8)       # severity 30 / 255
+    short = fid.choose("auto", curve, redrawn, sharp, 1.0, model_in=sharp, pti_steps=50)
+    full = fid.choose("auto", curve, redrawn, sharp, 1.0, model_in=sharp, pti_steps=350)
+    assert short.fidelity == 1.0 and short.record()["severity_used"] is False
+    assert full.fidelity < 0.3 and full.record()["severity_used"] is True and short.severity == full.severity
 
 
 def test_fit_curve_keeps_mild_faces_from_losing():
