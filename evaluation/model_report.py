@@ -11,7 +11,7 @@ Each section is one claim of the paper, measured at our scale:
   true.
 * ``probe``: Sec. 4.6 on held-out faces: OpenCV Gaussian blur at 5 levels (sigma up to 2 px at
   64x64, i.e. 8 px at the probe's 256 px reference), q from the encoder, a linear classifier on a
-  seeded 70/30 split (``evaluation.probe``).
+  seeded 70/30 split (``evaluation.probe``; with each task's mean over five splits of the same codes).
 * ``swd``: sample quality (needs ``--reals``, the training ZIP): SWD x 1e3 of the QC sharp mode,
   the teacher, the QC degraded mode against ``paper``-degraded reals, and (``--baseline``) a plain
   StyleGAN2 trained on degraded reals against the same degraded reals (the paper's Table 1 claim:

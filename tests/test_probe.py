@@ -39,8 +39,25 @@ def test_probe_cli_accuracies_above_chance(tmp_path):
     assert set(rep["tasks"]) == {"blurry_vs_sharp", "blur_5_levels"}
     for name, st in rep["tasks"].items():
         assert st["test_accuracy"] > st["chance"], (name, st)
+        acc = st["split_accuracies"]          # five seeded splits of the same codes, the reported one first
+        assert len(acc) == probe.SPLITS and acc[0] == st["test_accuracy"]
+        assert min(acc) <= st["split_mean"] <= max(acc) and st["split_mean"] == np.mean(acc)
     assert rep["paper"]["blurry_vs_sharp"] == 0.979
     assert [lv["level"] for lv in rep["clean_vs_each_level"]["blur"]] == [1, 2, 3, 4, 5]
+
+
+def test_task_splits_vary_the_split_only():
+    """evaluate_task_splits: split k is evaluate_task at seed + k on the same codes; a q that
+    reads the levels perfectly scores 1.0 on every split, a noise q varies around chance."""
+    rng = np.random.RandomState(1)
+    ids = np.arange(300) % 6
+    perfect = np.eye(6)[ids] * 5.0 + 0.01 * rng.normal(size=(300, 6))
+    st = probe.evaluate_task_splits(perfect, ids, [1, 2, 3, 4, 5], seed=3, test_fraction=0.3)
+    assert st["split_accuracies"] == [1.0] * probe.SPLITS and st["split_mean"] == 1.0
+    noise = rng.normal(size=(300, 4))
+    st = probe.evaluate_task_splits(noise, ids, None, seed=3, test_fraction=0.3)
+    assert st["split_accuracies"][2] == probe.evaluate_task(noise, ids, None, 5, 0.3)["test_accuracy"]
+    assert len(set(st["split_accuracies"])) > 1 and 0.3 < st["split_mean"] < 0.7
 
 
 def test_clean_vs_each_level_finds_the_levels_q_reads():
