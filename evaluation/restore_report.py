@@ -18,7 +18,8 @@ Each input set is inverted once, by the fidelity-0 run (its inversions kept unde
 ``restore_fidelity_0/``), and the defaults render those inversions again under the network's curve
 into a folder named after that curve (``auto-<8 hex>``, ``defaults_folder``). So a rerun in the
 same ``--workdir`` resumes what is done, and a rerun after a recalibration scores the new curve in
-seconds per face instead of inverting again (the old curve's folder stays beside it).
+seconds per face instead of inverting again (the old curve's folder stays beside it). Another
+network or encoder needs a fresh ``--workdir``: the fidelity-0 folders would resume as they are.
 
 Nothing here trains on the faces; they come from the held-out ZIP (``utkface64-mini.zip``).
 """
