@@ -114,9 +114,9 @@ def choose_fidelity(opts: "RestoreOptions", res, sharp: np.ndarray, reconstructi
     ``model_in``: the input as the inversion saw it (uint8 [R, R, C])."""
     q = torch.as_tensor(res.q).float()
     q_norm = float(q.norm()) if q.numel() else None
-    steps = getattr(res.stats, "pti_steps", None) if res.stats is not None else None
+    steps = (res.stats.pti_steps if res.stats is not None else None) or 0     # not recorded: as short as can be
     return fid.choose(opts.fidelity, opts.fidelity_curve or fid.GENERIC_CURVE, reconstruction, sharp, q_norm, model_in,
-                      pti_steps=steps or 0)           # not recorded: as short as can be
+                      pti_steps=steps)
 
 
 def restore_folder(models: Models, input_path: str, outdir: str, options: Optional[RestoreOptions] = None
