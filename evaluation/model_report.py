@@ -11,7 +11,8 @@ Each section is one claim of the paper, measured at our scale:
   true.
 * ``probe``: Sec. 4.6 on held-out faces: OpenCV Gaussian blur at 5 levels (sigma up to 2 px at
   64x64, i.e. 8 px at the probe's 256 px reference), q from the encoder, a linear classifier on a
-  seeded 70/30 split (``evaluation.probe``; with each task's mean over five splits of the same codes).
+  seeded 70/30 split (``evaluation.probe``; with each task's mean over five splits of the same codes,
+  and the same tasks on each image's log power spectrum, ``image_spectrum``: what the pool allows).
 * ``swd``: sample quality (needs ``--reals``, the training ZIP): SWD x 1e3 of the QC sharp mode,
   the teacher, the QC degraded mode against ``paper``-degraded reals, and (``--baseline``) a plain
   StyleGAN2 trained on degraded reals against the same degraded reals (the paper's Table 1 claim:
@@ -129,7 +130,7 @@ def q_recovery(G, encoder, count: int, seed: int, device, batch: int = 32) -> di
 def probe(G, encoder, faces: Sequence[np.ndarray], seed: int, device) -> dict:
     """Sec. 4.6 at 64x64 with the encoder's q (``evaluation.probe.run_probe``)."""
     out = run_probe(G, faces, families=("blur",), encoder=encoder, w_steps=0, blur_sigmas=PROBE_SIGMAS_AT_256,
-                    seed=seed, test_fraction=1 - DEFAULT_SPLIT, device=device, progress=False)
+                    seed=seed, test_fraction=1 - DEFAULT_SPLIT, device=device, progress=False, baseline=True)
     out["targets"] = {"blurry_vs_sharp": TARGETS["probe_blurry_vs_sharp"],
                       "blur_5_levels": TARGETS["probe_blur_5_levels"]}
     return out

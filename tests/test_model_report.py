@@ -49,6 +49,7 @@ def test_report_sections_on_a_tiny_model(tmp_path):
     assert rep["q_recovery"]["r2"] < 0.3 and rep["q_recovery"]["norm_pred_mean"] < rep["q_recovery"]["norm_true_mean"]
     assert set(rep["probe"]["tasks"]) >= {"blurry_vs_sharp", "blur_5_levels"}
     assert rep["probe"]["setup"]["test_fraction"] == pytest.approx(0.3)     # the 70/30 split
+    assert set(rep["probe"]["image_spectrum"]["tasks"]) == set(rep["probe"]["tasks"])   # the q-free reading beside it
     scores = rep["restoration"]["scores"]
     assert set(scores) == {"degraded", "nlm", "restored"} | {f"restored_fidelity_{f}" for f in mr.FIDELITIES}
     assert set(rep["restoration"]["fidelity_beats_input"]) == {str(f) for f in mr.FIDELITIES}

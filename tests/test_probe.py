@@ -71,3 +71,38 @@ def test_clean_vs_each_level_finds_the_levels_q_reads():
     assert [lv["level"] for lv in per] == [1, 2, 3, 4, 5]
     assert acc[3] == acc[4] == acc[5] == 1.0
     assert acc[1] < 0.7 and acc[2] < 0.7, acc
+
+
+def test_spectrum_features_read_blur_not_brightness():
+    """The q-free baseline: a blur lowers the high bands relative to the lowest one; a brightness
+    and contrast change moves only the last feature (the lowest band's own level); small images
+    get R // 2 bands, none of them empty."""
+    rng = np.random.RandomState(0)
+    img = rng.randint(40, 216, size=(64, 64, 3)).astype(np.uint8)
+    blurred = probe.degrade_pool([img, img], probe.family_levels("blur", 64, [8.0]), seed=0)[0]
+    blurred = blurred[0] if not np.array_equal(blurred[0], img) else blurred[1]
+    f, fb = probe.spectrum_features([img, blurred])
+    assert f.shape == (probe.SPECTRUM_BANDS,)
+    assert fb[probe.SPECTRUM_BANDS // 2:-1].mean() < f[probe.SPECTRUM_BANDS // 2:-1].mean() - 1.0
+    brighter = np.clip(img.astype(float) * 0.5 + 60, 0, 255).astype(np.uint8)
+    g = probe.spectrum_features([brighter])[0]
+    assert np.allclose(g[:-1], f[:-1], atol=0.05) and g[-1] < f[-1] - 1.0
+    small = probe.spectrum_features([img[:16, :16]])
+    assert small.shape == (1, 8) and np.isfinite(small).all()
+
+
+def test_probe_baseline_runs_the_same_tasks_on_the_spectrum():
+    """run_probe(baseline=True): the spectrum reading has the tasks and per-level rows of q's, on
+    the same pool; clearly blurred textures are told from sharp ones by the spectrum alone."""
+    G = tiny_qc_generator()
+    rng = np.random.RandomState(2)
+    imgs = [rng.randint(0, 256, size=(16, 16, 3)).astype(np.uint8) for _ in range(36)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rep = probe.run_probe(G, imgs, w_steps=1, blur_sigmas=[32.0, 64.0], seed=0, test_fraction=0.3,
+                              progress=False, baseline=True)
+    spec = rep["image_spectrum"]
+    assert set(spec["tasks"]) == set(rep["tasks"]) == {"blurry_vs_sharp", "blur_2_levels"}
+    assert spec["tasks"]["blurry_vs_sharp"]["split_mean"] == 1.0
+    assert [lv["level"] for lv in spec["clean_vs_each_level"]["blur"]] == [1, 2]
+    assert "image_spectrum" not in probe.run_probe(G, imgs[:12], w_steps=0, blur_sigmas=[32.0, 64.0], progress=False)
