@@ -64,7 +64,8 @@ FAMILIES = ("blur", "noise", "jpeg")
 Q_INIT_STD = 0.1                                       # stage-1 start of q without an encoder
 
 
-def _blur_op(sigma_px: float) -> dict:
+def blur_op(sigma_px: float) -> dict:
+    """The probe's blur: OpenCV's Gaussian of ``sigma_px`` pixels, kernel 2 * ceil(3 sigma) + 1."""
     return {"op": "gaussian_blur", "ksize": 2 * int(math.ceil(3 * sigma_px)) + 1, "sigma": sigma_px}
 
 
@@ -72,7 +73,7 @@ def family_levels(family: str, resolution: int, blur_sigmas: Optional[Sequence[f
     """The pool of a family: level 0 is the clean image (None), then one op spec per level."""
     scale = resolution / REFERENCE_RESOLUTION
     if family == "blur":
-        return [None] + [_blur_op(s * scale) for s in (blur_sigmas or BLUR_SIGMAS)]
+        return [None] + [blur_op(s * scale) for s in (blur_sigmas or BLUR_SIGMAS)]
     if family == "noise":
         return [None] + [{"op": "gaussian_noise", "var": v} for v in NOISE_VARS]
     if family == "jpeg":
