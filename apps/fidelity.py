@@ -22,14 +22,14 @@ threshold rises above the clean faces' where mildly degraded faces (large faces 
 they look at the model's size) would otherwise come out worse on average. The severity
 is used only where it tells the calibration's degraded faces from its clean ones (ROC AUC >=
 ``SEVERITY_MIN_AUC``); else ``sharp_below`` is infinite: a q that does not read the degradation
-must not decide to redraw a sharp face (the session-5 encoder's did not: AUC 0.79; the shipped one's does: 0.94). Each side of
+must not decide to redraw a sharp face (the session-5 encoder's did not: AUC 0.79; the shipped one's does: 0.97). Each side of
 the detail band is kept only where restoring what lies beyond it helps the calibration's degraded
 faces (a model that cannot undo blur leaves blurred inputs as they are). ``floor`` and
 ``scale`` maximise the mean PSNR gain over degraded faces (``fit_curve``, on *training* faces,
 never on held-out ones: ``evaluation.calibrate_fidelity``). A model whose q reads the degradation restores through s; a
 model whose q does not still restores what the detail ratio flags.
 The severity depends on the inversion that produced it: a shorter PTI leaves more of the input to
-q and reads it as more degraded (a sharp photo's face: 0.009 after the default 350 steps, 0.024
+q and reads it as more degraded (a sharp photo's face: 0.010 after the default 350 steps, 0.019
 after ``make demo``'s 50). A calibrated curve therefore reads the severity only from inversions
 that ran at least the calibration's PTI steps (``min_pti_steps``); a shorter one is judged by the
 detail band alone, as a curve whose severity is not used.
