@@ -112,7 +112,7 @@ def train_reader(train_faces: Sequence[np.ndarray], heldout_faces: Sequence[np.n
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         net.eval()
         with torch.no_grad():
             pred = torch.cat([net(xt[lo:lo + 256]) for lo in range(0, len(xt), 256)]) > 0
