@@ -48,9 +48,9 @@ class EnergyReader(torch.nn.Module):
                                        torch.nn.Linear(HIDDEN, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e_full = self.fine(x).square().mean(dim=(2, 3)).add(1e-6).log()                         # [N, F]
-        e_half = self.coarse(torch.nn.functional.avg_pool2d(x, 2)).square().mean(dim=(2, 3)).add(1e-6).log()
-        return self.mlp(torch.cat([e_full, e_half], dim=1))[:, 0]
+        e_fine = self.fine(x).square().mean(dim=(2, 3)).add(1e-6).log()                         # [N, F]
+        e_coarse = self.coarse(torch.nn.functional.avg_pool2d(x, 2)).square().mean(dim=(2, 3)).add(1e-6).log()
+        return self.mlp(torch.cat([e_fine, e_coarse], dim=1))[:, 0]
 
 
 @dataclasses.dataclass

@@ -119,21 +119,20 @@ def spectrum_features(images: Sequence[np.ndarray], bands: int = SPECTRUM_BANDS)
     to Nyquist, each band relative to the lowest one (so a brightness or contrast change moves
     only the last feature, the lowest band's own level). Below 2 * ``bands`` pixels the bands are
     R // 2, each then wider than the frequency grid's step, so none is empty.
-    images: uint8 [R, R, C] -> [N, min(bands, R // 2)]."""
-    out = []
-    for img in images:
-        g = np.asarray(img, np.float64)
-        g = g.mean(axis=2) if g.ndim == 3 else g
-        h, w = g.shape
-        win = np.outer(np.hanning(h), np.hanning(w))
-        power = np.abs(np.fft.fft2((g - g.mean()) * win)) ** 2
-        fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
-        radius = np.sqrt(fy ** 2 + fx ** 2) / 0.5                      # 1 = Nyquist
-        edges = np.linspace(1.0 / min(h, w), 1.0, min(bands, min(h, w) // 2))   # band k: [edges[k-1], edges[k])
-        idx = np.digitize(radius, edges)                              # 0: DC and below; bands: past Nyquist
-        level = np.array([np.log(power[idx == k].mean() + 1e-12) for k in range(1, len(edges))])
-        out.append(np.concatenate([level - level[0], level[:1]]))
-    return np.stack(out).astype(np.float64) if out else np.zeros([0, bands])
+    images: uint8 [R, R, C], all one size -> [N, min(bands, R // 2)]."""
+    if len(images) == 0:
+        return np.zeros([0, bands])
+    g = np.stack([np.asarray(im, np.float64) for im in images])
+    g = g.mean(axis=3) if g.ndim == 4 else g                          # luminance [N, H, W]
+    _, h, w = g.shape
+    win = np.outer(np.hanning(h), np.hanning(w))
+    power = np.abs(np.fft.fft2((g - g.mean(axis=(1, 2), keepdims=True)) * win)) ** 2   # [N, H, W]
+    fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
+    radius = np.sqrt(fy ** 2 + fx ** 2) / 0.5                          # 1 = Nyquist
+    edges = np.linspace(1.0 / min(h, w), 1.0, min(bands, min(h, w) // 2))   # band k: [edges[k-1], edges[k])
+    idx = np.digitize(radius, edges)                                  # 0: DC and below; len(edges): past Nyquist
+    level = np.stack([np.log(power[:, idx == k].mean(axis=1) + 1e-12) for k in range(1, len(edges))], axis=1)
+    return np.concatenate([level - level[:, :1], level[:, :1]], axis=1)
 
 
 SPLITS = 5          # seeded train/test splits per task: seed, seed + 1, ... (the first is the reported one)
